@@ -1,0 +1,160 @@
+import Foundation
+
+/// How to reach and talk to an MQTT broker.
+///
+/// Build one from a URL with ``init(url:)`` (`mqtt://user:password@host:1883`, `mqtts://host:8883`)
+/// and adjust the fields, or set every field yourself.
+public struct MQTTConfiguration: Sendable {
+    /// TLS settings for `mqtts://` connections.
+    public struct TLS: Sendable, Hashable {
+        /// PEM file with the certificate authorities to trust. `nil` uses the system's store.
+        public var caFile: String?
+        /// PEM client certificate, for brokers that require client certificates.
+        public var certificateFile: String?
+        /// PEM private key of the client certificate.
+        public var keyFile: String?
+        /// Check that the broker's certificate names the host connected to. Turn off only for tests.
+        public var verifyHostname: Bool
+
+        public init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil, verifyHostname: Bool = true) {
+            self.caFile = caFile
+            self.certificateFile = certificateFile
+            self.keyFile = keyFile
+            self.verifyHostname = verifyHostname
+        }
+    }
+
+    /// A Will: the message the broker publishes when this client dies without a DISCONNECT.
+    public struct Will: Sendable, Hashable {
+        public var topic: String
+        public var payload: Data
+        public var qos: MQTTQoS
+        public var retain: Bool
+        public var properties: MQTTPublishProperties
+        /// MQTT 5 Will Delay Interval in seconds: a reconnect within this time suppresses the Will.
+        public var delayInterval: UInt32?
+
+        public init(
+            topic: String,
+            payload: Data,
+            qos: MQTTQoS = .atLeastOnce,
+            retain: Bool = false,
+            properties: MQTTPublishProperties = .none,
+            delayInterval: UInt32? = nil
+        ) {
+            self.topic = topic
+            self.payload = payload
+            self.qos = qos
+            self.retain = retain
+            self.properties = properties
+            self.delayInterval = delayInterval
+        }
+    }
+
+    /// Automatic reconnection with exponential backoff.
+    public struct Reconnect: Sendable, Hashable {
+        /// First delay after a lost connection, in seconds (at least 1: libmosquitto counts whole seconds).
+        public var initialDelay: UInt32
+        /// Largest delay between attempts, in seconds.
+        public var maximumDelay: UInt32
+
+        public init(initialDelay: UInt32 = 1, maximumDelay: UInt32 = 10) {
+            self.initialDelay = max(1, initialDelay)
+            self.maximumDelay = max(self.initialDelay, maximumDelay)
+        }
+    }
+
+    /// Host name or address of the broker.
+    public var host: String
+    /// TCP port of the broker.
+    public var port: Int
+    /// TLS settings; `nil` for a plain TCP connection.
+    public var tls: TLS?
+    public var username: String?
+    public var password: String?
+    /// Client identifier. `nil` lets the client generate a unique one (required for clean-start sessions only).
+    public var clientID: String?
+    /// Keep-alive interval in seconds.
+    public var keepAlive: Int32
+    public var protocolVersion: MQTTProtocolVersion
+    /// Start with a new session (`true`) or resume the broker's session for this client id (`false`).
+    public var cleanStart: Bool
+    /// MQTT 5 Session Expiry Interval in seconds: how long the broker keeps the session after a disconnect.
+    public var sessionExpiryInterval: UInt32
+    public var will: Will?
+    public var reconnect: Reconnect
+    /// How long ``MQTTClient/connect()`` waits for the broker's CONNACK.
+    public var connectTimeout: Duration
+    /// How long ``MQTTClient/shutdown()`` waits for the network thread before abandoning it.
+    public var shutdownTimeout: Duration
+    /// Disable Nagle's algorithm (strongly recommended: with it on, each round trip can wait ~40 ms).
+    public var tcpNoDelay: Bool
+    /// MQTT 5 Receive Maximum: how many QoS 1/2 messages the broker may have in flight towards us.
+    public var receiveMaximum: Int32
+    /// How many QoS 1/2 publishes of ours may be in flight at once (0: as many as the broker allows).
+    public var maximumInflightMessages: UInt32
+
+    public init(
+        host: String = "127.0.0.1",
+        port: Int = 1883,
+        tls: TLS? = nil,
+        username: String? = nil,
+        password: String? = nil,
+        clientID: String? = nil,
+        keepAlive: Int32 = 30,
+        protocolVersion: MQTTProtocolVersion = .v5,
+        cleanStart: Bool = true,
+        sessionExpiryInterval: UInt32 = 0,
+        will: Will? = nil,
+        reconnect: Reconnect = Reconnect(),
+        connectTimeout: Duration = .seconds(10),
+        shutdownTimeout: Duration = .seconds(3),
+        tcpNoDelay: Bool = true,
+        receiveMaximum: Int32 = 65535,
+        maximumInflightMessages: UInt32 = 0
+    ) {
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.username = username
+        self.password = password
+        self.clientID = clientID
+        self.keepAlive = keepAlive
+        self.protocolVersion = protocolVersion
+        self.cleanStart = cleanStart
+        self.sessionExpiryInterval = sessionExpiryInterval
+        self.will = will
+        self.reconnect = reconnect
+        self.connectTimeout = connectTimeout
+        self.shutdownTimeout = shutdownTimeout
+        self.tcpNoDelay = tcpNoDelay
+        self.receiveMaximum = receiveMaximum
+        self.maximumInflightMessages = maximumInflightMessages
+    }
+
+    /// A configuration from a broker URL: `mqtt://[user[:password]@]host[:port]` (default port 1883) or
+    /// `mqtts://...` (TLS, default port 8883, system trust store unless ``tls`` is changed).
+    /// Percent-escapes in the user and password are decoded.
+    public init(url: String) throws {
+        guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased() else {
+            throw MQTTError(.invalidConfiguration, "'\(url)' is not a broker URL; expected mqtt://host:port or mqtts://host:port")
+        }
+        self.init()
+        switch scheme {
+        case "mqtt", "tcp": tls = nil
+        case "mqtts", "ssl", "tls": tls = TLS()
+        default:
+            throw MQTTError(.invalidConfiguration, "Unsupported scheme '\(scheme)' in broker URL '\(url)'; use mqtt:// or mqtts://")
+        }
+        guard let host = components.host, !host.isEmpty else {
+            throw MQTTError(.invalidConfiguration, "Broker URL '\(url)' has no host")
+        }
+        self.host = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        self.port = components.port ?? (tls == nil ? 1883 : 8883)
+        guard (1...65535).contains(port) else {
+            throw MQTTError(.invalidConfiguration, "Broker URL '\(url)' has an invalid port \(port)")
+        }
+        self.username = components.user
+        self.password = components.password
+    }
+}
