@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "MosquittoClient", targets: ["MosquittoClient"]),
+        .library(name: "Handoff", targets: ["Handoff"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -27,6 +28,19 @@ let package = Package(
                 "CMosquitto",
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        // The broker-independent core: labels, envelopes, the transport contract, the local backend,
+        // versions and migrations, merge strategies and the typed API.
+        .target(
+            name: "Handoff",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .testTarget(
+            name: "HandoffTests",
+            dependencies: ["Handoff"]
         ),
     ]
 )

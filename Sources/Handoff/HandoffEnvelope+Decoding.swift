@@ -1,0 +1,255 @@
+import Crypto
+import Foundation
+
+extension HandoffEnvelope {
+    /// Reads a payload in the wire format `swift-handoff/1` (see ``HandoffEnvelope``).
+    ///
+    /// The returned envelope's `data` is a slice of `payload`, not a copy.
+    ///
+    /// - Parameters:
+    ///   - payload: The whole message.
+    ///   - maximumSize: The largest payload accepted, in bytes (256 MiB by default, MQTT's limit).
+    /// - Throws: ``HandoffEnvelopeError`` with reason `tooLarge` (payload over `maximumSize`), `malformed` (no
+    ///   header line, bad JSON, a missing, mistyped or invalid field, or more data than `length`), `truncated`
+    ///   (less data than `length`), `unsupportedFormat` (another `format`) or `integrityFailure` (SHA-256
+    ///   mismatch).
+    public static func decode(
+        _ payload: Data,
+        maximumSize: Int = 256 * 1024 * 1024
+    ) throws(HandoffEnvelopeError) -> HandoffEnvelope {
+        guard payload.count <= maximumSize else {
+            throw HandoffEnvelopeError(
+                reason: .tooLarge,
+                detail: "payload of \(payload.count) bytes exceeds the maximum of \(maximumSize) bytes"
+            )
+        }
+        guard !payload.isEmpty else {
+            throw HandoffEnvelopeError(reason: .malformed, detail: "empty payload")
+        }
+        guard let headerLength = headerLength(of: payload) else {
+            if payload.count > maximumHeaderSize {
+                throw HandoffEnvelopeError(
+                    reason: .malformed,
+                    detail: "no header line within the first \(maximumHeaderSize + 1) bytes (the header may be at "
+                        + "most \(maximumHeaderSize) bytes)"
+                )
+            }
+            throw HandoffEnvelopeError(reason: .malformed, detail: "no header line (no newline byte in the payload)")
+        }
+        let headerBytes = payload[payload.startIndex..<(payload.startIndex + headerLength)]
+        let header = try WireHeader.decode(headerBytes)
+
+        // `format` first: a different format may legitimately have a different header.
+        guard let format = header.format else { throw missing("format") }
+        guard format == Self.format else {
+            throw HandoffEnvelopeError(
+                reason: .unsupportedFormat,
+                detail: "format '\(format)' is not supported, this reader reads '\(Self.format)'"
+            )
+        }
+        guard let rawID = header.id else { throw missing("id") }
+        guard let id = try? HandoffID(rawID) else {
+            throw HandoffEnvelopeError(reason: .malformed, detail: "field 'id': \(HandoffError.invalidID(rawID))")
+        }
+        guard let rawLabel = header.label else { throw missing("label") }
+        let label: HandoffLabel
+        do {
+            label = try HandoffLabel(rawLabel)
+        } catch {
+            throw HandoffEnvelopeError(reason: .malformed, detail: "field 'label': \(error)")
+        }
+        guard let vsn = header.vsn else { throw missing("vsn") }
+        guard vsn >= 0 else {
+            throw HandoffEnvelopeError(reason: .malformed, detail: "field 'vsn' must not be negative, found \(vsn)")
+        }
+        guard let rawCreatedAt = header.createdAt else { throw missing("createdAt") }
+        guard let createdAt = RFC3339.parse(rawCreatedAt) else {
+            throw HandoffEnvelopeError(
+                reason: .malformed,
+                detail: "field 'createdAt' is not an RFC 3339 date-time such as '2026-11-25T06:00:00.123Z': "
+                    + "'\(rawCreatedAt.prefix(64))'"
+            )
+        }
+        guard let origin = header.origin else { throw missing("origin") }
+        guard let contentType = header.contentType else { throw missing("contentType") }
+        guard let length = header.length else { throw missing("length") }
+        guard let expectedDigest = header.sha256 else { throw missing("sha256") }
+
+        let dataStart = payload.startIndex + headerLength + 1
+        let available = payload.endIndex - dataStart
+        guard length >= 0 else {
+            throw HandoffEnvelopeError(reason: .malformed, detail: "field 'length' must not be negative")
+        }
+        guard available >= length else {
+            throw HandoffEnvelopeError(
+                reason: .truncated,
+                detail: "header announces \(length) bytes of data, only \(available) arrived"
+            )
+        }
+        guard available == length else {
+            throw HandoffEnvelopeError(
+                reason: .malformed,
+                detail: "header announces \(length) bytes of data, but \(available) follow the header"
+            )
+        }
+        let data = payload[dataStart..<payload.endIndex]
+        let actualDigest = hex(SHA256.hash(data: data))
+        guard actualDigest == expectedDigest.lowercased() else {
+            if expectedDigest.utf8.count != 64 || !expectedDigest.utf8.allSatisfy(\.isHexDigit) {
+                throw HandoffEnvelopeError(
+                    reason: .malformed,
+                    detail: "field 'sha256' is not 64 hexadecimal digits"
+                )
+            }
+            throw HandoffEnvelopeError(
+                reason: .integrityFailure,
+                detail: "SHA-256 of the data is \(actualDigest), the header says \(expectedDigest)"
+            )
+        }
+        return HandoffEnvelope(
+            validatedID: id,
+            label: label,
+            vsn: vsn,
+            createdAt: createdAt,
+            origin: origin,
+            contentType: contentType,
+            data: data
+        )
+    }
+
+    /// The envelope exactly as read (its date is already whole milliseconds).
+    private init(
+        validatedID id: HandoffID,
+        label: HandoffLabel,
+        vsn: Int,
+        createdAt: Date,
+        origin: HandoffOrigin,
+        contentType: String,
+        data: Data
+    ) {
+        self.id = id
+        self.label = label
+        self.vsn = vsn
+        self.createdAt = createdAt
+        self.origin = origin
+        self.contentType = contentType
+        self.data = data
+    }
+
+    private static func missing(_ field: String) -> HandoffEnvelopeError {
+        HandoffEnvelopeError(reason: .malformed, detail: "missing field '\(field)'")
+    }
+
+    /// The byte count before the first 0x0A, looking at most `maximumHeaderSize + 1` bytes in.
+    private static func headerLength(of payload: Data) -> Int? {
+        payload.withUnsafeBytes { (buffer: UnsafeRawBufferPointer) -> Int? in
+            guard let base = buffer.baseAddress else { return nil }
+            let searched = min(buffer.count, maximumHeaderSize + 1)
+            guard let found = memchr(base, 0x0A, searched) else { return nil }
+            return base.distance(to: UnsafeRawPointer(found))
+        }
+    }
+}
+
+extension UInt8 {
+    fileprivate var isHexDigit: Bool {
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(self) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(self)
+            || (UInt8(ascii: "A")...UInt8(ascii: "F")).contains(self)
+    }
+}
+
+/// The header as read: every field optional, so that a missing one is reported by name, and every field
+/// decoded on its own, so that a bad one is reported by name too.
+struct WireHeader: Decodable {
+    var format: String?
+    var id: String?
+    var label: String?
+    var vsn: Int?
+    var createdAt: String?
+    var origin: HandoffOrigin?
+    var contentType: String?
+    var length: Int?
+    var sha256: String?
+
+    enum CodingKeys: String, CodingKey {
+        case format, id, label, vsn, createdAt, origin, contentType, length, sha256
+    }
+
+    /// A field that could not be decoded.
+    struct FieldError: Error {
+        var field: String
+        var underlying: any Error
+    }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        func field<T: Decodable>(_ key: CodingKeys) throws -> T? {
+            do {
+                return try container.decodeIfPresent(T.self, forKey: key)
+            } catch {
+                throw FieldError(field: key.stringValue, underlying: error)
+            }
+        }
+        format = try field(.format)
+        id = try field(.id)
+        label = try field(.label)
+        vsn = try field(.vsn)
+        createdAt = try field(.createdAt)
+        origin = try field(.origin)
+        contentType = try field(.contentType)
+        length = try field(.length)
+        sha256 = try field(.sha256)
+    }
+
+    /// Only the format, to tell an unsupported format from a malformed header.
+    private struct FormatOnly: Decodable {
+        var format: String?
+    }
+
+    static func decode(_ bytes: Data) throws(HandoffEnvelopeError) -> WireHeader {
+        do {
+            return try JSONDecoder().decode(WireHeader.self, from: bytes)
+        } catch {
+            if let format = (try? JSONDecoder().decode(FormatOnly.self, from: bytes))?.format,
+                format != HandoffEnvelope.format
+            {
+                throw HandoffEnvelopeError(
+                    reason: .unsupportedFormat,
+                    detail: "format '\(format)' is not supported, this reader reads '\(HandoffEnvelope.format)'"
+                )
+            }
+            throw HandoffEnvelopeError(reason: .malformed, detail: describe(error))
+        }
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        guard let fieldError = error as? FieldError else {
+            if case DecodingError.typeMismatch(_, let context) = error, context.codingPath.isEmpty {
+                return "header is not a JSON object"
+            }
+            return "header is not valid JSON: \(brief(error))"
+        }
+        switch fieldError.underlying {
+        case DecodingError.keyNotFound(let key, let context):
+            let path = (context.codingPath.map(\.stringValue) + [key.stringValue]).joined(separator: ".")
+            return "missing field '\(path)'"
+        case DecodingError.typeMismatch(let type, let context):
+            return "field '\(path(fieldError.field, context))' has the wrong type, expected \(type)"
+        case DecodingError.valueNotFound(let type, let context):
+            return "field '\(path(fieldError.field, context))' is null, expected \(type)"
+        default:
+            return "field '\(fieldError.field)' is invalid: \(brief(fieldError.underlying))"
+        }
+    }
+
+    /// The dotted path of a failure inside `field` (such as `origin.pid`).
+    private static func path(_ field: String, _ context: DecodingError.Context) -> String {
+        let keys = context.codingPath.map(\.stringValue)
+        return keys.first == field ? keys.joined(separator: ".") : field
+    }
+
+    private static func brief(_ error: any Error) -> String {
+        if case DecodingError.dataCorrupted(let context) = error { return context.debugDescription }
+        return String(describing: error)
+    }
+}

@@ -1,0 +1,204 @@
+import Crypto
+import Foundation
+
+/// One handoff as it travels: who wrote which state, at which version, for which label.
+///
+/// ## Wire format `swift-handoff/1`
+///
+/// Other implementations read and write this format, so it is a contract:
+///
+/// ```
+/// payload = header + 0x0A + data
+/// ```
+///
+/// - `header` is one JSON object in UTF-8, on a single line (it contains no raw 0x0A byte), at most 65,536
+///   bytes. Writers emit the keys sorted and do not escape `/`. Its keys:
+///   - `"format"`: the string `"swift-handoff/1"`.
+///   - `"id"`: the handoff id, 1–64 characters of `A–Z a–z 0–9 _ -`.
+///   - `"label"`: the label as is (not percent-encoded), 1–200 UTF-8 bytes, no control characters.
+///   - `"vsn"`: the version of the state's shape, an integer ≥ 0.
+///   - `"createdAt"`: when the handoff was made, RFC 3339 in UTC with exactly three fractional digits, such as
+///     `"2026-11-25T06:00:00.123Z"`. (Readers also accept other RFC 3339 forms and truncate to milliseconds.)
+///   - `"origin"`: `{"instance": "...", "host": "...", "pid": 123}`; `host` and `pid` are optional.
+///   - `"contentType"`: the media type of `data`, such as `"application/json"`.
+///   - `"length"`: the number of bytes of `data`.
+///   - `"sha256"`: the SHA-256 of `data` in lower-case hexadecimal.
+///
+///   Readers ignore keys they do not know.
+/// - `data` is the encoded state, exactly `length` bytes, nothing after it.
+///
+/// Example: `{"contentType":"application/json","createdAt":"2026-11-25T06:00:00.123Z","format":"swift-handoff/1",
+/// "id":"0f5a…","label":"counter","length":2,"origin":{"instance":"a"},"sha256":"…","vsn":1}` + `\n` + `41`.
+public struct HandoffEnvelope: Sendable, Hashable {
+    /// The value of the header's `format` key.
+    public static let format = "swift-handoff/1"
+    /// The largest header, in bytes (without the terminating 0x0A).
+    public static let maximumHeaderSize = 65_536
+
+    /// The handoff's identity.
+    public var id: HandoffID
+    /// The label it waits under.
+    public var label: HandoffLabel
+    /// The version of the state's shape that `data` was written at.
+    public var vsn: Int
+    /// When it was made, in whole milliseconds.
+    public var createdAt: Date
+    /// Who made it.
+    public var origin: HandoffOrigin
+    /// The media type of `data`.
+    public var contentType: String
+    /// The encoded state. After ``decode(_:maximumSize:)`` this is a slice of the payload (no copy): its
+    /// indices need not start at zero, so index it from `data.startIndex`.
+    public var data: Data
+
+    /// Creates an envelope.
+    ///
+    /// - Parameters:
+    ///   - id: Its identity; a new random id by default.
+    ///   - label: The label it waits under.
+    ///   - vsn: The version of the state's shape (≥ 0).
+    ///   - createdAt: When it was made; now by default. It is truncated to whole milliseconds (and clamped to the
+    ///     years 0000–9999) so that it survives the wire format exactly.
+    ///   - origin: Who made it.
+    ///   - contentType: The media type of `data`.
+    ///   - data: The encoded state.
+    public init(
+        id: HandoffID = .random(),
+        label: HandoffLabel,
+        vsn: Int,
+        createdAt: Date = Date(),
+        origin: HandoffOrigin,
+        contentType: String = "application/json",
+        data: Data
+    ) {
+        precondition(vsn >= 0, "a handoff version must not be negative")
+        self.id = id
+        self.label = label
+        self.vsn = vsn
+        self.createdAt = RFC3339.truncated(createdAt)
+        self.origin = origin
+        self.contentType = contentType
+        self.data = data
+    }
+
+    /// The SHA-256 of ``data`` in lower-case hexadecimal (computed on each call).
+    public var sha256: String {
+        Self.hex(SHA256.hash(data: data))
+    }
+
+    /// The payload in the wire format `swift-handoff/1` (see the type's documentation).
+    public func encoded() -> Data {
+        var header = HeaderWriter()
+        header.object { object in
+            object.string("contentType", contentType)
+            object.string("createdAt", RFC3339.format(createdAt))
+            object.string("format", Self.format)
+            object.string("id", id.rawValue)
+            object.string("label", label.rawValue)
+            object.integer("length", data.count)
+            object.object("origin") { nested in
+                if let host = origin.host { nested.string("host", host) }
+                nested.string("instance", origin.instance)
+                if let pid = origin.pid { nested.integer("pid", Int(pid)) }
+            }
+            object.string("sha256", sha256)
+            object.integer("vsn", vsn)
+        }
+        var payload = Data(capacity: header.bytes.count + 1 + data.count)
+        payload.append(contentsOf: header.bytes)
+        payload.append(0x0A)
+        payload.append(data)
+        return payload
+    }
+
+    static func hex(_ digest: SHA256.Digest) -> String {
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(SHA256.byteCount * 2)
+        for byte in digest {
+            bytes.append(lowerHexDigits[Int(byte >> 4)])
+            bytes.append(lowerHexDigits[Int(byte & 0x0F)])
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    private static let lowerHexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+}
+
+/// Why a payload is not a readable envelope.
+public struct HandoffEnvelopeError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The kind of problem, as reported in rejections and dead letters.
+    public var reason: HandoffRejection.Reason
+    /// What exactly is wrong.
+    public var detail: String
+
+    /// Creates an envelope error.
+    public init(reason: HandoffRejection.Reason, detail: String) {
+        self.reason = reason
+        self.detail = detail
+    }
+
+    /// For example `malformed: missing field 'id'`.
+    public var description: String { "\(reason.rawValue): \(detail)" }
+}
+
+/// Writes a compact JSON object with keys in the order given (the caller sorts them), without escaping `/`.
+/// Writing by hand keeps the header cheap and makes encoding infallible.
+struct HeaderWriter {
+    var bytes: [UInt8] = []
+    private var needsComma = false
+
+    init() {
+        bytes.reserveCapacity(320)
+    }
+
+    mutating func object(_ body: (inout HeaderWriter) -> Void) {
+        bytes.append(UInt8(ascii: "{"))
+        needsComma = false
+        body(&self)
+        bytes.append(UInt8(ascii: "}"))
+        needsComma = true
+    }
+
+    mutating func object(_ key: String, _ body: (inout HeaderWriter) -> Void) {
+        self.key(key)
+        object(body)
+    }
+
+    mutating func string(_ key: String, _ value: String) {
+        self.key(key)
+        quoted(value)
+    }
+
+    mutating func integer(_ key: String, _ value: Int) {
+        self.key(key)
+        bytes.append(contentsOf: String(value).utf8)
+    }
+
+    private mutating func key(_ key: String) {
+        if needsComma { bytes.append(UInt8(ascii: ",")) }
+        needsComma = true
+        quoted(key)
+        bytes.append(UInt8(ascii: ":"))
+    }
+
+    private mutating func quoted(_ value: String) {
+        bytes.append(UInt8(ascii: "\""))
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+            case UInt8(ascii: "\\"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+            case 0x0A: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+            case 0x0D: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+            case 0x09: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+            case 0x08: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "b")])
+            case 0x0C: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "f")])
+            case 0x00..<0x20:
+                bytes.append(contentsOf: Array("\\u00".utf8))
+                bytes.append(PercentEncoding.hexDigits[Int(byte >> 4)])
+                bytes.append(PercentEncoding.hexDigits[Int(byte & 0x0F)])
+            default: bytes.append(byte)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+}

@@ -1,0 +1,68 @@
+import Foundation
+import Handoff
+import Synchronization
+
+/// Collects the notices of a watch stream in the background, so tests can wait for them with a deadline.
+final class NoticeRecorder: Sendable {
+    private final class Log: Sendable {
+        let state = Mutex<(notices: [HandoffNotice], finished: Bool)>(([], false))
+    }
+
+    private let log = Log()
+    private let task: Task<Void, Never>
+
+    init(_ stream: AsyncStream<HandoffNotice>) {
+        let log = log
+        task = Task {
+            for await notice in stream {
+                log.state.withLock { $0.notices.append(notice) }
+            }
+            log.state.withLock { $0.finished = true }
+        }
+    }
+
+    deinit { task.cancel() }
+
+    var notices: [HandoffNotice] { log.state.withLock { $0.notices } }
+    var isFinished: Bool { log.state.withLock { $0.finished } }
+    var availableCount: Int {
+        notices.count { if case .available = $0 { true } else { false } }
+    }
+
+    /// Waits until `condition` holds, up to `limit`; returns whether it did.
+    func wait(
+        upTo limit: Duration = .seconds(5),
+        until condition: @Sendable ([HandoffNotice], Bool) -> Bool
+    ) async -> Bool {
+        await eventually(upTo: limit) { self.log.state.withLock { condition($0.notices, $0.finished) } }
+    }
+}
+
+/// Polls `condition` until it holds, up to `limit`; returns whether it did.
+func eventually(upTo limit: Duration = .seconds(5), _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let clock = ContinuousClock()
+    let deadline = clock.now + limit
+    while true {
+        if try await condition() { return true }
+        if clock.now >= deadline { return false }
+        try? await Task.sleep(for: .milliseconds(2))
+    }
+}
+
+/// A label unique to one test run, so tests never see each other's handoffs (also on a shared broker).
+func uniqueLabel(_ name: String) -> HandoffLabel {
+    // Force-try is fine here: the name is ASCII and short.
+    try! HandoffLabel("test/\(name)/\(UUID().uuidString.prefix(8))")
+}
+
+/// An envelope with `data`, made by `origin`.
+func makeEnvelope(
+    _ label: HandoffLabel,
+    from origin: HandoffOrigin,
+    data: String = "{}",
+    vsn: Int = 1,
+    createdAt: Date = Date(),
+    id: HandoffID = .random()
+) -> HandoffEnvelope {
+    HandoffEnvelope(id: id, label: label, vsn: vsn, createdAt: createdAt, origin: origin, data: Data(data.utf8))
+}
