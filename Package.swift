@@ -7,6 +7,8 @@ let package = Package(
     products: [
         .library(name: "MosquittoClient", targets: ["MosquittoClient"]),
         .library(name: "Handoff", targets: ["Handoff"]),
+        .library(name: "HandoffMQTT", targets: ["HandoffMQTT"]),
+        .library(name: "MosquittoTestKit", targets: ["MosquittoTestKit"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -37,6 +39,25 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
+        ),
+        // The global backend: handoffs as retained messages on an MQTT broker (docs/PROTOCOL.md).
+        .target(
+            name: "HandoffMQTT",
+            dependencies: [
+                "Handoff",
+                "MosquittoClient",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Private mosquitto brokers and a failure-injecting TCP proxy, for tests, demos and benchmarks.
+        .target(name: "MosquittoTestKit"),
+        .testTarget(
+            name: "MosquittoClientTests",
+            dependencies: ["MosquittoClient", "MosquittoTestKit"]
+        ),
+        .testTarget(
+            name: "HandoffMQTTTests",
+            dependencies: ["HandoffMQTT", "Handoff", "MosquittoClient", "MosquittoTestKit"]
         ),
         .testTarget(
             name: "HandoffTests",

@@ -25,6 +25,9 @@ public struct HandoffRejection: Error, Sendable, Hashable, CustomStringConvertib
         case migrationFailed = "migration-failed"
         /// The decoded state did not pass the reader's validation.
         case validationFailed = "validation-failed"
+        /// A claim was in flight when the broker lost this participant's session: it cannot know whether
+        /// another participant also merged the handoff, so it keeps it as a dead letter instead of losing it.
+        case claimOutcomeUnknown = "claim-outcome-unknown"
     }
 
     /// What became of a rejected handoff.

@@ -1,0 +1,106 @@
+import Foundation
+import Synchronization
+
+/// A TCP proxy in front of a broker port, for failure tests: cut every connection (the peers see a
+/// reset, no DISCONNECT), stop forwarding (a network that swallows packets), refuse new connections.
+///
+/// It runs `scripts/tcp-proxy.py` with the system's `python3`.
+public final class TCPProxy: Sendable {
+    /// The loopback port clients connect to.
+    public let port: Int
+    private let process: Process
+    private let commands: FileHandle
+    private let replies: Mutex<FileHandle>
+
+    /// Starts a proxy on a free loopback port forwarding to `127.0.0.1:targetPort`.
+    public static func start(forwardingTo targetPort: Int) async throws -> TCPProxy {
+        let script = URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("scripts/tcp-proxy.py")
+        guard let python = ["/usr/bin/python3", "/usr/local/bin/python3"].first(where: FileManager.default.isExecutableFile(atPath:)) else {
+            throw TestKitFailure("python3 is needed for the TCP proxy of the failure tests: apt-get install python3")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [script.path, "0", String(targetPort)]
+        let input = Pipe()
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        try process.run()
+        let handle = output.fileHandleForReading
+        let firstLine = readLine(handle)
+        guard let port = Int(firstLine) else {
+            process.terminate()
+            throw TestKitFailure("The TCP proxy did not start (it printed '\(firstLine)')")
+        }
+        return TCPProxy(port: port, process: process, commands: input.fileHandleForWriting, replies: handle)
+    }
+
+    private init(port: Int, process: Process, commands: FileHandle, replies: FileHandle) {
+        self.port = port
+        self.process = process
+        self.commands = commands
+        self.replies = Mutex(replies)
+    }
+
+    deinit { stop() }
+
+    /// Resets every open connection.
+    public func cutAllConnections() { send("cut") }
+    /// Stops forwarding bytes; connections stay open.
+    public func pause() { send("pause") }
+    /// Forwards bytes again.
+    public func resume() { send("resume") }
+    /// Resets new connections at once.
+    public func refuseNewConnections() { send("refuse") }
+    /// Accepts new connections again.
+    public func acceptNewConnections() { send("accept") }
+
+    /// Stops the proxy (its connections die with it).
+    public func stop() {
+        guard process.isRunning else { return }
+        try? commands.close()
+        process.waitUntilExit()
+    }
+
+    /// Sends a command and waits for its acknowledgement, so that it has taken effect on return.
+    private func send(_ command: String) {
+        replies.withLock { replies in
+            guard process.isRunning else { return }
+            commands.write(Data("\(command)\n".utf8))
+            _ = Self.readLine(replies)
+        }
+    }
+
+    private static func readLine(_ handle: FileHandle) -> String {
+        var bytes: [UInt8] = []
+        while let byte = try? handle.read(upToCount: 1), let first = byte.first, first != UInt8(ascii: "\n") {
+            bytes.append(first)
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// A failure of the test kit, with a message that says what to do.
+public struct TestKitFailure: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+public func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TestKitFailure("socket() failed: \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard bound else { throw TestKitFailure("Could not find a free loopback port: \(String(cString: strerror(errno)))") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}

@@ -1,0 +1,204 @@
+import Foundation
+import Handoff
+@testable import HandoffMQTT
+import MosquittoClient
+import MosquittoTestKit
+import Testing
+
+struct Tally: Codable, Sendable, Equatable {
+    var count: Int
+    var note: String
+}
+
+/// Wire-level behaviour of the MQTT backend against a real mosquitto.
+@Suite("MQTT handoff backend against a real mosquitto", .timeLimit(.minutes(2)))
+struct MQTTHandoffIntegrationTests {
+    @Test("an acknowledged handoff survives a broker restart between initiate and claim")
+    func survivesBrokerRestart() async throws {
+        try await withMosquittoBroker { broker in
+            let label = try HandoffLabel("durable")
+            try await withTransport(broker) { predecessor in
+                try await HandoffChannel<Tally>(label: label, transport: predecessor).initiate(Tally(count: 7, note: "before restart"))
+            }
+            try await broker.restart()
+            try await withTransport(broker) { successor in
+                let channel = HandoffChannel<Tally>(label: label, transport: successor)
+                _ = try await channel.subscribe()
+                let batch = try await channel.complete()
+                #expect(batch.handoffs.map(\.state) == [Tally(count: 7, note: "before restart")])
+            }
+        }
+    }
+
+    @Test("garbage, truncated, wrong-typed and oversized messages go to the dead letters with the reason; the successor keeps working")
+    func hostilePublishers() async throws {
+        try await withMosquittoBroker { broker in
+            let label = try HandoffLabel("hostile")
+            var options = MQTTHandoffTransport.Options()
+            options.maximumPayloadSize = 64 * 1024
+            let valid = HandoffEnvelope(id: .random(), label: label, vsn: 1, origin: .current(), contentType: "application/json", data: Data(#"{"count":1,"note":"ok"}"#.utf8))
+            var truncated = valid.encoded()
+            truncated.removeLast(3)
+            let other = HandoffEnvelope(id: .random(), label: label, vsn: 1, origin: .current(), contentType: "application/json", data: Data(#"{"count":2,"note":"ok"}"#.utf8))
+            var corrupted = other.encoded()
+            corrupted[corrupted.count - 2] ^= 0x01
+            let wrongTyped = HandoffEnvelope(id: .random(), label: label, vsn: 1, origin: .current(), contentType: "application/json", data: Data(#"{"count":"many"}"#.utf8))
+            let foreign: [(id: String, payload: Data, reason: HandoffRejection.Reason)] = [
+                ("garbage", Data([0xDE, 0xAD, 0xBE, 0xEF, 0x00, 0x0A, 0xFF]), .malformed),
+                ("empty-json", Data("{}\n".utf8), .malformed),
+                (valid.id.rawValue, truncated, .truncated),
+                (other.id.rawValue, corrupted, .integrityFailure),
+                ("mislabelled", other.encoded(), .labelMismatch),
+                ("huge", Data(repeating: 0x41, count: 100_000), .tooLarge),
+                (wrongTyped.id.rawValue, wrongTyped.encoded(), .undecodableState),
+            ]
+            try await withTransport(broker, options: options) { successor in
+                let channel = HandoffChannel<Tally>(label: label, transport: successor)
+                let notices = try await channel.subscribe()
+                try await MQTTClient.withConnection(MQTTConfiguration(host: broker.host, port: broker.plainPort)) { hostile in
+                    for message in foreign {
+                        try await hostile.publish(successor.topics.handoff(label, id: message.id), payload: message.payload, qos: .atLeastOnce, retain: true)
+                    }
+                }
+                // The transport rejects what is not an envelope by itself; complete() rejects the bad state.
+                var rejected: [HandoffRejection] = []
+                var iterator = notices.makeAsyncIterator()
+                while rejected.count < foreign.count - 1, let notice = await iterator.next() {
+                    if case .rejected(let rejection) = notice { rejected.append(rejection) }
+                }
+                let batch = try await channel.complete()
+                rejected += batch.rejected
+                #expect(batch.handoffs.isEmpty)
+                #expect(Set(rejected.map(\.id)) == Set(foreign.map(\.id)))
+                #expect(rejected.allSatisfy { $0.disposition == .deadLettered })
+
+                let letters = try await successor.deadLetters(label, timeout: .seconds(10))
+                #expect(Set(letters.map(\.id)) == Set(foreign.map(\.id)))
+                for message in foreign {
+                    let letter = try #require(letters.first { $0.id == message.id })
+                    #expect(letter.payload == message.payload, "dead letter of \(message.id) is not verbatim")
+                    #expect(letter.reason == message.reason, "\(message.id): \(letter.reason)")
+                    #expect(!letter.detail.isEmpty)
+                }
+
+                // And it still works.
+                try await withTransport(broker) { predecessor in
+                    try await HandoffChannel<Tally>(label: label, transport: predecessor).initiate(Tally(count: 3, note: "after the noise"))
+                }
+                var handoffs: [ClaimedHandoff<Tally>] = []
+                while handoffs.isEmpty, let notice = await iterator.next() {
+                    if case .available = notice { handoffs += try await channel.complete().handoffs }
+                }
+                #expect(handoffs.map(\.state) == [Tally(count: 3, note: "after the noise")])
+            }
+        }
+    }
+
+    @Test("a handoff of a version the successor cannot read stays on the broker untouched")
+    func unknownVersionStays() async throws {
+        try await withMosquittoBroker { broker in
+            let label = try HandoffLabel("versions")
+            let newer = try await withTransport(broker) { predecessor in
+                try await HandoffChannel<Tally>(label: label, transport: predecessor, version: 9).initiate(Tally(count: 1, note: "from the future"))
+            }
+            try await withTransport(broker) { successor in
+                let channel = HandoffChannel<Tally>(label: label, transport: successor, version: 2)
+                _ = try await channel.subscribe()
+                let batch = try await channel.complete()
+                #expect(batch.handoffs.isEmpty)
+                #expect(batch.deferred.map(\.id) == [newer.id.rawValue])
+                #expect(batch.deferred.first?.reason == .unknownVersion)
+                #expect(batch.deferred.first?.disposition == .leftInPlace)
+            }
+            // Still retained, byte for byte.
+            try await MQTTClient.withConnection(MQTTConfiguration(host: broker.host, port: broker.plainPort)) { observer in
+                let messages = observer.messages()
+                try await observer.subscribe("handoff/handoffs/versions/+")
+                let retained = try #require(await messages.first { _ in true })
+                #expect(retained.retain)
+                #expect(retained.payload == newer.encoded())
+            }
+        }
+    }
+
+    @Test("a claim interrupted by a cut connection is resolved after the reconnect")
+    func cutMidClaim() async throws {
+        try await withMosquittoBroker { broker in
+            let proxy = try await TCPProxy.start(forwardingTo: broker.plainPort)
+            defer { proxy.stop() }
+            let label = try HandoffLabel("cut")
+            var configuration = MQTTConfiguration(host: broker.host, port: proxy.port)
+            configuration.reconnect = .init(initialDelay: 1, maximumDelay: 1)
+            let successor = try await MQTTHandoffTransport.connect(configuration: configuration)
+            let channel = HandoffChannel<Tally>(label: label, transport: successor, timeout: .seconds(20))
+            _ = try await channel.subscribe()
+            try await withTransport(broker) { predecessor in
+                let sender = HandoffChannel<Tally>(label: label, transport: predecessor)
+                for index in 0..<50 { try await sender.initiate(Tally(count: index, note: "cut")) }
+            }
+            try await successor.sync(timeout: .seconds(10))
+            proxy.pause()  // claims go out into a network that swallows them...
+            let completion = Task { try await channel.complete() }
+            try await Task.sleep(for: .milliseconds(300))
+            proxy.cutAllConnections()  // ...and the connection dies mid-claim
+            proxy.resume()
+            let batch = try await completion.value
+            #expect(batch.handoffs.map(\.state.count).sorted() == Array(0..<50))
+            await successor.shutdown()
+        }
+    }
+
+    @Test("a clear without a claim property is not a claim")
+    func foreignClearIsNotAClaim() async throws {
+        try await withMosquittoBroker { broker in
+            let label = try HandoffLabel("foreign-clear")
+            try await withTransport(broker) { successor in
+                let channel = HandoffChannel<Tally>(label: label, transport: successor)
+                let notices = try await channel.subscribe()
+                let envelope = try await withTransport(broker) { predecessor in
+                    try await HandoffChannel<Tally>(label: label, transport: predecessor).initiate(Tally(count: 5, note: "held"))
+                }
+                var iterator = notices.makeAsyncIterator()
+                _ = await iterator.next()
+                try await MQTTClient.withConnection(MQTTConfiguration(host: broker.host, port: broker.plainPort)) { operator_ in
+                    try await operator_.publish(successor.topics.handoff(label, id: envelope.id.rawValue), payload: Data(), qos: .atLeastOnce, retain: true)
+                }
+                try await successor.sync(timeout: .seconds(5))
+                let batch = try await channel.complete()
+                #expect(batch.handoffs.map(\.state) == [Tally(count: 5, note: "held")])
+            }
+        }
+    }
+
+    @Test("prefixes that would break the topic layout are refused", arguments: ["", "$SYS", "a/+/b", "a/#", "a//b", "/a", "a/", "nul\u{0}"])
+    func badPrefixes(prefix: String) {
+        #expect(throws: HandoffError.self) { try HandoffTopics(prefix: prefix) }
+    }
+
+    @Test("labels that would break the topic layout are encoded into one safe level")
+    func labelsStayInOneLevel() throws {
+        let topics = try HandoffTopics(prefix: "handoff")
+        for raw in ["a/b", "+", "#", "$SYS", "50%", "é", "a b"] {
+            let topic = topics.handoff(try HandoffLabel(raw), id: "x")
+            #expect(topic.split(separator: "/").count == 4, "\(raw) -> \(topic)")
+            #expect(!topic.contains("+") && !topic.contains("#"))
+        }
+    }
+}
+
+/// Connects an MQTT handoff transport to the broker's anonymous listener, runs `body`, shuts it down.
+func withTransport<T: Sendable>(
+    _ broker: MosquittoBroker,
+    options: MQTTHandoffTransport.Options = MQTTHandoffTransport.Options(),
+    _ body: (MQTTHandoffTransport) async throws -> T
+) async throws -> T {
+    let transport = try await MQTTHandoffTransport.connect(configuration: MQTTConfiguration(host: broker.host, port: broker.plainPort), options: options)
+    do {
+        let result = try await body(transport)
+        await transport.shutdown()
+        return result
+    } catch {
+        await transport.shutdown()
+        throw error
+    }
+}
