@@ -31,7 +31,10 @@ final class HandoffRouter: Sendable {
         var pending: [String: Entry] = [:]
         /// Handoffs this participant won whose claim() caller had given up (timeout, reconnect): handed out next time.
         var won: [String: Entry] = [:]
-        /// Winners of recent rounds, by id, to answer late claim() calls and ignore later claims.
+        /// Topics (by id) whose round is open: the handoff was seen, no claim yet. Claims on a topic whose
+        /// round this participant did not see open (it subscribed after the first claim) are not verdicts.
+        var openRounds: Set<String> = []
+        /// Winners of recent rounds, by id, to answer late claim() calls.
         var verdicts: [String: String] = [:]
         var verdictOrder: [String] = []
 
@@ -156,6 +159,7 @@ final class HandoffRouter: Sendable {
             defer { state.watched[label.topicLevel] = watched }
             // A handoff on this topic opens a new round: earlier claims no longer count.
             watched.verdicts[id] = nil
+            watched.openRounds.insert(id)
             guard envelope.origin.instance != origin.instance else { return nil }
             watched.pending[id] = Entry(envelope: envelope, payload: payload)
             return watched.continuation
@@ -171,13 +175,15 @@ final class HandoffRouter: Sendable {
             return
         }
         let mine = claimer == origin.instance
+        let merging = properties.userProperty(HandoffProperty.claimPurpose) != "dead-letter"
         let (waiter, notify) = state.withLock { state -> (ClaimWaiter?, AsyncStream<HandoffNotice>.Continuation?) in
-            guard var watched = state.watched[label.topicLevel], watched.verdicts[id] == nil else { return (nil, nil) }
+            guard var watched = state.watched[label.topicLevel], watched.openRounds.contains(id) else { return (nil, nil) }
             defer { state.watched[label.topicLevel] = watched }
+            watched.openRounds.remove(id)
             watched.record(verdict: claimer, for: id)
             let entry = watched.pending.removeValue(forKey: id)
             let waiter = state.claims.removeValue(forKey: topic)
-            if mine, waiter == nil, let entry {
+            if mine, merging, waiter == nil, let entry {
                 // Won, but whoever asked has given up: keep it for the next complete().
                 watched.won[id] = entry
                 return (nil, watched.continuation)
@@ -279,14 +285,18 @@ final class HandoffRouter: Sendable {
             MQTTUserProperty(HandoffProperty.claimBy, origin.instance),
             MQTTUserProperty(HandoffProperty.claimPurpose, "dead-letter"),
         ])
+        // While it is being dead-lettered, it is not offered again.
+        state.withLock { $0.watched[label.topicLevel]?.pending[id]?.claiming = true }
         let (client, topics) = (self.client, self.topics)
-        try await withDeadline(timeout, operation: "dead-letter '\(label)'/\(id)") {
-            try await client.publish(topics.deadLetter(label, id: id), payload: payload, qos: .atLeastOnce, retain: true, properties: deadProperties)
-            // Only once the dead letter is stored is the handoff taken out of the waiting ones.
-            try await client.publish(topics.handoff(label, id: id), payload: Data(), qos: .atLeastOnce, retain: true, properties: claimProperties)
-        }
-        state.withLock { state in
-            _ = state.watched[label.topicLevel]?.pending.removeValue(forKey: id)
+        do {
+            try await withDeadline(timeout, operation: "dead-letter '\(label)'/\(id)") {
+                try await client.publish(topics.deadLetter(label, id: id), payload: payload, qos: .atLeastOnce, retain: true, properties: deadProperties)
+                // Only once the dead letter is stored is the handoff taken out of the waiting ones.
+                try await client.publish(topics.handoff(label, id: id), payload: Data(), qos: .atLeastOnce, retain: true, properties: claimProperties)
+            }
+        } catch {
+            state.withLock { $0.watched[label.topicLevel]?.pending[id]?.claiming = false }
+            throw error
         }
         logger.warning(
             "Handoff moved to dead letters",
@@ -378,6 +388,7 @@ final class HandoffRouter: Sendable {
             for (level, var watched) in state.watched {
                 uncertain += watched.pending.values.filter(\.claiming)
                 watched.pending = [:]
+                watched.openRounds = []
                 watched.verdicts = [:]
                 watched.verdictOrder = []
                 state.watched[level] = watched
