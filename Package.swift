@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "MosquittoClient", targets: ["MosquittoClient"]),
+        .executable(name: "handoff-floor", targets: ["handoff-floor"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -27,6 +28,16 @@ let package = Package(
                 "CMosquitto",
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        // Benchmark floor: bare libmosquitto in C, the minimum MQTT traffic per job
+        // (Benchmarks/Floor/README.md).
+        .executableTarget(
+            name: "handoff-floor",
+            dependencies: ["CMosquitto"],
+            path: "Benchmarks/Floor",
+            exclude: ["README.md"],
+            cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("mosquitto"), .linkedLibrary("pthread"), .linkedLibrary("m")]
         ),
     ]
 )
