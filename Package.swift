@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Handoff", targets: ["Handoff"]),
         .library(name: "HandoffMQTT", targets: ["HandoffMQTT"]),
         .library(name: "MosquittoTestKit", targets: ["MosquittoTestKit"]),
+        .executable(name: "handoff-floor", targets: ["handoff-floor"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -62,6 +63,15 @@ let package = Package(
         .testTarget(
             name: "HandoffTests",
             dependencies: ["Handoff"]
+        // Benchmark floor: bare libmosquitto in C, the minimum MQTT traffic per job
+        // (Benchmarks/Floor/README.md).
+        .executableTarget(
+            name: "handoff-floor",
+            dependencies: ["CMosquitto"],
+            path: "Benchmarks/Floor",
+            exclude: ["README.md"],
+            cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("mosquitto"), .linkedLibrary("pthread"), .linkedLibrary("m")]
         ),
     ]
 )
