@@ -63,6 +63,7 @@ let package = Package(
         .testTarget(
             name: "HandoffTests",
             dependencies: ["Handoff"]
+        ),
         // Benchmark floor: bare libmosquitto in C, the minimum MQTT traffic per job
         // (Benchmarks/Floor/README.md).
         .executableTarget(
