@@ -10,7 +10,6 @@ import Synchronization
 public final class LocalHandoffHub: Sendable {
     struct Watcher: Sendable {
         let instance: String
-        let token: UInt64
         let continuation: AsyncStream<HandoffNotice>.Continuation
     }
 
@@ -106,16 +105,6 @@ public final class LocalHandoffHub: Sendable {
 
     func nextNumber() -> UInt64 {
         counter.wrappingAdd(1, ordering: .relaxed).newValue
-    }
-
-    /// Forgets a watcher if it is still the registration `token` (a stream finishing after being replaced
-    /// must not remove its successor).
-    func removeWatcher(label: HandoffLabel, participant: UInt64, token: UInt64) {
-        store.withLock { store in
-            guard store.watchers[label]?[participant]?.token == token else { return }
-            store.watchers[label]?[participant] = nil
-            if store.watchers[label]?.isEmpty == true { store.watchers[label] = nil }
-        }
     }
 
     /// Forgets every watch of a participant and finishes its streams.
