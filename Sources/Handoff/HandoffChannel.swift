@@ -42,6 +42,8 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
     private let logger: Logger
     /// Ids of unreadable handoffs already reported as deferred.
     private let reportedDeferred = Mutex<Set<HandoffID>>([])
+    /// Whether this channel subscribed and has not unsubscribed since.
+    private let subscribed = Mutex(false)
 
     /// Creates a channel.
     ///
@@ -89,7 +91,9 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
     public func subscribe() async throws -> AsyncStream<HandoffNotice> {
         let transport = transport
         let label = label
-        return try await withDeadline(timeout, operation: "subscribe") { try await transport.watch(label) }
+        let stream = try await withDeadline(timeout, operation: "subscribe") { try await transport.watch(label) }
+        subscribed.withLock { $0 = true }
+        return stream
     }
 
     /// Stops watching the label and finishes the stream; waiting handoffs stay where they are.
@@ -97,10 +101,14 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
         let transport = transport
         let label = label
         try await withDeadline(timeout, operation: "unsubscribe") { try await transport.unwatch(label) }
+        subscribed.withLock { $0 = false }
     }
 
     /// Hands `state` off (the original's `handoff_initiate`): encodes it at ``version``, stores it as a waiting
     /// handoff, and returns once the transport has acknowledged it.
+    ///
+    /// Like the original, a subscribed channel first unsubscribes: a process handing its state off is on its
+    /// way out and must not take over other handoffs that it would then lose. (It never receives its own.)
     ///
     /// - Throws: ``HandoffError/encodingFailed(label:detail:)`` when the state cannot be encoded (nothing is
     ///   published), or the transport's error (such as a timeout).
@@ -111,6 +119,13 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
             data = try codec.encode(state)
         } catch {
             throw HandoffError.encodingFailed(label: label, detail: String(describing: error))
+        }
+        if subscribed.withLock({ $0 }) {
+            do {
+                try await unsubscribe()
+            } catch {
+                logger.debug("unsubscribing before the handoff failed", metadata: ["handoff.error": "\(error)"])
+            }
         }
         let envelope = HandoffEnvelope(
             label: label,

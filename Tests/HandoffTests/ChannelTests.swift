@@ -99,12 +99,12 @@ struct ChannelTests {
     func severalInOrder() async throws {
         let label = uniqueLabel("batch")
         let me = HandoffChannel<Int>(label: label, transport: participant())
-        _ = try await me.subscribe()
         for value in 1...3 {
             try await HandoffChannel<Int>(label: label, transport: participant()).initiate(value)
             try await Task.sleep(for: .milliseconds(3))  // distinct createdAt, so the order is the values'
         }
         try await me.initiate(100)
+        _ = try await me.subscribe()
         let batch = try await me.complete()
         #expect(batch.handoffs.map(\.state) == [1, 2, 3])
         #expect(zip(batch.handoffs, batch.handoffs.dropFirst()).allSatisfy { ClaimedHandoff.precedes($0, $1) })
@@ -214,6 +214,18 @@ struct ChannelTests {
         let reader = HandoffChannel<Int>(label: label, transport: participant())
         _ = try await reader.subscribe()
         #expect(try await reader.complete().handoffs.map(\.state) == [5])
+    }
+
+    @Test("initiating unsubscribes, so a process on its way out takes over nothing more")
+    func initiateUnsubscribes() async throws {
+        let label = uniqueLabel("leaving")
+        let leaving = HandoffChannel<Int>(label: label, transport: participant())
+        let notices = NoticeRecorder(try await leaving.subscribe())
+        try await leaving.initiate(1)
+        #expect(await notices.wait { _, finished in finished })
+        try await HandoffChannel<Int>(label: label, transport: participant()).initiate(2)
+        await #expect(throws: HandoffError.notSubscribed(label)) { try await leaving.complete() }
+        #expect(hub.waiting(label).count == 2)
     }
 
     @Test("a state that cannot be encoded is not published")
