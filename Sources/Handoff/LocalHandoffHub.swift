@@ -59,7 +59,7 @@ public final class LocalHandoffHub: Sendable {
             rejectRaw(payload, label: label, id: "", reason: error.reason, detail: error.detail)
             return
         }
-        store(envelope)
+        add(envelope)
     }
 
     private func rejectRaw(
@@ -93,7 +93,7 @@ public final class LocalHandoffHub: Sendable {
     }
 
     /// Stores a waiting handoff and tells the label's watchers, except its origin.
-    func store(_ envelope: HandoffEnvelope) {
+    func add(_ envelope: HandoffEnvelope) {
         let toNotify = store.withLock { store in
             store.waiting[envelope.label, default: [:]][envelope.id] = envelope
             return (store.watchers[envelope.label] ?? [:]).values.filter {

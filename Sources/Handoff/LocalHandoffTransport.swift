@@ -76,7 +76,7 @@ public final class LocalHandoffTransport: HandoffTransport {
 
     /// Stores `envelope` as waiting and notifies the label's other watchers.
     public func initiate(_ envelope: HandoffEnvelope, timeout: Duration) async throws {
-        hub.store(envelope)
+        hub.add(envelope)
     }
 
     /// Moves `envelope` from the waiting handoffs to the dead letters; does nothing when it is no longer
