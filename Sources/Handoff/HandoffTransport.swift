@@ -17,6 +17,8 @@ public enum HandoffNotice: Sendable, Hashable {
 /// - Of all participants claiming one handoff, exactly one gets `true` from ``claim(_:timeout:)``; once claimed
 ///   (or dead-lettered) a handoff is no longer pending for anyone.
 /// - Nothing is dropped silently: a handoff that cannot be accepted goes to the dead letters.
+/// - A watch lasts until ``unwatch(_:)``, another ``watch(_:)`` of the label, or the end of the participant,
+///   even if its stream is dropped; ``pending(_:)`` works while the label is watched.
 public protocol HandoffTransport: Sendable {
     /// This participant's identity, stamped as the origin of the envelopes it initiates. Envelopes whose
     /// origin.instance equals origin.instance are never offered to it (a process never claims its own handoff).

@@ -10,7 +10,6 @@ import Synchronization
 public final class LocalHandoffHub: Sendable {
     struct Watcher: Sendable {
         let instance: String
-        let token: UInt64
         let continuation: AsyncStream<HandoffNotice>.Continuation
     }
 
@@ -60,7 +59,7 @@ public final class LocalHandoffHub: Sendable {
             rejectRaw(payload, label: label, id: "", reason: error.reason, detail: error.detail)
             return
         }
-        store(envelope)
+        add(envelope)
     }
 
     private func rejectRaw(
@@ -94,7 +93,7 @@ public final class LocalHandoffHub: Sendable {
     }
 
     /// Stores a waiting handoff and tells the label's watchers, except its origin.
-    func store(_ envelope: HandoffEnvelope) {
+    func add(_ envelope: HandoffEnvelope) {
         let toNotify = store.withLock { store in
             store.waiting[envelope.label, default: [:]][envelope.id] = envelope
             return (store.watchers[envelope.label] ?? [:]).values.filter {
@@ -106,16 +105,6 @@ public final class LocalHandoffHub: Sendable {
 
     func nextNumber() -> UInt64 {
         counter.wrappingAdd(1, ordering: .relaxed).newValue
-    }
-
-    /// Forgets a watcher if it is still the registration `token` (a stream finishing after being replaced
-    /// must not remove its successor).
-    func removeWatcher(label: HandoffLabel, participant: UInt64, token: UInt64) {
-        store.withLock { store in
-            guard store.watchers[label]?[participant]?.token == token else { return }
-            store.watchers[label]?[participant] = nil
-            if store.watchers[label]?.isEmpty == true { store.watchers[label] = nil }
-        }
     }
 
     /// Forgets every watch of a participant and finishes its streams.

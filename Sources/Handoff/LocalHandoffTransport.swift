@@ -26,15 +26,12 @@ public final class LocalHandoffTransport: HandoffTransport {
         hub.detach(participant: participant)
     }
 
-    /// Starts watching `label`; reports `.available` at once if others' handoffs are waiting.
+    /// Starts watching `label`; reports `.available` at once if others' handoffs are waiting. The watch lasts
+    /// until ``unwatch(_:)``, another `watch`, or this transport's release, even if the stream is dropped.
     public func watch(_ label: HandoffLabel) async throws -> AsyncStream<HandoffNotice> {
         let (stream, continuation) = AsyncStream<HandoffNotice>.makeStream()
-        let token = hub.nextNumber()
         let participant = participant
-        continuation.onTermination = { [weak hub] _ in
-            hub?.removeWatcher(label: label, participant: participant, token: token)
-        }
-        let watcher = LocalHandoffHub.Watcher(instance: origin.instance, token: token, continuation: continuation)
+        let watcher = LocalHandoffHub.Watcher(instance: origin.instance, continuation: continuation)
         let instance = origin.instance
         let (previous, waiting) = hub.store.withLock { store in
             let previous = store.watchers[label]?[participant]
@@ -79,7 +76,7 @@ public final class LocalHandoffTransport: HandoffTransport {
 
     /// Stores `envelope` as waiting and notifies the label's other watchers.
     public func initiate(_ envelope: HandoffEnvelope, timeout: Duration) async throws {
-        hub.store(envelope)
+        hub.add(envelope)
     }
 
     /// Moves `envelope` from the waiting handoffs to the dead letters; does nothing when it is no longer

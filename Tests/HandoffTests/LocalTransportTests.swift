@@ -57,18 +57,6 @@ struct LocalTransportTests {
         #expect(hub.waiting(other) == [envelope])
     }
 
-    @Test("a dropped watch stream forgets the watcher")
-    func droppedStreamIsForgotten() async throws {
-        let hub = LocalHandoffHub()
-        let label = uniqueLabel("dropped")
-        let transport = LocalHandoffTransport(hub: hub, origin: .current())
-        do {
-            let stream = try await transport.watch(label)
-            _ = stream
-        }
-        #expect(await eventually { (try? await transport.pending(label)) == nil })
-    }
-
     @Test("a released participant's streams finish")
     func releasedParticipant() async throws {
         let hub = LocalHandoffHub()

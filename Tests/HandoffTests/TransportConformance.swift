@@ -30,6 +30,7 @@ enum TransportScenario: String, CaseIterable, Sendable, CustomTestStringConverti
     case racingClaimsHaveExactlyOneWinner
     case deadLetterTakesTheHandoffOutAndKeepsIt
     case initiateStampsNothingAndKeepsEnvelopeIntact
+    case watchOutlivesADroppedStream
 
     var testDescription: String { rawValue }
 
@@ -49,6 +50,7 @@ enum TransportScenario: String, CaseIterable, Sendable, CustomTestStringConverti
         case .racingClaimsHaveExactlyOneWinner: try await Self.racingClaims(factory)
         case .deadLetterTakesTheHandoffOutAndKeepsIt: try await Self.deadLetter(factory)
         case .initiateStampsNothingAndKeepsEnvelopeIntact: try await Self.intact(factory)
+        case .watchOutlivesADroppedStream: try await Self.droppedStream(factory)
         }
     }
 
@@ -299,6 +301,21 @@ enum TransportScenario: String, CaseIterable, Sendable, CustomTestStringConverti
         #expect(received.sha256 == envelope.sha256)
         #expect(try await successor.claim(received, timeout: timeout))
         try await successor.unwatch(label)
+        await factory.release(dying)
+        await factory.release(successor)
+    }
+
+    static func droppedStream(_ factory: some HandoffTransportFactory) async throws {
+        let label = uniqueLabel("dropped")
+        let successor = try await factory.makeTransport(instance: "successor-\(UUID())")
+        _ = try await successor.watch(label)
+        let dying = try await factory.makeTransport(instance: "dying-\(UUID())")
+        let envelope = makeEnvelope(label, from: dying.origin)
+        try await dying.initiate(envelope, timeout: timeout)
+        #expect(try await Self.pending(successor, label, count: 1) == [envelope])
+        #expect(try await successor.claim(envelope, timeout: timeout))
+        try await successor.unwatch(label)
+        await #expect(throws: HandoffError.notSubscribed(label)) { try await successor.pending(label) }
         await factory.release(dying)
         await factory.release(successor)
     }

@@ -1,0 +1,306 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// One label and one state type: the typed way to hand state off and take it over.
+///
+/// The steps of the original, in Swift:
+///
+/// ```swift
+/// let channel = HandoffChannel<Counter>(label: try HandoffLabel("counter"), transport: transport)
+///
+/// // Starting up: subscribe, and take over whatever is (or becomes) available.
+/// for await notice in try await channel.subscribe() {
+///     guard case .available = notice else { continue }
+///     let batch = try await channel.complete()
+///     state = try batch.merged(into: state, using: .mergeable())
+/// }
+///
+/// // Shutting down (within the grace period): hand the state to the successor.
+/// try await channel.initiate(state)
+/// ```
+///
+/// Or let ``handoffs()`` do the subscribing and claiming.
+///
+/// A channel never merges state it could not read: a handoff at a version it cannot read is left waiting
+/// for a participant that can (``HandoffBatch/deferred``), and one that cannot be decoded, migrated or
+/// validated is moved to the dead letters (``HandoffBatch/rejected``).
+public final class HandoffChannel<State: Codable & Sendable>: Sendable {
+    /// The label handoffs wait under.
+    public let label: HandoffLabel
+    /// Where they wait.
+    public let transport: any HandoffTransport
+    /// The version of `State` this channel writes.
+    public let version: Int
+    /// How this channel reads older versions.
+    public let migrations: HandoffMigrations<State>
+    /// How states are turned into bytes.
+    public let codec: any HandoffStateCodec
+    /// The time budget of each operation.
+    public let timeout: Duration
+    private let validate: (@Sendable (State) throws -> Void)?
+    private let logger: Logger
+    /// Ids of unreadable handoffs already reported as deferred.
+    private let reportedDeferred = Mutex<Set<HandoffID>>([])
+    /// Whether this channel subscribed and has not unsubscribed since.
+    private let subscribed = Mutex(false)
+
+    /// Creates a channel.
+    ///
+    /// - Parameters:
+    ///   - label: The label handoffs wait under.
+    ///   - transport: Where they wait.
+    ///   - version: The version of `State` written by ``initiate(_:)``.
+    ///   - migrations: How to read older versions; `currentVersion` must be `version`. `nil`: only `version`
+    ///     is readable.
+    ///   - codec: How states are turned into bytes; JSON by default.
+    ///   - validate: Checks a received state before it is accepted; throwing moves the handoff to the dead
+    ///     letters with reason `validationFailed` (the original's "don't propagate bad state").
+    ///   - timeout: The time budget of each operation (the original's 5 s).
+    ///   - logger: Where the channel logs; rejections at warning, everything else at debug.
+    public init(
+        label: HandoffLabel,
+        transport: any HandoffTransport,
+        version: Int = 1,
+        migrations: HandoffMigrations<State>? = nil,
+        codec: any HandoffStateCodec = JSONStateCodec(),
+        validate: (@Sendable (State) throws -> Void)? = nil,
+        timeout: Duration = .seconds(5),
+        logger: Logger = Logger(label: "handoff")
+    ) {
+        precondition(version >= 0, "a handoff version must not be negative")
+        precondition(
+            migrations == nil || migrations?.currentVersion == version,
+            "the migrations lead to version \(migrations?.currentVersion ?? version), but the channel's version is \(version)"
+        )
+        self.label = label
+        self.transport = transport
+        self.version = version
+        self.migrations = migrations ?? HandoffMigrations(currentVersion: version)
+        self.codec = codec
+        self.validate = validate
+        self.timeout = timeout
+        var logger = logger
+        logger[metadataKey: "handoff.label"] = "\(label)"
+        self.logger = logger
+    }
+
+    /// Starts watching the label (the original's `handoff_subscribe`). The stream reports
+    /// ``HandoffNotice/available(_:)`` when handoffs are waiting, already or later: call ``complete()``.
+    /// Subscribing again finishes the previous stream.
+    public func subscribe() async throws -> AsyncStream<HandoffNotice> {
+        let transport = transport
+        let label = label
+        let stream = try await withDeadline(timeout, operation: "subscribe") { try await transport.watch(label) }
+        subscribed.withLock { $0 = true }
+        return stream
+    }
+
+    /// Stops watching the label and finishes the stream; waiting handoffs stay where they are.
+    public func unsubscribe() async throws {
+        let transport = transport
+        let label = label
+        try await withDeadline(timeout, operation: "unsubscribe") { try await transport.unwatch(label) }
+        subscribed.withLock { $0 = false }
+    }
+
+    /// Hands `state` off (the original's `handoff_initiate`): encodes it at ``version``, stores it as a waiting
+    /// handoff, and returns once the transport has acknowledged it.
+    ///
+    /// Like the original, a subscribed channel first unsubscribes: a process handing its state off is on its
+    /// way out and must not take over other handoffs that it would then lose. (It never receives its own.)
+    ///
+    /// - Throws: ``HandoffError/encodingFailed(label:detail:)`` when the state cannot be encoded (nothing is
+    ///   published), or the transport's error (such as a timeout).
+    @discardableResult
+    public func initiate(_ state: State) async throws -> HandoffEnvelope {
+        let data: Data
+        do {
+            data = try codec.encode(state)
+        } catch {
+            throw HandoffError.encodingFailed(label: label, detail: String(describing: error))
+        }
+        if subscribed.withLock({ $0 }) {
+            do {
+                try await unsubscribe()
+            } catch {
+                logger.debug("unsubscribing before the handoff failed", metadata: ["handoff.error": "\(error)"])
+            }
+        }
+        let envelope = HandoffEnvelope(
+            label: label,
+            vsn: version,
+            origin: transport.origin,
+            contentType: codec.contentType,
+            data: data
+        )
+        try await transport.initiate(envelope, timeout: timeout)
+        logger.debug(
+            "handoff initiated",
+            metadata: ["handoff.id": "\(envelope.id)", "handoff.vsn": "\(version)", "handoff.bytes": "\(data.count)"]
+        )
+        return envelope
+    }
+
+    /// Takes over the waiting handoffs (the original's `handoff_complete`); needs ``subscribe()`` first.
+    ///
+    /// For each pending handoff, in ascending (createdAt, id) order:
+    /// 1. written at a version this channel cannot read: not claimed, not touched; reported once in
+    ///    ``HandoffBatch/deferred``;
+    /// 2. another content type, or not decodable, migratable or valid: moved to the dead letters and reported
+    ///    in ``HandoffBatch/rejected``, never merged;
+    /// 3. otherwise claimed: if this participant wins, it is in ``HandoffBatch/handoffs``; if another one
+    ///    won, it is skipped.
+    ///
+    /// The list is empty when another participant got there first.
+    ///
+    /// - Throws: ``HandoffError/notSubscribed(_:)`` when not subscribed, or the transport's error when the
+    ///   pending handoffs cannot be listed. A failure after that does not throw (claimed handoffs must not be
+    ///   lost): it ends the batch early with ``HandoffBatch/interruption`` set.
+    public func complete() async throws -> HandoffBatch<State> {
+        let transport = transport
+        let label = label
+        let pending = try await withDeadline(timeout, operation: "pending") { try await transport.pending(label) }
+        let pendingIDs = Set(pending.map(\.id))
+        reportedDeferred.withLock { $0.formIntersection(pendingIDs) }
+
+        var batch = HandoffBatch<State>()
+        for envelope in pending {
+            do {
+                try await process(envelope, into: &batch)
+            } catch {
+                logger.info(
+                    "handoff complete interrupted; the remaining handoffs stay waiting",
+                    metadata: ["handoff.id": "\(envelope.id)", "handoff.error": "\(error)"]
+                )
+                batch.interruption = error
+                break
+            }
+        }
+        return batch
+    }
+
+    private func process(_ envelope: HandoffEnvelope, into batch: inout HandoffBatch<State>) async throws {
+        var metadata: Logger.Metadata = ["handoff.id": "\(envelope.id)", "handoff.vsn": "\(envelope.vsn)"]
+        guard migrations.canRead(version: envelope.vsn) else {
+            let firstReport = reportedDeferred.withLock { $0.insert(envelope.id).inserted }
+            guard firstReport else { return }
+            let detail = HandoffStateError.unknownVersionDetail(envelope.vsn, migrations: migrations)
+            let rejection = HandoffRejection(
+                label: label,
+                id: envelope.id.rawValue,
+                reason: .unknownVersion,
+                detail: detail,
+                disposition: .leftInPlace
+            )
+            metadata["handoff.reason"] = "\(HandoffRejection.Reason.unknownVersion.rawValue)"
+            logger.warning("\(rejection)", metadata: metadata)
+            batch.deferred.append(rejection)
+            return
+        }
+
+        let state: State
+        do {
+            state = try read(envelope)
+        } catch {
+            let rejection = HandoffRejection(
+                label: label,
+                id: envelope.id.rawValue,
+                reason: error.reason,
+                detail: error.detail,
+                disposition: .deadLettered
+            )
+            try await transport.deadLetter(envelope, reason: error.reason, detail: error.detail, timeout: timeout)
+            metadata["handoff.reason"] = "\(error.reason.rawValue)"
+            logger.warning("\(rejection)", metadata: metadata)
+            batch.rejected.append(rejection)
+            return
+        }
+
+        if try await transport.claim(envelope, timeout: timeout) {
+            batch.handoffs.append(
+                ClaimedHandoff(
+                    id: envelope.id,
+                    label: label,
+                    vsn: envelope.vsn,
+                    state: state,
+                    createdAt: envelope.createdAt,
+                    origin: envelope.origin
+                )
+            )
+            logger.debug("handoff claimed", metadata: metadata)
+        } else {
+            logger.debug("handoff claimed by another participant", metadata: metadata)
+        }
+    }
+
+    /// The envelope's state at the current version, checked.
+    private func read(_ envelope: HandoffEnvelope) throws(HandoffStateError) -> State {
+        guard sameMediaType(envelope.contentType, codec.contentType) else {
+            throw HandoffStateError(
+                reason: .undecodableState,
+                detail: "content type '\(envelope.contentType)' is not this channel's '\(codec.contentType)'"
+            )
+        }
+        let state = try migrations.decode(envelope.data, version: envelope.vsn, codec: codec)
+        if let validate {
+            do {
+                try validate(state)
+            } catch {
+                throw HandoffStateError(reason: .validationFailed, detail: String(describing: error))
+            }
+        }
+        return state
+    }
+
+    /// Subscribes, then claims and yields handoffs as they become available, until the consumer stops
+    /// (which unsubscribes) or a transport error ends the stream. Handoffs that cannot be taken over are
+    /// deferred or dead-lettered as in ``complete()`` and not yielded. This replaces any stream from
+    /// ``subscribe()``.
+    public func handoffs() -> AsyncThrowingStream<ClaimedHandoff<State>, any Error> {
+        let (stream, continuation) = AsyncThrowingStream<ClaimedHandoff<State>, any Error>.makeStream()
+        let task = Task {
+            do {
+                let notices = try await subscribe()
+                for await notice in notices {
+                    switch notice {
+                    case .available:
+                        let batch = try await complete()
+                        for handoff in batch.handoffs { continuation.yield(handoff) }
+                        if let interruption = batch.interruption { throw interruption }
+                    case .rejected(let rejection):
+                        logger.warning(
+                            "\(rejection)",
+                            metadata: ["handoff.id": "\(rejection.id)", "handoff.reason": "\(rejection.reason.rawValue)"]
+                        )
+                    }
+                }
+                await unsubscribeIfCancelled()
+                continuation.finish()
+            } catch {
+                await unsubscribeIfCancelled()
+                continuation.finish(throwing: error)
+            }
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
+    /// Unsubscribes when the current task was cancelled (the consumer of ``handoffs()`` stopped), from a new
+    /// task, since a cancelled one cannot wait for anything.
+    private func unsubscribeIfCancelled() async {
+        guard Task.isCancelled else { return }
+        await Task { try? await self.unsubscribe() }.value
+    }
+}
+
+extension HandoffStateError {
+    static func unknownVersionDetail<S>(_ version: Int, migrations: HandoffMigrations<S>) -> String {
+        if version > migrations.currentVersion {
+            return "written at version \(version), newer than this reader's version \(migrations.currentVersion)"
+        }
+        let missing = migrations.missingSteps.filter { $0 >= version }.map(String.init).joined(separator: ", ")
+        return "written at version \(version); this reader (version \(migrations.currentVersion)) has no "
+            + "migration step from version \(missing)"
+    }
+}
