@@ -57,12 +57,8 @@ let package = Package(
             dependencies: ["MosquittoClient", "MosquittoTestKit"]
         ),
         .testTarget(
-            name: "HandoffMQTTTests",
-            dependencies: ["HandoffMQTT", "Handoff", "MosquittoClient", "MosquittoTestKit"]
-        ),
-        .testTarget(
             name: "HandoffTests",
-            dependencies: ["Handoff"]
+            dependencies: ["Handoff", "HandoffMQTT", "MosquittoClient", "MosquittoTestKit"]
         ),
         // Benchmark floor: bare libmosquitto in C, the minimum MQTT traffic per job
         // (Benchmarks/Floor/README.md).

@@ -202,3 +202,26 @@ func withTransport<T: Sendable>(
         throw error
     }
 }
+
+/// The transport conformance scenarios, run against the MQTT backend and a real mosquitto.
+@Suite("Transport conformance: MQTT backend", .timeLimit(.minutes(2)))
+struct MQTTTransportConformanceTests {
+    struct Factory: HandoffTransportFactory {
+        let broker: MosquittoBroker
+        func makeTransport(instance: String) async throws -> any HandoffTransport {
+            try await MQTTHandoffTransport.connect(
+                configuration: MQTTConfiguration(host: broker.host, port: broker.plainPort), origin: HandoffOrigin(instance: instance)
+            )
+        }
+        func release(_ transport: any HandoffTransport) async {
+            await (transport as? MQTTHandoffTransport)?.shutdown()
+        }
+    }
+
+    @Test(arguments: TransportScenario.allCases)
+    func scenario(_ scenario: TransportScenario) async throws {
+        try await withMosquittoBroker { broker in
+            try await scenario.run(using: Factory(broker: broker))
+        }
+    }
+}
