@@ -10,12 +10,14 @@ let package = Package(
         .library(name: "HandoffMQTT", targets: ["HandoffMQTT"]),
         .library(name: "MosquittoTestKit", targets: ["MosquittoTestKit"]),
         .executable(name: "handoff-floor", targets: ["handoff-floor"]),
+        .executable(name: "handoff-bench", targets: ["handoff-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
         // libmosquitto, found through pkg-config (Debian: libmosquitto-dev).
@@ -69,6 +71,21 @@ let package = Package(
             exclude: ["README.md"],
             cSettings: [.define("_GNU_SOURCE")],
             linkerSettings: [.linkedLibrary("mosquitto"), .linkedLibrary("pthread"), .linkedLibrary("m")]
+        ),
+        // The benchmark: swift-handoff against the floor, in the same run, on a private mosquitto
+        // (docs/BENCHMARKS.md). Depends on handoff-floor so that `swift run handoff-bench` builds it too.
+        .executableTarget(
+            name: "handoff-bench",
+            dependencies: [
+                "handoff-floor",
+                "CMosquitto",
+                "Handoff",
+                "HandoffMQTT",
+                "MosquittoClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/HandoffBench"
         ),
     ]
 )
