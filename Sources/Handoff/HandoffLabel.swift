@@ -36,6 +36,8 @@ public struct HandoffLabel: Hashable, Sendable, Codable, CustomStringConvertible
     /// `%2B%23`, `é` becomes `%C3%A9` and `50%` becomes `50%25`. The result is never empty, never starts with
     /// `$`, and contains no `/`, `+`, `#` or NUL.
     public var topicLevel: String {
+        // Most labels need no escaping: then the topic level is the label itself.
+        if rawValue.utf8.allSatisfy(PercentEncoding.isUnreserved) { return rawValue }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(rawValue.utf8.count * 3)
         for byte in rawValue.utf8 {

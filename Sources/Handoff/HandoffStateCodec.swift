@@ -34,6 +34,7 @@ public struct JSONStateCodec: HandoffStateCodec {
 /// Whether two media types name the same type: type and subtype compared without case, parameters
 /// (`; charset=utf-8`) ignored.
 func sameMediaType(_ lhs: String, _ rhs: String) -> Bool {
+    if lhs == rhs { return true }
     func essence(_ value: String) -> String {
         let end = value.firstIndex(of: ";") ?? value.endIndex
         return value[..<end].trimmingCharacters(in: .whitespaces)

@@ -12,6 +12,8 @@ import Handoff
 public struct HandoffTopics: Sendable, Hashable {
     /// The validated prefix, e.g. `handoff` or `plant-7/handoff`.
     public let prefix: String
+    /// `{prefix}/handoffs/`, the start of every handoff topic.
+    private let handoffsPrefix: String
 
     /// Validates `prefix`: one or more non-empty topic levels, no wildcards (`+`, `#`), no NUL, not
     /// starting with `$` (reserved for broker topics), at most 256 UTF-8 bytes.
@@ -27,6 +29,7 @@ public struct HandoffTopics: Sendable, Hashable {
             throw refuse("it has an empty topic level (a leading, trailing or double '/')")
         }
         self.prefix = prefix
+        self.handoffsPrefix = "\(prefix)/handoffs/"
     }
 
     public func handoff(_ label: HandoffLabel, id: String) -> String { "\(prefix)/handoffs/\(label.topicLevel)/\(id)" }
@@ -37,7 +40,6 @@ public struct HandoffTopics: Sendable, Hashable {
 
     /// Splits a handoff topic into its label level and id level; `nil` for any other topic.
     func parseHandoff(_ topic: String) -> (labelLevel: Substring, id: Substring)? {
-        let handoffsPrefix = "\(prefix)/handoffs/"
         guard topic.hasPrefix(handoffsPrefix) else { return nil }
         let rest = topic.dropFirst(handoffsPrefix.count)
         guard let slash = rest.firstIndex(of: "/") else { return nil }
