@@ -98,6 +98,8 @@ struct FloorRunner: Sendable {
     let executable: URL
     let host: String
     let port: Int
+    /// Do not run the floor (profiling): every floor figure is missing.
+    var skip = false
 
     static func locate(_ explicit: String?) throws -> URL {
         let url = explicit.map { URL(fileURLWithPath: $0) } ?? executableDirectory().appendingPathComponent("handoff-floor")
@@ -111,6 +113,7 @@ struct FloorRunner: Sendable {
     }
 
     func run(scenario: String, prefix: String, _ arguments: [String]) async throws -> JSON {
+        if skip { return .object([]) }
         let child = try ChildProcess(
             name: "handoff-floor \(scenario)",
             executable: executable,

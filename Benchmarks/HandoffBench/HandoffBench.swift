@@ -63,6 +63,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "The handoff-floor executable (default: next to this one).")
     var floor: String?
 
+    @Flag(help: "Skip the floor (for profiling swift-handoff alone); no ratios.")
+    var swiftOnly = false
+
     @Option(help: "Bound on each scenario side, in seconds.")
     var timeout: Double = 300
 
@@ -93,7 +96,7 @@ struct Run: AsyncParsableCommand {
         progress("mosquitto (\(broker.version)) on \(broker.host):\(broker.port)")
         let context = BenchContext(
             host: broker.host, port: broker.port, runID: "\(getpid())-\(monotonicNow())",
-            floor: FloorRunner(executable: floorExecutable, host: broker.host, port: broker.port), timeout: timeout
+            floor: FloorRunner(executable: floorExecutable, host: broker.host, port: broker.port, skip: swiftOnly), timeout: timeout
         )
         let started = monotonicNow()
         var results: [ScenarioResult] = []

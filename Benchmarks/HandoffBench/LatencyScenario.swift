@@ -68,13 +68,14 @@ struct LatencyScenario {
         for round in 0..<(warmup + count) {
             let state = BenchState(seq: round, payload: payload)
             let start = monotonicNow()
-            let initiate = Task { try await outgoing.initiate(state) }
+            // Like the floor's predecessor, this task publishes (and here also waits for the PUBACK, which
+            // arrives about when the successor receives the handoff); the round ends at the successor's merge.
+            let envelope = try await outgoing.initiate(state)
             guard let (seq, end) = await iterator.next() else {
                 _ = try await consumer.value
                 throw BenchError("the successor stopped after round \(round)")
             }
             guard seq == round else { throw BenchError("round \(round): the successor merged round \(seq)") }
-            let envelope = try await initiate.value
             if round == warmup + count - 1 { envelopeBytes = envelope.encoded().count }
             if round >= warmup { samples.append(end - start) }
         }

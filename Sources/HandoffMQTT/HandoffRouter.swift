@@ -51,6 +51,13 @@ final class HandoffRouter: Sendable {
     struct ClaimWaiter {
         var token: UInt64
         var continuation: CheckedContinuation<Bool, any Error>
+        /// The claim's time limit, disarmed when the waiter is resumed.
+        var timer: TimeoutClock.Timeout
+
+        func resume(with result: Result<Bool, any Error>) {
+            timer.cancel()
+            continuation.resume(with: result)
+        }
     }
 
     struct State {
@@ -59,6 +66,15 @@ final class HandoffRouter: Sendable {
         var syncs: [String: CheckedContinuation<Void, any Error>] = [:]
         var nextToken: UInt64 = 1
         var shutDown = false
+
+        /// Runs `body` on a watched label's state in place; `nil` when the label is not watched.
+        ///
+        /// Copying a `Watched` out of the dictionary and writing it back would copy its dictionaries on every
+        /// change (they are shared while two copies exist): a cost that grew with every verdict recorded.
+        mutating func modifyWatched<R>(_ level: String, _ body: (inout Watched) throws -> R) rethrows -> R? {
+            guard let index = watched.index(forKey: level) else { return nil }
+            return try body(&watched.values[index])
+        }
     }
 
     let client: MQTTClient
@@ -103,7 +119,7 @@ final class HandoffRouter: Sendable {
             return (watched, topics.compactMap { state.claims.removeValue(forKey: $0) })
         }
         watched?.continuation.finish()
-        for waiter in waiters { waiter.continuation.resume(throwing: HandoffError.notSubscribed(label)) }
+        for waiter in waiters { waiter.resume(with: .failure(HandoffError.notSubscribed(label))) }
     }
 
     func pending(_ label: HandoffLabel) throws -> [HandoffEnvelope] {
@@ -155,14 +171,14 @@ final class HandoffRouter: Sendable {
             return
         }
         let notify = state.withLock { state -> AsyncStream<HandoffNotice>.Continuation? in
-            guard var watched = state.watched[label.topicLevel] else { return nil }
-            defer { state.watched[label.topicLevel] = watched }
-            // A handoff on this topic opens a new round: earlier claims no longer count.
-            watched.verdicts[id] = nil
-            watched.openRounds.insert(id)
-            guard envelope.origin.instance != origin.instance else { return nil }
-            watched.pending[id] = Entry(envelope: envelope, payload: payload)
-            return watched.continuation
+            state.modifyWatched(label.topicLevel) { watched in
+                // A handoff on this topic opens a new round: earlier claims no longer count.
+                watched.verdicts[id] = nil
+                watched.openRounds.insert(id)
+                guard envelope.origin.instance != origin.instance else { return nil }
+                watched.pending[id] = Entry(envelope: envelope, payload: payload)
+                return watched.continuation
+            } ?? nil
         }
         notify?.yield(.available(label))
     }
@@ -177,20 +193,21 @@ final class HandoffRouter: Sendable {
         let mine = claimer == origin.instance
         let merging = properties.userProperty(HandoffProperty.claimPurpose) != "dead-letter"
         let (waiter, notify) = state.withLock { state -> (ClaimWaiter?, AsyncStream<HandoffNotice>.Continuation?) in
-            guard var watched = state.watched[label.topicLevel], watched.openRounds.contains(id) else { return (nil, nil) }
-            defer { state.watched[label.topicLevel] = watched }
-            watched.openRounds.remove(id)
-            watched.record(verdict: claimer, for: id)
-            let entry = watched.pending.removeValue(forKey: id)
+            let verdict = state.modifyWatched(label.topicLevel) { watched -> (entry: Entry?, continuation: AsyncStream<HandoffNotice>.Continuation)? in
+                guard watched.openRounds.remove(id) != nil else { return nil }
+                watched.record(verdict: claimer, for: id)
+                return (watched.pending.removeValue(forKey: id), watched.continuation)
+            }
+            guard let verdict = verdict ?? nil else { return (nil, nil) }
             let waiter = state.claims.removeValue(forKey: topic)
-            if mine, merging, waiter == nil, let entry {
+            if mine, merging, waiter == nil, let entry = verdict.entry {
                 // Won, but whoever asked has given up: keep it for the next complete().
-                watched.won[id] = entry
-                return (nil, watched.continuation)
+                state.modifyWatched(label.topicLevel) { $0.won[id] = entry }
+                return (nil, verdict.continuation)
             }
             return (waiter, nil)
         }
-        waiter?.continuation.resume(returning: mine)
+        waiter?.resume(with: .success(mine))
         notify?.yield(.available(label))
     }
 
@@ -203,16 +220,18 @@ final class HandoffRouter: Sendable {
         enum Start { case decided(Bool), claim(UInt64) }
         let start = try state.withLock { state -> Start in
             guard !state.shutDown else { throw HandoffError.shutdown }
-            guard var watched = state.watched[label.topicLevel] else { throw HandoffError.notSubscribed(label) }
-            defer { state.watched[label.topicLevel] = watched }
-            if watched.won.removeValue(forKey: id) != nil { return .decided(true) }
-            if let winner = watched.verdicts[id] { return .decided(winner == origin.instance) }
-            // Not waiting (never seen, or claimed by this process already): nothing to win.
-            guard var entry = watched.pending[id], !entry.claiming else { return .decided(false) }
-            entry.claiming = true
-            watched.pending[id] = entry
-            defer { state.nextToken += 1 }
-            return .claim(state.nextToken)
+            let token = state.nextToken
+            let start = state.modifyWatched(label.topicLevel) { watched -> Start in
+                if watched.won.removeValue(forKey: id) != nil { return .decided(true) }
+                if let winner = watched.verdicts[id] { return .decided(winner == origin.instance) }
+                // Not waiting (never seen, or claimed by this process already): nothing to win.
+                guard watched.pending[id]?.claiming == false else { return .decided(false) }
+                watched.pending[id]?.claiming = true
+                return .claim(token)
+            }
+            guard let start else { throw HandoffError.notSubscribed(label) }
+            if case .claim = start { state.nextToken += 1 }
+            return start
         }
         guard case .claim(let token) = start else {
             if case .decided(let won) = start { return won }
@@ -223,37 +242,51 @@ final class HandoffRouter: Sendable {
             MQTTUserProperty(HandoffProperty.claimPurpose, "merge"),
         ])
         do {
-            return try await withDeadline(timeout, operation: "claim") { [self] in
-                try await withTaskCancellationHandler {
-                    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
-                        enum Registration { case shutDown, decided(Bool), waiting }
-                        let registration = state.withLock { state -> Registration in
-                            guard !state.shutDown else { return .shutDown }
-                            // Another participant's claim may have arrived since this claim was decided on: its
-                            // verdict is final, and no later message would resume a waiter registered now.
-                            if let winner = state.watched[label.topicLevel]?.verdicts[id] { return .decided(winner == origin.instance) }
-                            state.claims[topic] = ClaimWaiter(token: token, continuation: continuation)
-                            return .waiting
-                        }
-                        switch registration {
-                        case .shutDown: return continuation.resume(throwing: HandoffError.shutdown)
-                        case .decided(let won): return continuation.resume(returning: won)
-                        case .waiting: break
-                        }
-                        // The clear is published after the waiter is registered: the verdict cannot be missed.
-                        let client = self.client
-                        Task {
-                            do {
-                                try await client.publish(topic, payload: Data(), qos: .atLeastOnce, retain: true, properties: properties)
-                            } catch {
-                                // The clear did not go out: the handoff is still waiting and may be claimed again.
-                                self.failClaim(topic: topic, token: token, error: error, label: label, id: id)
-                            }
-                        }
+            // The caller's task waits for the verdict itself (no task in between: the verdict resumes it directly);
+            // the time limit is kept by the shared TimeoutClock.
+            return try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
+                    let timer = TimeoutClock.shared.schedule(after: timeout) { [self] in
+                        // Like a cancellation, a timeout leaves the handoff marked as claimed: the verdict decides.
+                        failClaim(topic: topic, token: token, error: HandoffError.timeout(operation: "claim", after: timeout))
                     }
-                } onCancel: {
-                    self.failClaim(topic: topic, token: token, error: CancellationError())
+                    enum Registration { case shutDown, cancelled, decided(Bool), waiting }
+                    let cancelled = Task.isCancelled
+                    let registration = state.withLock { state -> Registration in
+                        guard !state.shutDown else { return .shutDown }
+                        if cancelled {
+                            // Nothing was published: the handoff is still this participant's to claim later.
+                            state.watched[label.topicLevel]?.pending[id]?.claiming = false
+                            return .cancelled
+                        }
+                        // Another participant's claim may have arrived since this claim was decided on: its
+                        // verdict is final, and no later message would resume a waiter registered now.
+                        if let winner = state.watched[label.topicLevel]?.verdicts[id] { return .decided(winner == origin.instance) }
+                        state.claims[topic] = ClaimWaiter(token: token, continuation: continuation, timer: timer)
+                        return .waiting
+                    }
+                    switch registration {
+                    case .shutDown:
+                        timer.cancel()
+                        return continuation.resume(throwing: HandoffError.shutdown)
+                    case .cancelled:
+                        timer.cancel()
+                        return continuation.resume(throwing: CancellationError())
+                    case .decided(let won):
+                        timer.cancel()
+                        return continuation.resume(returning: won)
+                    case .waiting: break
+                    }
+                    // The clear is published after the waiter is registered: the verdict cannot be missed.
+                    // Nobody waits for its PUBACK: only a failure matters.
+                    client.publish(topic, payload: Data(), qos: .atLeastOnce, retain: true, properties: properties) { [self] result in
+                        guard case .failure(let error) = result else { return }
+                        // The clear did not go out: the handoff is still waiting and may be claimed again.
+                        failClaim(topic: topic, token: token, error: error, label: label, id: id)
+                    }
                 }
+            } onCancel: {
+                self.failClaim(topic: topic, token: token, error: CancellationError())
             }
         } catch HandoffError.timeout {
             // The verdict may still come: if this participant wins, the handoff is offered again by pending().
@@ -273,7 +306,7 @@ final class HandoffRouter: Sendable {
             if let label { state.watched[label.topicLevel]?.pending[id]?.claiming = false }
             return state.claims.removeValue(forKey: topic)
         }
-        waiter?.continuation.resume(throwing: error)
+        waiter?.resume(with: .failure(error))
     }
 
     // MARK: - Dead letters
@@ -372,12 +405,9 @@ final class HandoffRouter: Sendable {
                     return true
                 }
                 guard registered else { return continuation.resume(throwing: HandoffError.shutdown) }
-                Task {
-                    do {
-                        try await client.publish(syncTopic, payload: Data(nonce.utf8), qos: .atLeastOnce)
-                    } catch {
-                        self.state.withLock { $0.syncs.removeValue(forKey: nonce) }?.resume(throwing: error)
-                    }
+                client.publish(syncTopic, payload: Data(nonce.utf8), qos: .atLeastOnce) { [self] result in
+                    guard case .failure(let error) = result else { return }
+                    state.withLock { $0.syncs.removeValue(forKey: nonce) }?.resume(throwing: error)
                 }
             }
         }
@@ -407,7 +437,7 @@ final class HandoffRouter: Sendable {
         }
         logger.warning("Broker session lost; waiting handoffs are read again", metadata: ["handoff.claims_in_flight": "\(uncertain.count)"])
         for waiter in waiters {
-            waiter.continuation.resume(throwing: HandoffError.transportUnavailable("the broker session was lost during the claim; the handoff was dead-lettered"))
+            waiter.resume(with: .failure(HandoffError.transportUnavailable("the broker session was lost during the claim; the handoff was dead-lettered")))
         }
         for entry in uncertain {
             Task {
@@ -431,7 +461,7 @@ final class HandoffRouter: Sendable {
             return (Array(state.watched.values), Array(state.claims.values), Array(state.syncs.values))
         }
         for entry in watched { entry.continuation.finish() }
-        for waiter in claims { waiter.continuation.resume(throwing: HandoffError.shutdown) }
+        for waiter in claims { waiter.resume(with: .failure(HandoffError.shutdown)) }
         for continuation in syncs { continuation.resume(throwing: HandoffError.shutdown) }
     }
 }

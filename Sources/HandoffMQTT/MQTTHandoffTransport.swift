@@ -80,12 +80,12 @@ public final class MQTTHandoffTransport: HandoffTransport {
         self.logger = logger
         let router = HandoffRouter(client: client, topics: topics, options: options, origin: origin, logger: logger)
         self.router = router
-        // Streams are created before connect() so that nothing the broker sends is missed.
-        let messages = client.messages()
+        // Installed before connect() so that nothing the broker sends is missed. Messages are routed on
+        // libmosquitto's network thread, in the order received, without a hop to a task.
+        client.setMessageHandler { message in router.route(message) }
         let events = client.events()
         self.tasks = [
-            Task { for await message in messages { router.route(message) } },
-            Task { for await event in events { router.connectionChanged(event) } },
+            Task { for await event in events { router.connectionChanged(event) } }
         ]
     }
 
@@ -134,8 +134,20 @@ public final class MQTTHandoffTransport: HandoffTransport {
         let topic = topics.handoff(envelope.label, id: envelope.id.rawValue)
         let properties = MQTTPublishProperties(messageExpiryInterval: router.options.handoffExpiry, contentType: HandoffRouter.contentType)
         let payload = envelope.encoded()
-        try await withDeadline(timeout, operation: "initiate handoff '\(envelope.label)'/\(envelope.id)") { [client] in
-            try await client.publish(topic, payload: payload, qos: .atLeastOnce, retain: true, properties: properties)
+        // The PUBACK resumes this task directly; the time limit is kept by the shared TimeoutClock.
+        let acknowledgement = Acknowledgement()
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let timer = TimeoutClock.shared.schedule(after: timeout) {
+                    acknowledgement.resume(.failure(HandoffError.timeout(operation: "initiate handoff '\(envelope.label)'/\(envelope.id)", after: timeout)))
+                }
+                acknowledgement.start(continuation, timer: timer)
+                client.publish(topic, payload: payload, qos: .atLeastOnce, retain: true, properties: properties) { result in
+                    acknowledgement.resume(result)
+                }
+            }
+        } onCancel: {
+            acknowledgement.resume(.failure(CancellationError()))
         }
         logger.debug("Handoff stored on the broker", metadata: ["handoff.label": "\(envelope.label)", "handoff.id": "\(envelope.id)", "handoff.bytes": "\(payload.count)"])
     }
@@ -151,18 +163,47 @@ public final class MQTTHandoffTransport: HandoffTransport {
     }
 }
 
-/// Runs `operation`, throwing ``HandoffError/timeout(operation:after:)`` if it takes longer than `timeout`.
-func withDeadline<T: Sendable>(_ timeout: Duration, operation name: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await operation() }
-        group.addTask {
-            try await Task.sleep(for: timeout)
+/// The one outcome of a publish whose acknowledgement a task waits for: the PUBACK, a failure, the time
+/// limit or a cancellation, whichever comes first.
+final class Acknowledgement: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<Void, any Error>?
+        var timer: TimeoutClock.Timeout?
+        var early: Result<Void, any Error>?
+        var finished = false
+    }
+
+    private let state = Mutex(State())
+
+    func start(_ continuation: CheckedContinuation<Void, any Error>, timer: TimeoutClock.Timeout) {
+        let early = state.withLock { state -> Result<Void, any Error>? in
+            if let early = state.early { return early }
+            state.continuation = continuation
+            state.timer = timer
             return nil
         }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else {
-            throw HandoffError.timeout(operation: name, after: timeout)
+        if let early {
+            timer.cancel()
+            continuation.resume(with: early)
         }
-        return value
+    }
+
+    func resume(_ result: Result<Void, any Error>) {
+        let (continuation, timer) = state.withLock { state -> (CheckedContinuation<Void, any Error>?, TimeoutClock.Timeout?) in
+            guard !state.finished else { return (nil, nil) }
+            state.finished = true
+            guard let continuation = state.continuation else {
+                // Cancelled before start: remember the outcome for start.
+                state.early = result
+                return (nil, nil)
+            }
+            defer {
+                state.continuation = nil
+                state.timer = nil
+            }
+            return (continuation, state.timer)
+        }
+        timer?.cancel()
+        continuation?.resume(with: result)
     }
 }

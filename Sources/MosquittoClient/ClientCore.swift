@@ -9,7 +9,7 @@ import Synchronization
 /// (no global registry). Every callback copies what it needs out of libmosquitto's memory, updates the
 /// state under one `Mutex`, and resumes continuations or yields to streams after releasing it.
 final class ClientCore: Sendable {
-    typealias PublishContinuation = CheckedContinuation<Void, any Error>
+    typealias PublishContinuation = PublishCompletion
     typealias SubscribeContinuation = CheckedContinuation<MQTTQoS, any Error>
     typealias UnsubscribeContinuation = CheckedContinuation<Void, any Error>
 
@@ -19,6 +19,23 @@ final class ClientCore: Sendable {
         case connected
         case disconnected
         case shutDown
+    }
+
+    /// Who waits for a publish's acknowledgement: a suspended task, or a callback.
+    enum PublishCompletion: Sendable {
+        case continuation(CheckedContinuation<Void, any Error>)
+        case callback(@Sendable (Result<Void, any Error>) -> Void)
+
+        func resume(with result: Result<Void, any Error>) {
+            switch self {
+            case .continuation(let continuation): continuation.resume(with: result)
+            case .callback(let callback): callback(result)
+            }
+        }
+
+        func resume(throwing error: any Error) {
+            resume(with: .failure(error))
+        }
     }
 
     /// An operation waiting for the broker's acknowledgement of message id `mid`.
@@ -54,6 +71,8 @@ final class ClientCore: Sendable {
         /// Subscriptions to restore after a reconnect to a broker that kept no session.
         var subscriptions: [String: MQTTSubscribeOptions] = [:]
         var messageListeners: [UInt64: AsyncStream<MQTTMessage>.Continuation] = [:]
+        /// Called for every message on libmosquitto's network thread, before the listeners.
+        var messageHandler: (@Sendable (MQTTMessage) -> Void)?
         var eventListeners: [UInt64: AsyncStream<MQTTConnectionEvent>.Continuation] = [:]
         var nextListener: UInt64 = 1
         /// The last warning or error libmosquitto logged (TLS failures are only explained there).
@@ -284,7 +303,10 @@ final class ClientCore: Sendable {
     }
 
     func didReceive(_ message: MQTTMessage) {
-        let listeners = state.withLock { Array($0.messageListeners.values) }
+        let (handler, listeners) = state.withLock { state in
+            (state.messageHandler, state.messageListeners.isEmpty ? [] : Array(state.messageListeners.values))
+        }
+        handler?(message)
         for listener in listeners { listener.yield(message) }
     }
 
@@ -310,6 +332,7 @@ final class ClientCore: Sendable {
             state.subscribes = [:]
             state.unsubscribes = [:]
             state.messageListeners = [:]
+            state.messageHandler = nil
             state.eventListeners = [:]
             state.tokenToMid = [:]
             state.early = [:]

@@ -161,6 +161,57 @@ public final class MQTTClient: Sendable {
         retain: Bool = false,
         properties: MQTTPublishProperties = .none
     ) async throws {
+        let propertyList = try preparePublish(topic, payload: payload, qos: qos, properties: properties)
+        let (handle, core) = (self.handle, self.core)
+        let token = core.makeToken()
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                var mid: Int32 = 0
+                let rc = handle.publish(mid: &mid, topic: topic, payload: payload, qos: qos, retain: retain, properties: propertyList?.pointer)
+                // With QoS 1/2 libmosquitto queues the message even when disconnected (MOSQ_ERR_NO_CONN)
+                // and sends it after the reconnect.
+                if rc == MOSQ_ERR_SUCCESS.rawValue || (rc == MOSQ_ERR_NO_CONN.rawValue && qos != .atMostOnce) {
+                    core.registerPublish(mid: mid, token: token, topic: topic, qos: qos, continuation: .continuation(continuation))
+                } else {
+                    core.forget(token: token)
+                    continuation.resume(throwing: MQTTError.mosquitto(rc, "publish to '\(topic)'"))
+                }
+            }
+        } onCancel: {
+            core.cancel(token: token)
+        }
+    }
+
+    /// Publishes like ``publish(_:payload:qos:retain:properties:)`` without waiting: `completion` is called
+    /// once with the outcome (the acknowledgement, a refusal, a lost connection, shutdown), on libmosquitto's
+    /// network thread, or on the caller's when the publish fails at once. It must be quick and must not block.
+    /// For swift-handoff's own modules: no task waits, so an acknowledgement wakes nobody who does not need it.
+    package func publish(
+        _ topic: String,
+        payload: Data,
+        qos: MQTTQoS = .atLeastOnce,
+        retain: Bool = false,
+        properties: MQTTPublishProperties = .none,
+        completion: @escaping @Sendable (Result<Void, any Error>) -> Void
+    ) {
+        let propertyList: MosquittoPropertyList?
+        do {
+            propertyList = try preparePublish(topic, payload: payload, qos: qos, properties: properties)
+        } catch {
+            return completion(.failure(error))
+        }
+        var mid: Int32 = 0
+        let token = core.makeToken()
+        let rc = handle.publish(mid: &mid, topic: topic, payload: payload, qos: qos, retain: retain, properties: propertyList?.pointer)
+        if rc == MOSQ_ERR_SUCCESS.rawValue || (rc == MOSQ_ERR_NO_CONN.rawValue && qos != .atMostOnce) {
+            core.registerPublish(mid: mid, token: token, topic: topic, qos: qos, continuation: .callback(completion))
+        } else {
+            completion(.failure(MQTTError.mosquitto(rc, "publish to '\(topic)'")))
+        }
+    }
+
+    /// Checks that a publish can be made now and builds its MQTT 5 property list.
+    private func preparePublish(_ topic: String, payload: Data, qos: MQTTQoS, properties: MQTTPublishProperties) throws -> MosquittoPropertyList? {
         guard payload.count <= 268_435_455 else {
             throw MQTTError(.payloadTooLarge, "A payload of \(payload.count) bytes exceeds MQTT's limit of 268,435,455 bytes")
         }
@@ -172,25 +223,7 @@ public final class MQTTClient: Sendable {
             throw MQTTError(.notConnected, "Cannot publish to '\(topic)' at QoS 0 while the connection to \(core.endpoint) is down")
         case .connected, .disconnected: break
         }
-        let propertyList = configuration.protocolVersion == .v5 && !properties.isEmpty ? try MosquittoPropertyList(publish: properties) : nil
-        let (handle, core) = (self.handle, self.core)
-        let token = core.makeToken()
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: ClientCore.PublishContinuation) in
-                var mid: Int32 = 0
-                let rc = handle.publish(mid: &mid, topic: topic, payload: payload, qos: qos, retain: retain, properties: propertyList?.pointer)
-                // With QoS 1/2 libmosquitto queues the message even when disconnected (MOSQ_ERR_NO_CONN)
-                // and sends it after the reconnect.
-                if rc == MOSQ_ERR_SUCCESS.rawValue || (rc == MOSQ_ERR_NO_CONN.rawValue && qos != .atMostOnce) {
-                    core.registerPublish(mid: mid, token: token, topic: topic, qos: qos, continuation: continuation)
-                } else {
-                    core.forget(token: token)
-                    continuation.resume(throwing: MQTTError.mosquitto(rc, "publish to '\(topic)'"))
-                }
-            }
-        } onCancel: {
-            core.cancel(token: token)
-        }
+        return configuration.protocolVersion == .v5 && !properties.isEmpty ? try MosquittoPropertyList(publish: properties) : nil
     }
 
     // MARK: - Subscribe
@@ -269,6 +302,17 @@ public final class MQTTClient: Sendable {
         let (stream, continuation) = AsyncStream.makeStream(of: MQTTMessage.self)
         register(continuation, in: \.messageListeners)
         return stream
+    }
+
+    /// Calls `handler` for every message received from now on, on libmosquitto's network thread, in the
+    /// order received and before the message reaches the streams of ``messages()``; replaces any earlier
+    /// handler. For swift-handoff's own modules, which route messages without a hop to a task: `handler` must
+    /// be quick, must not block, and must not call ``shutdown()``.
+    package func setMessageHandler(_ handler: @escaping @Sendable (MQTTMessage) -> Void) {
+        core.state.withLock { state in
+            guard state.status != .shutDown else { return }
+            state.messageHandler = handler
+        }
     }
 
     /// A new stream of connection events (connected, disconnected, resubscribed) from now on.
@@ -412,9 +456,23 @@ public final class MQTTClient: Sendable {
         }
         mosquitto_message_v5_callback_set(pointer) { _, userdata, message, properties in
             guard let core = ClientCore.from(userdata), let message else { return }
-            // libmosquitto frees the message when the callback returns: copy everything now.
+            // libmosquitto frees the message when the callback returns: copy everything now, except the payload,
+            // which is taken over (no copy: a handed-off state can be many megabytes). libmosquitto 2.0 allocates
+            // it with calloc and frees it after the callback only if it is still set (message__cleanup), so
+            // clearing the pointer hands the buffer to Data. QoS 2 messages are stored by libmosquitto after
+            // the callback in some versions: their payload is copied.
             let m = message.pointee
-            let payload = m.payloadlen > 0 && m.payload != nil ? Data(bytes: m.payload, count: Int(m.payloadlen)) : Data()
+            let payload: Data
+            if m.payloadlen > 0, let bytes = m.payload {
+                if m.qos < 2 {
+                    UnsafeMutablePointer(mutating: message).pointee.payload = nil
+                    payload = Data(bytesNoCopy: bytes, count: Int(m.payloadlen), deallocator: .free)
+                } else {
+                    payload = Data(bytes: bytes, count: Int(m.payloadlen))
+                }
+            } else {
+                payload = Data()
+            }
             core.didReceive(
                 MQTTMessage(
                     topic: String(cString: m.topic),
