@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "MosquittoClient", targets: ["MosquittoClient"]),
+        .library(name: "MosquittoTestKit", targets: ["MosquittoTestKit"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -27,6 +28,12 @@ let package = Package(
                 "CMosquitto",
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        // Private mosquitto brokers for tests, configured from broker/mosquitto.conf.
+        .target(name: "MosquittoTestKit"),
+        .testTarget(
+            name: "MosquittoTestKitTests",
+            dependencies: ["MosquittoTestKit"]
         ),
     ]
 )
