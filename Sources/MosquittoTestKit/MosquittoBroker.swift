@@ -14,8 +14,8 @@ import Foundation
 /// ```
 ///
 /// The broker does not outlive the test process: ``withMosquittoBroker(configDirectory:isolation:_:)`` stops it,
-/// `deinit` kills it as a last resort, and a small guard process kills it if the test process dies first (see
-/// ``stop()``). Lifecycle methods are not meant to be called concurrently on one broker.
+/// `deinit` kills it as a last resort, and a small guard process kills it (and removes its folder) if the test process
+/// dies first, even by SIGKILL. Lifecycle methods are not meant to be called concurrently on one broker.
 public final class MosquittoBroker: Sendable {
     /// The address every listener binds: `"127.0.0.1"`.
     public let host: String
