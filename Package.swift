@@ -70,5 +70,9 @@ let package = Package(
             cSettings: [.define("_GNU_SOURCE")],
             linkerSettings: [.linkedLibrary("mosquitto"), .linkedLibrary("pthread"), .linkedLibrary("m")]
         ),
+        .testTarget(
+            name: "MosquittoTestKitTests",
+            dependencies: ["MosquittoTestKit"]
+        ),
     ]
 )

@@ -35,17 +35,23 @@ final class HandoffRouter: Sendable {
         /// round this participant did not see open (it subscribed after the first claim) are not verdicts.
         var openRounds: Set<String> = []
         /// Winners of recent rounds, by id, to answer late claim() calls.
-        var verdicts: [String: String] = [:]
+        var verdicts: [String: Verdict] = [:]
         var verdictOrder: [String] = []
 
-        mutating func record(verdict winner: String, for id: String) {
-            verdicts[id] = winner
+        mutating func record(verdict: Verdict, for id: String) {
+            verdicts[id] = verdict
             verdictOrder.append(id)
             if verdictOrder.count > 20_000 {
                 for old in verdictOrder.prefix(10_000) { verdicts[old] = nil }
                 verdictOrder.removeFirst(10_000)
             }
         }
+    }
+
+    /// The first claim of a round: who won, and whether to merge it or to dead-letter it.
+    struct Verdict: Sendable, Hashable {
+        var winner: String
+        var merging: Bool
     }
 
     struct ClaimWaiter {
@@ -180,7 +186,7 @@ final class HandoffRouter: Sendable {
             guard var watched = state.watched[label.topicLevel], watched.openRounds.contains(id) else { return (nil, nil) }
             defer { state.watched[label.topicLevel] = watched }
             watched.openRounds.remove(id)
-            watched.record(verdict: claimer, for: id)
+            watched.record(verdict: Verdict(winner: claimer, merging: merging), for: id)
             let entry = watched.pending.removeValue(forKey: id)
             let waiter = state.claims.removeValue(forKey: topic)
             if mine, merging, waiter == nil, let entry {
@@ -190,7 +196,7 @@ final class HandoffRouter: Sendable {
             }
             return (waiter, nil)
         }
-        waiter?.continuation.resume(returning: mine)
+        waiter?.continuation.resume(returning: mine && merging)
         notify?.yield(.available(label))
     }
 
@@ -206,7 +212,7 @@ final class HandoffRouter: Sendable {
             guard var watched = state.watched[label.topicLevel] else { throw HandoffError.notSubscribed(label) }
             defer { state.watched[label.topicLevel] = watched }
             if watched.won.removeValue(forKey: id) != nil { return .decided(true) }
-            if let winner = watched.verdicts[id] { return .decided(winner == origin.instance) }
+            if let verdict = watched.verdicts[id] { return .decided(verdict.merging && verdict.winner == origin.instance) }
             // Not waiting (never seen, or claimed by this process already): nothing to win.
             guard var entry = watched.pending[id], !entry.claiming else { return .decided(false) }
             entry.claiming = true
@@ -449,7 +455,7 @@ extension DeadLetter {
 extension HandoffRouter {
     /// The winner of the latest round of handoff `id` of a watched label, if this participant saw it.
     func verdict(label: HandoffLabel, id: String) -> String? {
-        state.withLock { $0.watched[label.topicLevel]?.verdicts[id] }
+        state.withLock { $0.watched[label.topicLevel]?.verdicts[id]?.winner }
     }
 }
 

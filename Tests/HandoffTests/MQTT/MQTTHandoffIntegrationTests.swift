@@ -187,6 +187,7 @@ struct MQTTHandoffIntegrationTests {
 }
 
 /// Connects an MQTT handoff transport to the broker's anonymous listener, runs `body`, shuts it down.
+@discardableResult
 func withTransport<T: Sendable>(
     _ broker: MosquittoBroker,
     options: MQTTHandoffTransport.Options = MQTTHandoffTransport.Options(),
