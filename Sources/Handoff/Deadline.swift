@@ -3,7 +3,7 @@ import Synchronization
 /// Runs `body` and returns its result, or throws ``HandoffError/timeout(operation:after:)`` once `timeout`
 /// has passed, whether or not `body` reacts to cancellation (it is cancelled and left to finish on its own).
 /// Cancelling the caller throws `CancellationError` at once.
-func withDeadline<T: Sendable>(
+public func withDeadline<T: Sendable>(
     _ timeout: Duration,
     operation: String,
     _ body: @escaping @Sendable () async throws -> T

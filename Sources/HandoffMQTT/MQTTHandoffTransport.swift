@@ -156,19 +156,3 @@ public final class MQTTHandoffTransport: HandoffTransport {
         try await router.collectDeadLetters(label, timeout: timeout)
     }
 }
-
-/// Runs `operation`, throwing ``HandoffError/timeout(operation:after:)`` if it takes longer than `timeout`.
-func withDeadline<T: Sendable>(_ timeout: Duration, operation name: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await operation() }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else {
-            throw HandoffError.timeout(operation: name, after: timeout)
-        }
-        return value
-    }
-}
