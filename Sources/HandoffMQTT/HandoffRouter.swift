@@ -258,12 +258,20 @@ final class HandoffRouter: Sendable {
             return try await withDeadline(timeout, operation: "claim") { [self] in
                 try await withTaskCancellationHandler {
                     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
-                        let registered = state.withLock { state in
-                            guard !state.shutDown else { return false }
+                        enum Registration { case shutDown, decided(Bool), waiting }
+                        let registration = state.withLock { state -> Registration in
+                            guard !state.shutDown else { return .shutDown }
+                            // Another participant's claim may have arrived since this claim was decided on: its
+                            // verdict is final, and no later message would resume a waiter registered now.
+                            if let verdict = state.watched[label.topicLevel]?.verdicts[id] { return .decided(verdict.merging && verdict.winner == origin.instance) }
                             state.claims[topic] = ClaimWaiter(token: token, continuation: continuation)
-                            return true
+                            return .waiting
                         }
-                        guard registered else { return continuation.resume(throwing: HandoffError.shutdown) }
+                        switch registration {
+                        case .shutDown: return continuation.resume(throwing: HandoffError.shutdown)
+                        case .decided(let won): return continuation.resume(returning: won)
+                        case .waiting: break
+                        }
                         // The clear is published after the waiter is registered: the verdict cannot be missed.
                         let client = self.client
                         Task {
