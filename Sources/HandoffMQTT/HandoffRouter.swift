@@ -338,7 +338,7 @@ final class HandoffRouter: Sendable {
             state.withLock { $0.watched[label.topicLevel]?.pending[id]?.claiming = false }
             throw error
         }
-        logger.warning(
+        logger.debug(
             "Handoff moved to dead letters",
             metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.reason": "\(reason.rawValue)", "handoff.detail": "\(detail)"]
         )
@@ -356,6 +356,10 @@ final class HandoffRouter: Sendable {
             var disposition = HandoffRejection.Disposition.deadLettered
             do {
                 try await deadLetter(label: label, id: id, payload: payload, reason: reason, detail: detail, timeout: .seconds(10))
+                logger.warning(
+                    "A message on a handoff topic is not a readable handoff; moved it to the dead letters",
+                    metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.reason": "\(reason.rawValue)", "handoff.detail": "\(detail)"]
+                )
             } catch {
                 disposition = .leftInPlace
                 logger.warning("Could not dead-letter a rejected handoff; left it in place", metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.error": "\(error)"])
