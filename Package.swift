@@ -72,6 +72,10 @@ let package = Package(
             cSettings: [.define("_GNU_SOURCE")],
             linkerSettings: [.linkedLibrary("mosquitto"), .linkedLibrary("pthread"), .linkedLibrary("m")]
         ),
+        .testTarget(
+            name: "MosquittoTestKitTests",
+            dependencies: ["MosquittoTestKit"]
+        ),
         // The benchmark: swift-handoff against the floor, in the same run, on a private mosquitto
         // (docs/BENCHMARKS.md). Depends on handoff-floor so that `swift run handoff-bench` builds it too.
         .executableTarget(

@@ -8,7 +8,7 @@ import Synchronization
 ///
 /// `body` starts at once on the caller's thread (`Task.immediate`): one that finishes without suspending
 /// costs no thread hop and no timer. Otherwise the time limit is kept by ``TimeoutClock``.
-package func withDeadline<T: Sendable>(
+public func withDeadline<T: Sendable>(
     _ timeout: Duration,
     operation: String,
     _ body: @escaping @Sendable () async throws -> T

@@ -35,17 +35,23 @@ final class HandoffRouter: Sendable {
         /// round this participant did not see open (it subscribed after the first claim) are not verdicts.
         var openRounds: Set<String> = []
         /// Winners of recent rounds, by id, to answer late claim() calls.
-        var verdicts: [String: String] = [:]
+        var verdicts: [String: Verdict] = [:]
         var verdictOrder: [String] = []
 
-        mutating func record(verdict winner: String, for id: String) {
-            verdicts[id] = winner
+        mutating func record(verdict: Verdict, for id: String) {
+            verdicts[id] = verdict
             verdictOrder.append(id)
             if verdictOrder.count > 20_000 {
                 for old in verdictOrder.prefix(10_000) { verdicts[old] = nil }
                 verdictOrder.removeFirst(10_000)
             }
         }
+    }
+
+    /// The first claim of a round: who won, and whether to merge it or to dead-letter it.
+    struct Verdict: Sendable, Hashable {
+        var winner: String
+        var merging: Bool
     }
 
     struct ClaimWaiter {
@@ -170,17 +176,42 @@ final class HandoffRouter: Sendable {
             )
             return
         }
-        let notify = state.withLock { state -> AsyncStream<HandoffNotice>.Continuation? in
-            state.modifyWatched(label.topicLevel) { watched in
+        enum Outcome { case ignore, offer(AsyncStream<HandoffNotice>.Continuation), resurrected }
+        let outcome = state.withLock { state -> Outcome in
+            state.modifyWatched(label.topicLevel) { watched -> Outcome in
+                let mergedHereBefore = watched.verdicts[id] == Verdict(winner: origin.instance, merging: true)
                 // A handoff on this topic opens a new round: earlier claims no longer count.
                 watched.verdicts[id] = nil
                 watched.openRounds.insert(id)
-                guard envelope.origin.instance != origin.instance else { return nil }
-                watched.pending[id] = Entry(envelope: envelope, payload: payload)
-                return watched.continuation
-            } ?? nil
+                if mergedHereBefore { return .resurrected }
+                guard envelope.origin.instance != origin.instance else { return .ignore }
+                // The same handoff again (re-sent retained copy after a resubscription): keep its claim state.
+                if watched.pending[id]?.payload != payload {
+                    watched.pending[id] = Entry(envelope: envelope, payload: payload)
+                }
+                return .offer(watched.continuation)
+            } ?? .ignore
         }
-        notify?.yield(.available(label))
+        switch outcome {
+        case .ignore: break
+        case .offer(let notices): notices.yield(.available(label))
+        case .resurrected: clearResurrected(label: label, id: id)
+        }
+    }
+
+    /// A handoff this participant already merged is waiting again: the broker lost the clear (it saves after
+    /// acknowledging, so a crash in between brings the retained message back). Claim it at once as
+    /// `already-merged`, a claim that nobody merges, so that it is not merged a second time.
+    private func clearResurrected(label: HandoffLabel, id: String) {
+        logger.info("Clearing a handoff that was merged here before and came back", metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)"])
+        let properties = MQTTPublishProperties(userProperties: [
+            MQTTUserProperty(HandoffProperty.claimBy, origin.instance),
+            MQTTUserProperty(HandoffProperty.claimPurpose, "already-merged"),
+        ])
+        let (client, topic) = (self.client, topics.handoff(label, id: id))
+        Task {
+            try? await client.publish(topic, payload: Data(), qos: .atLeastOnce, retain: true, properties: properties)
+        }
     }
 
     private func routeClaim(label: HandoffLabel, id: String, topic: String, properties: MQTTPublishProperties) {
@@ -191,11 +222,12 @@ final class HandoffRouter: Sendable {
             return
         }
         let mine = claimer == origin.instance
-        let merging = properties.userProperty(HandoffProperty.claimPurpose) != "dead-letter"
+        // A claim without a purpose (or with `merge`) is a merge; `dead-letter` and `already-merged` are not.
+        let merging = (properties.userProperty(HandoffProperty.claimPurpose) ?? "merge") == "merge"
         let (waiter, notify) = state.withLock { state -> (ClaimWaiter?, AsyncStream<HandoffNotice>.Continuation?) in
             let verdict = state.modifyWatched(label.topicLevel) { watched -> (entry: Entry?, continuation: AsyncStream<HandoffNotice>.Continuation)? in
                 guard watched.openRounds.remove(id) != nil else { return nil }
-                watched.record(verdict: claimer, for: id)
+                watched.record(verdict: Verdict(winner: claimer, merging: merging), for: id)
                 return (watched.pending.removeValue(forKey: id), watched.continuation)
             }
             guard let verdict = verdict ?? nil else { return (nil, nil) }
@@ -207,7 +239,7 @@ final class HandoffRouter: Sendable {
             }
             return (waiter, nil)
         }
-        waiter?.resume(with: .success(mine))
+        waiter?.resume(with: .success(mine && merging))
         notify?.yield(.available(label))
     }
 
@@ -223,7 +255,7 @@ final class HandoffRouter: Sendable {
             let token = state.nextToken
             let start = state.modifyWatched(label.topicLevel) { watched -> Start in
                 if watched.won.removeValue(forKey: id) != nil { return .decided(true) }
-                if let winner = watched.verdicts[id] { return .decided(winner == origin.instance) }
+                if let verdict = watched.verdicts[id] { return .decided(verdict.merging && verdict.winner == origin.instance) }
                 // Not waiting (never seen, or claimed by this process already): nothing to win.
                 guard watched.pending[id]?.claiming == false else { return .decided(false) }
                 watched.pending[id]?.claiming = true
@@ -261,7 +293,9 @@ final class HandoffRouter: Sendable {
                         }
                         // Another participant's claim may have arrived since this claim was decided on: its
                         // verdict is final, and no later message would resume a waiter registered now.
-                        if let winner = state.watched[label.topicLevel]?.verdicts[id] { return .decided(winner == origin.instance) }
+                        if let verdict = state.watched[label.topicLevel]?.verdicts[id] {
+                            return .decided(verdict.merging && verdict.winner == origin.instance)
+                        }
                         state.claims[topic] = ClaimWaiter(token: token, continuation: continuation, timer: timer)
                         return .waiting
                     }
@@ -339,7 +373,7 @@ final class HandoffRouter: Sendable {
             state.withLock { $0.watched[label.topicLevel]?.pending[id]?.claiming = false }
             throw error
         }
-        logger.warning(
+        logger.debug(
             "Handoff moved to dead letters",
             metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.reason": "\(reason.rawValue)", "handoff.detail": "\(detail)"]
         )
@@ -357,6 +391,10 @@ final class HandoffRouter: Sendable {
             var disposition = HandoffRejection.Disposition.deadLettered
             do {
                 try await deadLetter(label: label, id: id, payload: payload, reason: reason, detail: detail, timeout: .seconds(10))
+                logger.warning(
+                    "A message on a handoff topic is not a readable handoff; moved it to the dead letters",
+                    metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.reason": "\(reason.rawValue)", "handoff.detail": "\(detail)"]
+                )
             } catch {
                 disposition = .leftInPlace
                 logger.warning("Could not dead-letter a rejected handoff; left it in place", metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.error": "\(error)"])
@@ -416,7 +454,20 @@ final class HandoffRouter: Sendable {
     // MARK: - Connection changes
 
     func connectionChanged(_ event: MQTTConnectionEvent) {
-        guard case .connected(sessionPresent: false, reconnect: true) = event else { return }
+        guard case .connected(let sessionPresent, reconnect: true) = event else { return }
+        guard !sessionPresent else {
+            // The broker kept the session, but if it restarted from its store, a handoff cleared after its
+            // last save is back as a retained message that a kept subscription does not deliver again.
+            // Subscribing again asks for the retained messages: what is really waiting is seen again.
+            let filters = state.withLock { state in state.watched.values.map { topics.handoffFilter($0.label) } }
+            let client = self.client
+            Task {
+                for filter in filters {
+                    _ = try? await client.subscribe(filter, options: MQTTSubscribeOptions(qos: .atLeastOnce))
+                }
+            }
+            return
+        }
         // The broker kept no session: what was published while we were away is lost to us, and the
         // verdicts of claims in flight may be among it. Waiting handoffs come back as retained messages
         // with the resubscription; claims in flight have an unknown outcome: their handoffs are
@@ -487,7 +538,7 @@ extension DeadLetter {
 extension HandoffRouter {
     /// The winner of the latest round of handoff `id` of a watched label, if this participant saw it.
     func verdict(label: HandoffLabel, id: String) -> String? {
-        state.withLock { $0.watched[label.topicLevel]?.verdicts[id] }
+        state.withLock { $0.watched[label.topicLevel]?.verdicts[id]?.winner }
     }
 }
 

@@ -96,6 +96,12 @@ public final class MQTTHandoffTransport: HandoffTransport {
         for task in tasks { await task.value }
     }
 
+    /// Returns once every message the broker had queued for this participant before the call has been
+    /// processed: waiting handoffs, claims and verdicts included (see docs/PROTOCOL.md, "Ordering markers").
+    public func sync(timeout: Duration = .seconds(10)) async throws {
+        try await router.sync(timeout: timeout)
+    }
+
     // MARK: - HandoffTransport
 
     public func watch(_ label: HandoffLabel) async throws -> AsyncStream<HandoffNotice> {

@@ -312,7 +312,14 @@ final class ClientCore: Sendable {
 
     func didLog(level: Int32, text: String) {
         if level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING) != 0 {
-            state.withLock { $0.lastLoggedError = text }
+            // A TLS failure during the first connect ends libmosquitto's network thread without a disconnect
+            // callback: the log line is the only news of it.
+            let isTLSFailure = level & MOSQ_LOG_ERR != 0 && (text.contains("OpenSSL") || text.contains("TLS"))
+            let connectWaiter = state.withLock { state in
+                state.lastLoggedError = text
+                return isTLSFailure && state.status == .connecting ? state.connectContinuation.take() : nil
+            }
+            connectWaiter?.resume(throwing: MQTTError(.tlsFailure, "The TLS handshake with \(endpoint) failed: \(text); check the CA file, the client certificate and that the broker's certificate names this host"))
             logger.debug("libmosquitto: \(text)", metadata: ["mqtt.broker": "\(endpoint)"])
         } else {
             logger.trace("libmosquitto: \(text)", metadata: ["mqtt.broker": "\(endpoint)"])

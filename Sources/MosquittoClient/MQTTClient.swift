@@ -126,8 +126,9 @@ public final class MQTTClient: Sendable {
         let timeout = configuration.connectTimeout
         let timer = Task {
             try await Task.sleep(for: timeout)
-            let continuation = core.state.withLock { $0.connectContinuation.take() }
-            continuation?.resume(throwing: MQTTError(.timeout, "The broker at \(core.endpoint) did not answer CONNECT within \(timeout)"))
+            let (continuation, logged) = core.state.withLock { ($0.connectContinuation.take(), $0.lastLoggedError) }
+            let detail = logged.map { " (last error: \($0))" } ?? ""
+            continuation?.resume(throwing: MQTTError(.timeout, "The broker at \(core.endpoint) did not answer CONNECT within \(timeout)\(detail)"))
         }
         defer { timer.cancel() }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in

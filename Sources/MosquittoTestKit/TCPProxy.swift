@@ -18,7 +18,7 @@ public final class TCPProxy: Sendable {
             .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("scripts/tcp-proxy.py")
         guard let python = ["/usr/bin/python3", "/usr/local/bin/python3"].first(where: FileManager.default.isExecutableFile(atPath:)) else {
-            throw TestKitFailure("python3 is needed for the TCP proxy of the failure tests: apt-get install python3")
+            throw MosquittoTestKitError(.executableNotFound, "python3 is needed for the TCP proxy of the failure tests: apt-get install python3")
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: python)
@@ -32,7 +32,7 @@ public final class TCPProxy: Sendable {
         let firstLine = readLine(handle)
         guard let port = Int(firstLine) else {
             process.terminate()
-            throw TestKitFailure("The TCP proxy did not start (it printed '\(firstLine)')")
+            throw MosquittoTestKitError(.commandFailed, "The TCP proxy did not start (it printed '\(firstLine)')")
         }
         return TCPProxy(port: port, process: process, commands: input.fileHandleForWriting, replies: handle)
     }
@@ -82,25 +82,7 @@ public final class TCPProxy: Sendable {
     }
 }
 
-/// A failure of the test kit, with a message that says what to do.
-public struct TestKitFailure: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
-}
-
 /// A TCP port on 127.0.0.1 that nothing listens on right now.
 public func freeLoopbackPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw TestKitFailure("socket() failed: \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-    }
-    guard bound else { throw TestKitFailure("Could not find a free loopback port: \(String(cString: strerror(errno)))") }
-    return Int(UInt16(bigEndian: address.sin_port))
+    try POSIX.freeLoopbackPort()
 }

@@ -29,8 +29,8 @@ struct ContentionTests {
             for _ in 0..<Self.successorCount {
                 successors.append(try await MQTTHandoffTransport.connect(configuration: configuration, options: options))
             }
-            let claimed = Mutex<[String: [String]]>([:])  // handoff id -> instances that merged it
-            let values = Mutex<[Int]>([])
+            let claimed = Locked<[String: [String]]>([:])  // handoff id -> instances that merged it
+            let values = Locked<[Int]>([])
             let workers = successors.map { transport in
                 Task {
                     let channel = HandoffChannel<Int>(label: label, transport: transport, timeout: .seconds(30))
@@ -84,10 +84,17 @@ struct ContentionTests {
     }
 }
 
-private func drain(_ channel: HandoffChannel<Int>, into claimed: Mutex<[String: [String]]>, values: Mutex<[Int]>, instance: String) async throws {
+private func drain(_ channel: HandoffChannel<Int>, into claimed: Locked<[String: [String]]>, values: Locked<[Int]>, instance: String) async throws {
     let batch = try await channel.complete()
     claimed.withLock { claimed in
         for handoff in batch.handoffs { claimed[handoff.id.rawValue, default: []].append(instance) }
     }
     values.withLock { $0 += batch.handoffs.map(\.state) }
+}
+
+/// A value shared between tasks of a test.
+final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { mutex = Mutex(value) }
+    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R { try mutex.withLock { try body(&$0) } }
 }
