@@ -114,12 +114,7 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
     ///   published), or the transport's error (such as a timeout).
     @discardableResult
     public func initiate(_ state: State) async throws -> HandoffEnvelope {
-        let data: Data
-        do {
-            data = try codec.encode(state)
-        } catch {
-            throw HandoffError.encodingFailed(label: label, detail: String(describing: error))
-        }
+        let envelope = try envelope(for: state)
         if subscribed.withLock({ $0 }) {
             do {
                 try await unsubscribe()
@@ -127,19 +122,24 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
                 logger.debug("unsubscribing before the handoff failed", metadata: ["handoff.error": "\(error)"])
             }
         }
-        let envelope = HandoffEnvelope(
-            label: label,
-            vsn: version,
-            origin: transport.origin,
-            contentType: codec.contentType,
-            data: data
-        )
         try await transport.initiate(envelope, timeout: timeout)
         logger.debug(
             "handoff initiated",
-            metadata: ["handoff.id": "\(envelope.id)", "handoff.vsn": "\(version)", "handoff.bytes": "\(data.count)"]
+            metadata: ["handoff.id": "\(envelope.id)", "handoff.vsn": "\(version)", "handoff.bytes": "\(envelope.data.count)"]
         )
         return envelope
+    }
+
+    /// The envelope of `state`, with its payload made once (the encoded state is not kept beside it).
+    private func envelope(for state: State) throws(HandoffError) -> HandoffEnvelope {
+        let data: Data
+        do {
+            data = try codec.encode(state)
+        } catch {
+            throw HandoffError.encodingFailed(label: label, detail: String(describing: error))
+        }
+        return HandoffEnvelope(label: label, vsn: version, origin: transport.origin, contentType: codec.contentType, data: data)
+            .withWireForm()
     }
 
     /// Takes over the waiting handoffs (the original's `handoff_complete`); needs ``subscribe()`` first.

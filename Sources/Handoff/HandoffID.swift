@@ -21,8 +21,32 @@ public struct HandoffID: Hashable, Sendable, Codable, CustomStringConvertible {
     }
 
     /// A new random id: a lower-case UUID such as `7d444840-9dc0-11d1-b245-5ffdce74fad2`.
+    ///
+    /// A version 4 UUID from the system's random generator (`getrandom` on Linux, where Foundation's `UUID()`
+    /// opens and reads /dev/urandom every time: three system calls per handoff in a bulk shutdown).
     public static func random() -> HandoffID {
-        HandoffID(unchecked: UUID().uuidString.lowercased())
+        var generator = SystemRandomNumberGenerator()
+        var bytes = (generator.next() as UInt64, generator.next() as UInt64)
+        return withUnsafeMutableBytes(of: &bytes) { raw in
+            raw[6] = raw[6] & 0x0F | 0x40  // version 4
+            raw[8] = raw[8] & 0x3F | 0x80  // RFC 4122 variant
+            let digits: StaticString = "0123456789abcdef"
+            return HandoffID(
+                unchecked: String(unsafeUninitializedCapacity: 36) { text in
+                    var position = 0
+                    for index in 0..<16 {
+                        if index == 4 || index == 6 || index == 8 || index == 10 {
+                            text[position] = UInt8(ascii: "-")
+                            position += 1
+                        }
+                        text[position] = digits.utf8Start[Int(raw[index] >> 4)]
+                        text[position + 1] = digits.utf8Start[Int(raw[index] & 0x0F)]
+                        position += 2
+                    }
+                    return position
+                }
+            )
+        }
     }
 
     /// The id itself.

@@ -433,7 +433,12 @@ final class HandoffRouter: Sendable {
 
     /// Returns once every message the broker queued for this participant before now has been routed.
     func sync(timeout: Duration) async throws {
-        let nonce = UUID().uuidString
+        // Unique among this participant's markers (its sync topic is its own); no UUID: on Linux each one
+        // opens /dev/urandom.
+        let nonce = state.withLock { state in
+            defer { state.nextToken += 1 }
+            return "sync-\(state.nextToken)"
+        }
         let (client, syncTopic) = (self.client, self.syncTopic)
         try await withDeadline(timeout, operation: "sync with the broker") { [self] in
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
