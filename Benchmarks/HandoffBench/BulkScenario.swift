@@ -20,7 +20,7 @@ struct BulkScenario {
             scenario: "bulk", prefix: context.prefix("bulk", "floor"), ["--count", String(labels), "--size", String(size)]
         )
         progress("bulk: swift-handoff, \(labels) labels")
-        let (ackNs, claimNs) = try await withTimeout(context.timeout, "bulk (swift-handoff)") { [self] in try await measure() }
+        let (ackNs, subscribedNs, claimNs) = try await withTimeout(context.timeout, "bulk (swift-handoff)") { [self] in try await measure() }
         let ackMs = milliseconds(ackNs)
         let claimMs = milliseconds(claimNs)
         let handoffsPerSecond = Double(labels) / (ackMs / 1000)
@@ -33,6 +33,7 @@ struct BulkScenario {
             ("shutdown", .string("\(labels) HandoffChannel.initiate calls started at once on one transport")),
             ("ack_ms", .ms(ackMs)),
             ("handoffs_per_second", .number(handoffsPerSecond)),
+            ("subscribed_ms", .ms(milliseconds(subscribedNs))),
             ("claim_ms", .ms(claimMs)),
             ("claims_per_second", .number(claimsPerSecond)),
         ])
@@ -48,7 +49,7 @@ struct BulkScenario {
         )
     }
 
-    private func measure() async throws -> (ack: UInt64, claim: UInt64) {
+    private func measure() async throws -> (ack: UInt64, subscribed: UInt64, claim: UInt64) {
         let prefix = context.prefix("bulk", "swift")
         let names = try (0..<labels).map { try HandoffLabel(String(format: "bulk-%05d", $0)) }
         let payload = BenchState.payload(forEncodedSize: size)
@@ -70,10 +71,13 @@ struct BulkScenario {
         let successor = try await context.transport(prefix: prefix)
         let incoming = names.map { HandoffChannel<BenchState>(label: $0, transport: successor, timeout: .seconds(60)) }
         let claimStart = monotonicNow()
+        let lastSubscribed = Locked<UInt64>(0)
         let lastClaim = try await withThrowingTaskGroup(of: UInt64.self) { group in
             for (index, channel) in incoming.enumerated() {
                 group.addTask {
                     let notices = try await channel.subscribe()
+                    let subscribed = monotonicNow()
+                    lastSubscribed.withLock { $0 = max($0, subscribed) }
                     for await notice in notices {
                         guard case .available = notice else { continue }
                         let batch = try await channel.complete()
@@ -86,6 +90,6 @@ struct BulkScenario {
             return try await group.reduce(0) { max($0, $1) }
         }
         await successor.shutdown()
-        return (lastAck - start, lastClaim - claimStart)
+        return (lastAck - start, lastSubscribed.value - claimStart, lastClaim - claimStart)
     }
 }

@@ -65,3 +65,42 @@ struct BenchState: Codable, Sendable, Equatable {
 
 /// Merges by taking the state of the newest handoff (the successor of the bench has nothing of its own).
 let takeNewest = TakeNewestStrategy<BenchState>()
+
+/// How the large scenario encodes its state: JSON (swift-handoff's default codec, Foundation's JSONEncoder)
+/// or raw (8 bytes of `seq`, then the payload's bytes: what the library itself costs without JSON).
+enum BenchCodec: String, CaseIterable, Sendable {
+    case json, raw
+
+    var codec: any HandoffStateCodec {
+        switch self {
+        case .json: JSONStateCodec()
+        case .raw: RawBenchCodec()
+        }
+    }
+}
+
+/// `BenchState` as raw bytes: `seq` (8 bytes, little endian), then the payload's UTF-8.
+struct RawBenchCodec: HandoffStateCodec {
+    struct Unsupported: Error {}
+
+    var contentType: String { "application/vnd.handoff-bench.raw" }
+
+    func encode<T: Encodable>(_ value: T) throws -> Data {
+        guard let state = value as? BenchState else { throw Unsupported() }
+        var payload = state.payload
+        return payload.withUTF8 { bytes in
+            var data = Data(capacity: 8 + bytes.count)
+            withUnsafeBytes(of: Int64(state.seq).littleEndian) { data.append(contentsOf: $0) }
+            data.append(contentsOf: UnsafeRawBufferPointer(bytes))
+            return data
+        }
+    }
+
+    func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
+        guard type == BenchState.self, data.count >= 8 else { throw Unsupported() }
+        let seq = data.prefix(8).enumerated().reduce(Int64(0)) { $0 | Int64($1.element) << (8 * Int64($1.offset)) }
+        let state = BenchState(seq: Int(seq), payload: String(decoding: data.dropFirst(8), as: UTF8.self))
+        guard let value = state as? T else { throw Unsupported() }
+        return value
+    }
+}

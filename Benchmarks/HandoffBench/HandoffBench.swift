@@ -45,6 +45,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "large: rounds (default 3).")
     var rounds: Int?
 
+    @Option(help: "large: codecs of the state, comma-separated: json (swift-handoff's default), raw (bytes as is).")
+    var codecs: String = "json,raw"
+
     @Option(help: "contention: successors racing (default 16; --quick 4).")
     var successors: Int?
 
@@ -107,7 +110,12 @@ struct Run: AsyncParsableCommand {
             case .bulk:
                 results.append(try await BulkScenario(context: context, labels: parameters.labels, size: parameters.stateSize).run())
             case .large:
-                results.append(try await LargeScenario(context: context, size: parameters.largeSize, rounds: parameters.rounds).run())
+                var codecList: [BenchCodec] = []
+                for name in codecs.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !name.isEmpty {
+                    guard let codec = BenchCodec(rawValue: name) else { throw ValidationError("unknown codec '\(name)'; choose json or raw") }
+                    codecList.append(codec)
+                }
+                results.append(try await LargeScenario(context: context, size: parameters.largeSize, rounds: parameters.rounds, codecs: codecList).run())
             case .contention:
                 results.append(
                     try await ContentionScenario(
@@ -176,6 +184,7 @@ struct RoleCommand: AsyncParsableCommand {
     }
 
     @Argument var role: Role
+    @Option var codec: String = "json"
     @Option var host: String
     @Option var port: Int
     @Option var prefix: String
@@ -184,9 +193,10 @@ struct RoleCommand: AsyncParsableCommand {
 
     func run() async throws {
         bootstrapLogging()
+        guard let codec = BenchCodec(rawValue: codec) else { throw ValidationError("unknown codec '\(codec)'") }
         switch role {
-        case .largePredecessor: try await LargeRoles.predecessor(host: host, port: port, prefix: prefix, size: size, rounds: rounds)
-        case .largeSuccessor: try await LargeRoles.successor(host: host, port: port, prefix: prefix, size: size, rounds: rounds)
+        case .largePredecessor: try await LargeRoles.predecessor(host: host, port: port, prefix: prefix, size: size, rounds: rounds, codec: codec)
+        case .largeSuccessor: try await LargeRoles.successor(host: host, port: port, prefix: prefix, size: size, rounds: rounds, codec: codec)
         }
     }
 }

@@ -15,48 +15,65 @@ struct LargeScenario {
     let size: Int
     let rounds: Int
 
+    let codecs: [BenchCodec]
+
     func run() async throws -> ScenarioResult {
         progress("large: floor, \(rounds) rounds of \(size) bytes")
         let floor = try await context.floor.run(
             scenario: "large", prefix: context.prefix("large", "floor"), ["--count", String(rounds), "--size", String(size)]
         )
-        progress("large: swift-handoff, \(rounds) rounds of \(size) bytes, predecessor and successor in processes of their own")
-        let measured = try await measure()
-        let stats = Stats(nanoseconds: measured.rounds)
-        let megabytesPerSecond = Double(size) / 1e6 / (stats.p50 / 1000)
         let stateMB = Double(size) / 1e6
-        func aboveBaselineMB(_ memory: (baseline: Int, peak: Int)) -> Double { Double(memory.peak - memory.baseline) * 1024 / 1e6 }
-        let predecessorMB = aboveBaselineMB(measured.predecessor)
-        let successorMB = aboveBaselineMB(measured.successor)
         let floorMB = (floor["peak_rss_kb"]?.double).flatMap { peak in
             (floor["baseline_rss_kb"]?.double).map { (peak - $0) * 1024 / 1e6 }
         }
-        let swift = JSON.object([
-            ("size", .int(size)),
-            ("rounds_ms", .array(measured.rounds.map { .ms(milliseconds($0)) })),
-            ("end_to_end_ms", .ms(stats.p50)),
-            ("mb_per_second", .number(megabytesPerSecond)),
-            ("predecessor_baseline_kb", .int(measured.predecessor.baseline)),
-            ("predecessor_peak_kb", .int(measured.predecessor.peak)),
-            ("predecessor_above_baseline_per_state", .number(predecessorMB / stateMB)),
-            ("successor_baseline_kb", .int(measured.successor.baseline)),
-            ("successor_peak_kb", .int(measured.successor.peak)),
-            ("successor_above_baseline_per_state", .number(successorMB / stateMB)),
-        ])
-        let rows = [
-            Row(scenario: "large", metric: "end to end", unit: "ms", swift: stats.p50, floor: floor["end_to_end_ms"]?.double),
-            Row(scenario: "large", metric: "throughput", unit: "MB/s", swift: megabytesPerSecond, floor: floor["mb_per_second"]?.double, target: .ratioAtLeast(0.5)),
-            Row(
-                scenario: "large", metric: "predecessor peak RSS above idle", unit: "MB", swift: predecessorMB, floor: nil,
-                target: .atMost(4 * stateMB, "4 × state")
-            ),
-            Row(
-                scenario: "large", metric: "successor peak RSS above idle", unit: "MB", swift: successorMB, floor: nil,
-                target: .atMost(4 * stateMB, "4 × state")
-            ),
-            Row(scenario: "large", metric: "floor (both clients) peak RSS above idle", unit: "MB", swift: nil, floor: floorMB),
-        ]
-        return ScenarioResult(name: "large", rows: rows, swift: swift, floor: floor)
+        var rows: [Row] = []
+        var figures: [(String, JSON)] = []
+        for codec in codecs {
+            progress("large: swift-handoff (\(codec.rawValue) codec), \(rounds) rounds of \(size) bytes, predecessor and successor in processes of their own")
+            let measured = try await measure(codec)
+            let stats = Stats(nanoseconds: measured.rounds)
+            let megabytesPerSecond = Double(size) / 1e6 / (stats.p50 / 1000)
+            func aboveBaselineMB(_ memory: (baseline: Int, peak: Int)) -> Double { Double(memory.peak - memory.baseline) * 1024 / 1e6 }
+            let predecessorMB = aboveBaselineMB(measured.predecessor)
+            let successorMB = aboveBaselineMB(measured.successor)
+            figures.append((codec.rawValue, .object([
+                ("codec", .string(codec.rawValue)),
+                ("size", .int(size)),
+                ("rounds_ms", .array(measured.rounds.map { .ms(milliseconds($0)) })),
+                ("end_to_end_ms", .ms(stats.p50)),
+                ("mb_per_second", .number(megabytesPerSecond)),
+                ("predecessor_baseline_kb", .int(measured.predecessor.baseline)),
+                ("predecessor_peak_kb", .int(measured.predecessor.peak)),
+                ("predecessor_above_baseline_per_state", .number(predecessorMB / stateMB)),
+                ("successor_baseline_kb", .int(measured.successor.baseline)),
+                ("successor_peak_kb", .int(measured.successor.peak)),
+                ("successor_above_baseline_per_state", .number(successorMB / stateMB)),
+            ])))
+            let tag = " [\(codec.rawValue)]"
+            rows += [
+                Row(scenario: "large", metric: "end to end" + tag, unit: "ms", swift: stats.p50, floor: floor["end_to_end_ms"]?.double),
+                Row(
+                    scenario: "large", metric: "throughput" + tag, unit: "MB/s", swift: megabytesPerSecond, floor: floor["mb_per_second"]?.double,
+                    target: .ratioAtLeast(0.5)
+                ),
+                Row(
+                    scenario: "large", metric: "predecessor peak RSS above idle" + tag, unit: "MB", swift: predecessorMB, floor: nil,
+                    target: .atMost(4 * stateMB, "4 × state")
+                ),
+                Row(
+                    scenario: "large", metric: "successor peak RSS above idle" + tag, unit: "MB", swift: successorMB, floor: nil,
+                    target: .atMost(4 * stateMB, "4 × state")
+                ),
+            ]
+        }
+        rows.append(Row(scenario: "large", metric: "floor (both clients) peak RSS above idle", unit: "MB", swift: nil, floor: floorMB))
+        return ScenarioResult(
+            name: "large", rows: rows, swift: .object(figures), floor: floor,
+            notes: [
+                "json: the state through swift-handoff's default codec (Foundation's JSONEncoder/JSONDecoder); "
+                    + "raw: the same bytes through a codec that copies them, to show the library's own cost"
+            ]
+        )
     }
 
     private struct Measured {
@@ -65,11 +82,11 @@ struct LargeScenario {
         var successor: (baseline: Int, peak: Int) = (0, 0)
     }
 
-    private func measure() async throws -> Measured {
+    private func measure(_ codec: BenchCodec) async throws -> Measured {
         let executable = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
         let common = [
-            "--host", context.host, "--port", String(context.port), "--prefix", context.prefix("large", "swift"),
-            "--size", String(size), "--rounds", String(rounds),
+            "--host", context.host, "--port", String(context.port), "--prefix", context.prefix("large", "swift-\(codec.rawValue)"),
+            "--size", String(size), "--rounds", String(rounds), "--codec", codec.rawValue,
         ]
         let successor = try ChildProcess(name: "large successor", executable: executable, arguments: ["role", "large-successor"] + common)
         let predecessor = Locked<ChildProcess?>(nil)
@@ -122,9 +139,11 @@ struct LargeScenario {
 /// The role processes of the large scenario. Each prints `ready <VmHWM kB> <VmRSS kB>` once connected (and,
 /// for the successor, subscribed), then its per-round lines, then `peak <VmHWM kB> <VmRSS kB>`.
 enum LargeRoles {
-    static func predecessor(host: String, port: Int, prefix: String, size: Int, rounds: Int) async throws {
+    static func predecessor(host: String, port: Int, prefix: String, size: Int, rounds: Int, codec: BenchCodec) async throws {
         let transport = try await BenchContext.transport(host: host, port: port, prefix: prefix)
-        let channel = HandoffChannel<BenchState>(label: try HandoffLabel("large"), transport: transport, timeout: .seconds(120))
+        let channel = HandoffChannel<BenchState>(
+            label: try HandoffLabel("large"), transport: transport, codec: codec.codec, timeout: .seconds(120)
+        )
         say("ready", residentMemory())
         let payload = BenchState.payload(forEncodedSize: size)
         var commands = standardInputLines().makeAsyncIterator()
@@ -139,9 +158,11 @@ enum LargeRoles {
         await transport.shutdown()
     }
 
-    static func successor(host: String, port: Int, prefix: String, size: Int, rounds: Int) async throws {
+    static func successor(host: String, port: Int, prefix: String, size: Int, rounds: Int, codec: BenchCodec) async throws {
         let transport = try await BenchContext.transport(host: host, port: port, prefix: prefix)
-        let channel = HandoffChannel<BenchState>(label: try HandoffLabel("large"), transport: transport, timeout: .seconds(120))
+        let channel = HandoffChannel<BenchState>(
+            label: try HandoffLabel("large"), transport: transport, codec: codec.codec, timeout: .seconds(120)
+        )
         let notices = try await channel.subscribe()
         say("ready", residentMemory())
         var merged = 0
