@@ -69,7 +69,12 @@ final class HandoffRouter: Sendable {
     struct State {
         var watched: [String: Watched] = [:]
         var claims: [String: ClaimWaiter] = [:]
-        var syncs: [String: CheckedContinuation<Void, any Error>] = [:]
+        /// Ordering markers in flight, by nonce, with the callers each one answers.
+        var syncs: [String: [CheckedContinuation<Void, any Error>]] = [:]
+        /// The marker whose echo will release the queued callers (nil: none in flight).
+        var syncInFlight: String?
+        /// Callers that arrived while a marker was in flight: they share the next one.
+        var syncQueued: [CheckedContinuation<Void, any Error>] = []
         var nextToken: UInt64 = 1
         var shutDown = false
 
@@ -148,8 +153,7 @@ final class HandoffRouter: Sendable {
 
     func route(_ message: MQTTMessage) {
         if message.topic == syncTopic {
-            let nonce = String(decoding: message.payload, as: UTF8.self)
-            state.withLock { $0.syncs.removeValue(forKey: nonce) }?.resume()
+            markerDone(String(decoding: message.payload, as: UTF8.self), .success(()))
             return
         }
         guard let (labelLevel, id) = topics.parseHandoff(message.topic) else { return }
@@ -432,28 +436,75 @@ final class HandoffRouter: Sendable {
     // MARK: - Ordering markers
 
     /// Returns once every message the broker queued for this participant before now has been routed.
+    ///
+    /// Callers that arrive while a marker is in flight share the next marker, published as soon as that one
+    /// is back (or after 50 ms): a marker published after a caller arrived answers it just as well, and
+    /// watching 10,000 labels at once then sends a few markers instead of 10,000.
     func sync(timeout: Duration) async throws {
-        // Unique among this participant's markers (its sync topic is its own); no UUID: on Linux each one
-        // opens /dev/urandom.
-        let nonce = state.withLock { state in
-            defer { state.nextToken += 1 }
-            return "sync-\(state.nextToken)"
-        }
-        let (client, syncTopic) = (self.client, self.syncTopic)
         try await withDeadline(timeout, operation: "sync with the broker") { [self] in
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let registered = state.withLock { state in
-                    guard !state.shutDown else { return false }
-                    state.syncs[nonce] = continuation
-                    return true
+                enum Action { case shutDown, publish(String), armFlush, wait }
+                let action = state.withLock { state -> Action in
+                    guard !state.shutDown else { return .shutDown }
+                    guard state.syncInFlight != nil else {
+                        let nonce = Self.nextNonce(&state)
+                        state.syncInFlight = nonce
+                        state.syncs[nonce] = [continuation]
+                        return .publish(nonce)
+                    }
+                    state.syncQueued.append(continuation)
+                    return state.syncQueued.count == 1 ? .armFlush : .wait
                 }
-                guard registered else { return continuation.resume(throwing: HandoffError.shutdown) }
-                client.publish(syncTopic, payload: Data(nonce.utf8), qos: .atLeastOnce) { [self] result in
-                    guard case .failure(let error) = result else { return }
-                    state.withLock { $0.syncs.removeValue(forKey: nonce) }?.resume(throwing: error)
+                switch action {
+                case .shutDown: continuation.resume(throwing: HandoffError.shutdown)
+                case .publish(let nonce): publishMarker(nonce)
+                case .armFlush:
+                    // Progress even if the marker in flight is slow or lost.
+                    _ = TimeoutClock.shared.schedule(after: .milliseconds(50)) { [self] in flushQueuedSyncs() }
+                case .wait: break
                 }
             }
         }
+    }
+
+    /// Unique among this participant's markers (its sync topic is its own); no UUID: on Linux each one opens
+    /// /dev/urandom.
+    private static func nextNonce(_ state: inout State) -> String {
+        defer { state.nextToken += 1 }
+        return "sync-\(state.nextToken)"
+    }
+
+    private func publishMarker(_ nonce: String) {
+        client.publish(syncTopic, payload: Data(nonce.utf8), qos: .atLeastOnce) { [self] result in
+            guard case .failure(let error) = result else { return }
+            markerDone(nonce, .failure(error))
+        }
+    }
+
+    /// A marker came back (or could not be sent): answer its callers, and send the next one for the queued.
+    private func markerDone(_ nonce: String, _ result: Result<Void, any Error>) {
+        let (waiters, next) = state.withLock { state -> ([CheckedContinuation<Void, any Error>], String?) in
+            let waiters = state.syncs.removeValue(forKey: nonce) ?? []
+            guard state.syncInFlight == nonce else { return (waiters, nil) }
+            state.syncInFlight = nil
+            return (waiters, Self.takeQueuedSyncs(&state))
+        }
+        for waiter in waiters { waiter.resume(with: result) }
+        if let next { publishMarker(next) }
+    }
+
+    private func flushQueuedSyncs() {
+        if let next = state.withLock({ Self.takeQueuedSyncs(&$0) }) { publishMarker(next) }
+    }
+
+    /// Moves the queued callers to a new marker in flight; returns its nonce (nil: nobody queued).
+    private static func takeQueuedSyncs(_ state: inout State) -> String? {
+        guard !state.syncQueued.isEmpty, !state.shutDown else { return nil }
+        let nonce = nextNonce(&state)
+        state.syncs[nonce] = state.syncQueued
+        state.syncQueued = []
+        state.syncInFlight = nonce
+        return nonce
     }
 
     // MARK: - Connection changes
@@ -513,8 +564,10 @@ final class HandoffRouter: Sendable {
                 state.watched = [:]
                 state.claims = [:]
                 state.syncs = [:]
+                state.syncQueued = []
+                state.syncInFlight = nil
             }
-            return (Array(state.watched.values), Array(state.claims.values), Array(state.syncs.values))
+            return (Array(state.watched.values), Array(state.claims.values), state.syncs.values.flatMap { $0 } + state.syncQueued)
         }
         for entry in watched { entry.continuation.finish() }
         for waiter in claims { waiter.resume(with: .failure(HandoffError.shutdown)) }

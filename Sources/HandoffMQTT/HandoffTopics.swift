@@ -44,7 +44,7 @@ public struct HandoffTopics: Sendable, Hashable {
         let rest = topic.dropFirst(handoffsPrefix.count)
         guard let slash = rest.firstIndex(of: "/") else { return nil }
         let id = rest[rest.index(after: slash)...]
-        guard !id.isEmpty, !id.contains("/") else { return nil }
+        guard !id.isEmpty, !id.utf8.contains(UInt8(ascii: "/")) else { return nil }
         return (rest[..<slash], id)
     }
 }
