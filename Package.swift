@@ -9,7 +9,9 @@ let package = Package(
         .library(name: "Handoff", targets: ["Handoff"]),
         .library(name: "HandoffMQTT", targets: ["HandoffMQTT"]),
         .library(name: "MosquittoTestKit", targets: ["MosquittoTestKit"]),
+        .library(name: "HandoffService", targets: ["HandoffService"]),
         .executable(name: "handoff-floor", targets: ["handoff-floor"]),
+        .executable(name: "counter-example", targets: ["counter-example"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -50,6 +52,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Handoff as a swift-service-lifecycle Service: participants adopt it in a few lines, graceful shutdown hands
+        // their state off within a budget, outcomes are logged and counted.
+        .target(
+            name: "HandoffService",
+            dependencies: [
+                "Handoff",
+                "HandoffMQTT",
+                "MosquittoClient",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
         // Private mosquitto brokers and a failure-injecting TCP proxy, for tests, demos and benchmarks.
         .target(name: "MosquittoTestKit"),
         .testTarget(
@@ -59,6 +74,32 @@ let package = Package(
         .testTarget(
             name: "HandoffTests",
             dependencies: ["Handoff", "HandoffMQTT", "MosquittoClient", "MosquittoTestKit"]
+        ),
+        .testTarget(
+            name: "HandoffServiceTests",
+            dependencies: [
+                "Handoff",
+                "HandoffMQTT",
+                "HandoffService",
+                "MosquittoClient",
+                "MosquittoTestKit",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
+        ),
+        // Examples: the minimal counter.
+        .executableTarget(
+            name: "counter-example",
+            dependencies: [
+                "HandoffService",
+                "HandoffMQTT",
+                "MosquittoClient",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Examples/Counter"
         ),
         // Benchmark floor: bare libmosquitto in C, the minimum MQTT traffic per job
         // (Benchmarks/Floor/README.md).
