@@ -196,7 +196,7 @@ public final class HandoffService: Service, Sendable {
         collector.prepared(index, envelope)
         let remaining = clock.now.duration(to: deadline)
         guard remaining > .zero else { return }  // the deadline classifies it
-        let bytes = envelope.encoded().count
+        let bytes = envelope.data.count
         do {
             try await transport.initiate(envelope, timeout: remaining)
             collector.finish(
@@ -255,7 +255,7 @@ public final class HandoffService: Service, Sendable {
             label: label,
             kind: kind,
             handoffID: envelope.id,
-            bytes: envelope.encoded().count,
+            bytes: envelope.data.count,
             duration: elapsed,
             detail: Self.detail(kind, error: "no acknowledgement within the budget of \(configuration.shutdownBudget)")
         )

@@ -27,7 +27,8 @@ public struct HandoffShutdownOutcome: Sendable, Hashable, CustomStringConvertibl
     public var kind: Kind
     /// The handoff's id; `nil` when the state could not be encoded.
     public var handoffID: HandoffID?
-    /// The size of the envelope (header and data) in bytes; `nil` when the state could not be encoded.
+    /// The size of the encoded state (the envelope's data, without its header) in bytes; `nil` when the state could
+    /// not be encoded.
     public var bytes: Int?
     /// From the start of the shutdown to the acknowledgement or the failure.
     public var duration: Duration
