@@ -12,6 +12,9 @@ let package = Package(
         .library(name: "HandoffService", targets: ["HandoffService"]),
         .executable(name: "handoff-floor", targets: ["handoff-floor"]),
         .executable(name: "counter-example", targets: ["counter-example"]),
+        .executable(name: "edge-gateway", targets: ["edge-gateway"]),
+        .executable(name: "edge-sensors", targets: ["edge-sensors"]),
+        .executable(name: "handoff-demo", targets: ["handoff-demo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -89,7 +92,7 @@ let package = Package(
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
-        // Examples: the minimal counter.
+        // Examples: the minimal counter, and the IoT edge gateway with its sensors and demo.
         .executableTarget(
             name: "counter-example",
             dependencies: [
@@ -100,6 +103,39 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Examples/Counter"
+        ),
+        .target(
+            name: "EdgeGatewayKit",
+            dependencies: ["Handoff"],
+            path: "Examples/EdgeGateway/Kit"
+        ),
+        .executableTarget(
+            name: "edge-gateway",
+            dependencies: [
+                "EdgeGatewayKit",
+                "Handoff",
+                "HandoffMQTT",
+                "HandoffService",
+                "MosquittoClient",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Examples/EdgeGateway/Gateway"
+        ),
+        .executableTarget(
+            name: "edge-sensors",
+            dependencies: [
+                "EdgeGatewayKit",
+                "MosquittoClient",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Examples/EdgeGateway/Sensors"
+        ),
+        .executableTarget(
+            name: "handoff-demo",
+            dependencies: ["EdgeGatewayKit", "MosquittoTestKit"],
+            path: "Examples/EdgeGateway/Demo"
         ),
         // Benchmark floor: bare libmosquitto in C, the minimum MQTT traffic per job
         // (Benchmarks/Floor/README.md).

@@ -134,6 +134,7 @@ public final class HandoffService: Service, Sendable {
     private func handOffAll() async -> HandoffShutdownReport {
         let clock = ContinuousClock()
         let start = clock.now
+        let startedAt = Date()
         let budget = configuration.shutdownBudget
         let deadline = start + budget
         let collector = OutcomeCollector(count: drivers.count)
@@ -153,7 +154,12 @@ public final class HandoffService: Service, Sendable {
             log(outcome)
             outcomes.append(outcome)
         }
-        let report = HandoffShutdownReport(outcomes: outcomes, duration: start.duration(to: clock.now), budget: budget)
+        let report = HandoffShutdownReport(
+            startedAt: startedAt,
+            outcomes: outcomes,
+            duration: start.duration(to: clock.now),
+            budget: budget
+        )
         let failures = report.failures.count
         let summary: Logger.Metadata = [
             "handoff.handed_off": "\(outcomes.count - failures)", "handoff.failed": "\(failures)",

@@ -1,3 +1,4 @@
+import Foundation
 import Handoff
 
 /// What happened to one participant's state at shutdown.
@@ -74,6 +75,8 @@ public struct HandoffShutdownOutcome: Sendable, Hashable, CustomStringConvertibl
 
 /// What one graceful shutdown of a ``HandoffService`` did, participant by participant.
 public struct HandoffShutdownReport: Sendable, Hashable {
+    /// When the shutdown started (wall clock), to relate the outcomes' durations to other events.
+    public var startedAt: Date
     /// One outcome per hosted participant, in the order the participants were given.
     public var outcomes: [HandoffShutdownOutcome]
     /// From the start of the shutdown (the graceful shutdown signal) until every outcome was known or the budget
@@ -83,7 +86,8 @@ public struct HandoffShutdownReport: Sendable, Hashable {
     public var budget: Duration
 
     /// Creates a report.
-    public init(outcomes: [HandoffShutdownOutcome], duration: Duration, budget: Duration) {
+    public init(startedAt: Date, outcomes: [HandoffShutdownOutcome], duration: Duration, budget: Duration) {
+        self.startedAt = startedAt
         self.outcomes = outcomes
         self.duration = duration
         self.budget = budget

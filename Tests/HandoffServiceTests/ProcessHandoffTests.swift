@@ -37,4 +37,13 @@ struct ProcessHandoffTests {
             #expect(final >= handedOff)
         }
     }
+
+    @Test("the README's demo: edge gateway primary and standby, SIGTERM, totals match (exit status 0)")
+    func edgeGatewayDemo() async throws {
+        let demo = try ChildProcess("handoff-demo", ["--before", "2", "--after", "1"])
+        let status = await demo.waitForExit(upTo: .seconds(60))
+        #expect(status == 0, "demo output:\n\(demo.output.joined(separator: "\n"))")
+        #expect(demo.output.contains { $0.hasPrefix("TOTALS MATCH") })
+        #expect(demo.output.contains { $0.contains("standby merged its state") })
+    }
 }
