@@ -21,6 +21,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        // Only for the RepoChecks tests (parsing docker-compose.yml).
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // libmosquitto, found through pkg-config (Debian: libmosquitto-dev).
@@ -92,7 +94,12 @@ let package = Package(
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
-        // Examples: the minimal counter, and the IoT edge gateway with its sensors and demo.
+        // Checks of the repository's files: docker-compose.yml mounts what exists, and the broker config the tests use.
+        .testTarget(
+            name: "RepoChecks",
+            dependencies: ["MosquittoTestKit", .product(name: "Yams", package: "Yams")]
+        ),
+        // Examples (Examples/README.md): the minimal counter, and the IoT edge gateway with its sensors and demo.
         .executableTarget(
             name: "counter-example",
             dependencies: [
