@@ -160,17 +160,42 @@ final class HandoffRouter: Sendable {
             )
             return
         }
-        let notify = state.withLock { state -> AsyncStream<HandoffNotice>.Continuation? in
-            guard var watched = state.watched[label.topicLevel] else { return nil }
+        enum Outcome { case ignore, offer(AsyncStream<HandoffNotice>.Continuation), resurrected }
+        let outcome = state.withLock { state -> Outcome in
+            guard var watched = state.watched[label.topicLevel] else { return .ignore }
             defer { state.watched[label.topicLevel] = watched }
+            let mergedHereBefore = watched.verdicts[id] == Verdict(winner: origin.instance, merging: true)
             // A handoff on this topic opens a new round: earlier claims no longer count.
             watched.verdicts[id] = nil
             watched.openRounds.insert(id)
-            guard envelope.origin.instance != origin.instance else { return nil }
-            watched.pending[id] = Entry(envelope: envelope, payload: payload)
-            return watched.continuation
+            if mergedHereBefore { return .resurrected }
+            guard envelope.origin.instance != origin.instance else { return .ignore }
+            // The same handoff again (re-sent retained copy after a resubscription): keep its claim state.
+            if watched.pending[id]?.payload != payload {
+                watched.pending[id] = Entry(envelope: envelope, payload: payload)
+            }
+            return .offer(watched.continuation)
         }
-        notify?.yield(.available(label))
+        switch outcome {
+        case .ignore: break
+        case .offer(let notices): notices.yield(.available(label))
+        case .resurrected: clearResurrected(label: label, id: id)
+        }
+    }
+
+    /// A handoff this participant already merged is waiting again: the broker lost the clear (it saves after
+    /// acknowledging, so a crash in between brings the retained message back). Claim it at once as
+    /// `already-merged`, a claim that nobody merges, so that it is not merged a second time.
+    private func clearResurrected(label: HandoffLabel, id: String) {
+        logger.info("Clearing a handoff that was merged here before and came back", metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)"])
+        let properties = MQTTPublishProperties(userProperties: [
+            MQTTUserProperty(HandoffProperty.claimBy, origin.instance),
+            MQTTUserProperty(HandoffProperty.claimPurpose, "already-merged"),
+        ])
+        let (client, topic) = (self.client, topics.handoff(label, id: id))
+        Task {
+            try? await client.publish(topic, payload: Data(), qos: .atLeastOnce, retain: true, properties: properties)
+        }
     }
 
     private func routeClaim(label: HandoffLabel, id: String, topic: String, properties: MQTTPublishProperties) {
@@ -181,7 +206,8 @@ final class HandoffRouter: Sendable {
             return
         }
         let mine = claimer == origin.instance
-        let merging = properties.userProperty(HandoffProperty.claimPurpose) != "dead-letter"
+        // A claim without a purpose (or with `merge`) is a merge; `dead-letter` and `already-merged` are not.
+        let merging = (properties.userProperty(HandoffProperty.claimPurpose) ?? "merge") == "merge"
         let (waiter, notify) = state.withLock { state -> (ClaimWaiter?, AsyncStream<HandoffNotice>.Continuation?) in
             guard var watched = state.watched[label.topicLevel], watched.openRounds.contains(id) else { return (nil, nil) }
             defer { state.watched[label.topicLevel] = watched }
@@ -232,12 +258,20 @@ final class HandoffRouter: Sendable {
             return try await withDeadline(timeout, operation: "claim") { [self] in
                 try await withTaskCancellationHandler {
                     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
-                        let registered = state.withLock { state in
-                            guard !state.shutDown else { return false }
+                        enum Registration { case shutDown, decided(Bool), waiting }
+                        let registration = state.withLock { state -> Registration in
+                            guard !state.shutDown else { return .shutDown }
+                            // Another participant's claim may have arrived since this claim was decided on: its
+                            // verdict is final, and no later message would resume a waiter registered now.
+                            if let verdict = state.watched[label.topicLevel]?.verdicts[id] { return .decided(verdict.merging && verdict.winner == origin.instance) }
                             state.claims[topic] = ClaimWaiter(token: token, continuation: continuation)
-                            return true
+                            return .waiting
                         }
-                        guard registered else { return continuation.resume(throwing: HandoffError.shutdown) }
+                        switch registration {
+                        case .shutDown: return continuation.resume(throwing: HandoffError.shutdown)
+                        case .decided(let won): return continuation.resume(returning: won)
+                        case .waiting: break
+                        }
                         // The clear is published after the waiter is registered: the verdict cannot be missed.
                         let client = self.client
                         Task {
@@ -384,7 +418,20 @@ final class HandoffRouter: Sendable {
     // MARK: - Connection changes
 
     func connectionChanged(_ event: MQTTConnectionEvent) {
-        guard case .connected(sessionPresent: false, reconnect: true) = event else { return }
+        guard case .connected(let sessionPresent, reconnect: true) = event else { return }
+        guard !sessionPresent else {
+            // The broker kept the session, but if it restarted from its store, a handoff cleared after its
+            // last save is back as a retained message that a kept subscription does not deliver again.
+            // Subscribing again asks for the retained messages: what is really waiting is seen again.
+            let filters = state.withLock { state in state.watched.values.map { topics.handoffFilter($0.label) } }
+            let client = self.client
+            Task {
+                for filter in filters {
+                    _ = try? await client.subscribe(filter, options: MQTTSubscribeOptions(qos: .atLeastOnce))
+                }
+            }
+            return
+        }
         // The broker kept no session: what was published while we were away is lost to us, and the
         // verdicts of claims in flight may be among it. Waiting handoffs come back as retained messages
         // with the resubscription; claims in flight have an unknown outcome: their handoffs are

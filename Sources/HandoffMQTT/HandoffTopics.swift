@@ -51,7 +51,7 @@ public struct HandoffTopics: Sendable, Hashable {
 enum HandoffProperty {
     /// On a claim (a zero-length retained publish): the instance that claims.
     static let claimBy = "handoff-claim-by"
-    /// On a claim: why it claims: `merge` or `dead-letter`.
+    /// On a claim: why it claims: `merge`, `dead-letter` or `already-merged`.
     static let claimPurpose = "handoff-claim-purpose"
     /// On a dead letter: the reason code, a human-readable detail, who rejected it, when, and from where.
     static let deadReason = "handoff-dead-reason"

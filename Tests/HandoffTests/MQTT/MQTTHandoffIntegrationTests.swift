@@ -148,6 +148,54 @@ struct MQTTHandoffIntegrationTests {
         }
     }
 
+    @Test("successors racing while the broker is SIGKILLed and restarted merge no handoff twice and lose none")
+    func brokerKilledMidRace() async throws {
+        try await withMosquittoBroker { broker in
+            let label = try HandoffLabel("killed")
+            let total = 100
+            var expected: Set<String> = []
+            try await withTransport(broker) { predecessor in
+                let sender = HandoffChannel<Tally>(label: label, transport: predecessor)
+                for index in 0..<total { expected.insert(try await sender.initiate(Tally(count: index, note: "kill")).id.rawValue) }
+            }
+            var configuration = MQTTConfiguration(host: broker.host, port: broker.plainPort)
+            configuration.reconnect = .init(initialDelay: 1, maximumDelay: 1)
+            let merged = Locked<[String: Int]>([:])
+            var successors: [MQTTHandoffTransport] = []
+            for _ in 0..<2 { successors.append(try await MQTTHandoffTransport.connect(configuration: configuration)) }
+            let workers = successors.map { transport in
+                Task {
+                    let channel = HandoffChannel<Tally>(label: label, transport: transport, timeout: .seconds(20))
+                    guard let notices = try? await channel.subscribe() else { return }
+                    func drain() async {
+                        guard let batch = try? await channel.complete() else { return }
+                        merged.withLock { merged in
+                            for handoff in batch.handoffs { merged[handoff.id.rawValue, default: 0] += 1 }
+                        }
+                    }
+                    await drain()
+                    for await _ in notices { await drain() }
+                }
+            }
+            try await Task.sleep(for: .milliseconds(20))
+            await broker.kill()
+            try await broker.start()
+            let deadline = ContinuousClock.now + .seconds(60)
+            var deadLettered: Set<String> = []
+            while ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(500))
+                deadLettered = Set(try await withTransport(broker) { try await $0.deadLetters(label, timeout: .seconds(10)) }.map(\.id))
+                if Set(merged.withLock { $0.keys }).union(deadLettered) == expected { break }
+            }
+            try await Task.sleep(for: .seconds(1))  // a duplicate merge, if any, would show up now
+            let result = merged.withLock { $0 }
+            #expect(result.values.allSatisfy { $0 == 1 }, "merged twice: \(result.filter { $0.value > 1 }.keys.sorted())")
+            #expect(Set(result.keys).union(deadLettered) == expected, "lost: \(expected.subtracting(result.keys).subtracting(deadLettered).count)")
+            for worker in workers { worker.cancel() }
+            for transport in successors { await transport.shutdown() }
+        }
+    }
+
     @Test("a clear without a claim property is not a claim")
     func foreignClearIsNotAClaim() async throws {
         try await withMosquittoBroker { broker in
