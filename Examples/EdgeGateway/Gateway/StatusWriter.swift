@@ -11,9 +11,11 @@ struct StatusWriter: Service {
     let logger: Logger
 
     func run() async throws {
-        while !Task.isShuttingDownGracefully {
-            await write()
-            try? await Task.sleep(for: .milliseconds(100))
+        try? await cancelWhenGracefulShutdown {
+            while true {
+                await write()
+                try await Task.sleep(for: .milliseconds(100))
+            }
         }
         await write()
     }

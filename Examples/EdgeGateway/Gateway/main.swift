@@ -52,12 +52,13 @@ do {
         logger: logger
     )
 
-    // Stopped in reverse order: the consumer detaches first, then the state is handed off, then the connection closes.
-    var services: [any Service] = [connection, handoffs]
+    // Stopped in reverse order: the consumer detaches first, then the state is handed off, then the connection
+    // closes, and the status file is written a last time.
+    var services: [any Service] = []
     if let path = options.string("status") {
         services.append(StatusWriter(path: path, role: role.rawValue, aggregator: aggregator, active: active, logger: logger))
     }
-    services.append(consumer)
+    services += [connection, handoffs, consumer]
     try await ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
 
     let state = await aggregator.handoffState
