@@ -116,6 +116,10 @@ let package = Package(
             dependencies: ["Handoff"],
             path: "Examples/EdgeGateway/Kit"
         ),
+        .testTarget(
+            name: "EdgeGatewayKitTests",
+            dependencies: ["EdgeGatewayKit", "Handoff"]
+        ),
         .executableTarget(
             name: "edge-gateway",
             dependencies: [

@@ -84,7 +84,7 @@ do {
     say("primary   exited 0 after handing off label '\(handedOff.label)'")
     say("          handoff \(handedOff.handoffID ?? "?"): \(handedOff.bytes ?? 0) bytes of state, \(handedOff.readings) readings of \(primaryReport.sensors.count) sensors")
     if let ms = handedOff.sigtermToAcknowledgedMs {
-        say("          SIGTERM -> telemetry detached, state handed off and acknowledged by the broker: \(String(format: "%.1f ms", ms))")
+        say("          in the primary, SIGTERM received -> telemetry detached, state handed off, broker acknowledged: \(String(format: "%.1f ms", ms))")
     }
     guard await waitUntil(upTo: .seconds(15), { JSONFile.read(GatewayStatus.self, from: file("standby-status.json"))?.active == true }),
         let takeover = JSONFile.read(GatewayStatus.self, from: file("standby-status.json"))?.takeover
