@@ -9,7 +9,12 @@ let package = Package(
         .library(name: "Handoff", targets: ["Handoff"]),
         .library(name: "HandoffMQTT", targets: ["HandoffMQTT"]),
         .library(name: "MosquittoTestKit", targets: ["MosquittoTestKit"]),
+        .library(name: "HandoffService", targets: ["HandoffService"]),
         .executable(name: "handoff-floor", targets: ["handoff-floor"]),
+        .executable(name: "counter-example", targets: ["counter-example"]),
+        .executable(name: "edge-gateway", targets: ["edge-gateway"]),
+        .executable(name: "edge-sensors", targets: ["edge-sensors"]),
+        .executable(name: "handoff-demo", targets: ["handoff-demo"]),
         .executable(name: "handoff-bench", targets: ["handoff-bench"]),
     ],
     dependencies: [
@@ -17,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        // Only for the RepoChecks tests (parsing docker-compose.yml).
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
@@ -52,6 +59,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Handoff as a swift-service-lifecycle Service: participants adopt it in a few lines, graceful shutdown hands
+        // their state off within a budget, outcomes are logged and counted.
+        .target(
+            name: "HandoffService",
+            dependencies: [
+                "Handoff",
+                "HandoffMQTT",
+                "MosquittoClient",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
         // Private mosquitto brokers and a failure-injecting TCP proxy, for tests, demos and benchmarks.
         .target(name: "MosquittoTestKit"),
         .testTarget(
@@ -61,6 +81,74 @@ let package = Package(
         .testTarget(
             name: "HandoffTests",
             dependencies: ["Handoff", "HandoffMQTT", "MosquittoClient", "MosquittoTestKit"]
+        ),
+        .testTarget(
+            name: "HandoffServiceTests",
+            dependencies: [
+                "Handoff",
+                "HandoffMQTT",
+                "HandoffService",
+                "MosquittoClient",
+                "MosquittoTestKit",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
+        ),
+        // Checks of the repository's files: docker-compose.yml mounts what exists, and the broker config the tests use.
+        .testTarget(
+            name: "RepoChecks",
+            dependencies: ["MosquittoTestKit", .product(name: "Yams", package: "Yams")]
+        ),
+        // Examples (Examples/README.md): the minimal counter, and the IoT edge gateway with its sensors and demo.
+        .executableTarget(
+            name: "counter-example",
+            dependencies: [
+                "HandoffService",
+                "HandoffMQTT",
+                "MosquittoClient",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Examples/Counter"
+        ),
+        .target(
+            name: "EdgeGatewayKit",
+            dependencies: ["Handoff"],
+            path: "Examples/EdgeGateway/Kit"
+        ),
+        .testTarget(
+            name: "EdgeGatewayKitTests",
+            dependencies: ["EdgeGatewayKit", "Handoff"]
+        ),
+        .executableTarget(
+            name: "edge-gateway",
+            dependencies: [
+                "EdgeGatewayKit",
+                "Handoff",
+                "HandoffMQTT",
+                "HandoffService",
+                "MosquittoClient",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Examples/EdgeGateway/Gateway"
+        ),
+        .executableTarget(
+            name: "edge-sensors",
+            dependencies: [
+                "EdgeGatewayKit",
+                "MosquittoClient",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Examples/EdgeGateway/Sensors"
+        ),
+        .executableTarget(
+            name: "handoff-demo",
+            dependencies: ["EdgeGatewayKit", "MosquittoTestKit"],
+            path: "Examples/EdgeGateway/Demo"
         ),
         // Benchmark floor: bare libmosquitto in C, the minimum MQTT traffic per job
         // (Benchmarks/Floor/README.md).

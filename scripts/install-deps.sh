@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing swift-handoff needs on Debian/Ubuntu, when it is missing:
-#   libmosquitto-dev mosquitto mosquitto-clients openssl pkg-config
+#   libmosquitto-dev mosquitto mosquitto-clients openssl pkg-config python3 (the tests' TCP proxy)
 # Idempotent: runs apt-get (update first) only when a package is missing. As root it calls apt-get directly,
 # otherwise through sudo. It also checks that `swift` is installed (it cannot install Swift itself).
 set -euo pipefail
 
-packages=(libmosquitto-dev mosquitto mosquitto-clients openssl pkg-config)
+packages=(libmosquitto-dev mosquitto mosquitto-clients openssl pkg-config python3)
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then

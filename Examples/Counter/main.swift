@@ -1,0 +1,66 @@
+// swift-handoff in one screen: a counter that survives restarts and rolling deploys.
+// Run two of them against a broker (`counter-example mqtt://127.0.0.1:1883 my-counter`), stop one with SIGTERM or
+// Ctrl-C, and the other one (or the next one started) continues from its count.
+import Foundation
+import Handoff
+import HandoffService
+import Logging
+import MosquittoClient
+import ServiceLifecycle
+
+/// Prints a line at once, also into a pipe.
+func say(_ line: String) { FileHandle.standardOutput.write(Data("\(line)\n".utf8)) }
+
+/// 1. Adopt HandoffParticipant: a label, the state, and how handoffs merge (here: each one is added, once).
+actor Counter: HandoffParticipant {
+    nonisolated let handoffLabel: HandoffLabel
+    var handoffState = 0
+    static let handoffMergeStrategy = FoldStrategy<Int> { count, handoff in count + handoff.state }
+
+    init(label: HandoffLabel) { handoffLabel = label }
+
+    func increment() -> Int {
+        handoffState += 1
+        return handoffState
+    }
+
+    func didMergeHandoffs(_ handoffs: [ClaimedHandoff<Int>]) {
+        say("took over \(handoffs.map(\.state)): count is now \(handoffState)")
+    }
+}
+
+/// The application's own work: count every 100 ms, starting on top of whatever was handed over.
+struct Ticker: Service {
+    let counter: Counter
+    let handoffs: HandoffService
+
+    func run() async throws {
+        await handoffs.waitUntilReady()
+        try? await cancelWhenGracefulShutdown {
+            while true {
+                try await Task.sleep(for: .milliseconds(100))
+                say("count \(await counter.increment())")
+            }
+        }
+    }
+}
+
+let arguments = CommandLine.arguments.dropFirst()
+let counter = Counter(label: try HandoffLabel(arguments.dropFirst().first ?? "counter"))
+// 2. One broker connection per process, first in the group so that it closes last.
+let connection = try await MQTTHandoffTransportService.connect(
+    configuration: try MQTTConfiguration(url: arguments.first ?? "mqtt://127.0.0.1:1883")
+)
+// 3. The handoff service: merges what arrives, hands the count off at SIGTERM within 5 s.
+let handoffs = HandoffService(
+    transport: connection.transport,
+    participants: [counter],
+    configuration: .init(shutdownBudget: .seconds(5))
+)
+let group = ServiceGroup(
+    services: [connection, handoffs, Ticker(counter: counter, handoffs: handoffs)],
+    gracefulShutdownSignals: [.sigterm, .sigint],
+    logger: Logger(label: "counter")
+)
+try await group.run()
+say("handed off count \(await counter.handoffState): \(handoffs.shutdownReport?.outcomes.first?.description ?? "-")")

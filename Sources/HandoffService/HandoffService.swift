@@ -1,0 +1,132 @@
+import Foundation
+import Handoff
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Hosts handoff participants as a swift-service-lifecycle `Service` (the original's `use Handoff.Global`, for any
+/// number of participants at once).
+///
+/// - ``run()`` subscribes every participant's label, merges the handoffs that wait and those that arrive
+///   (claimed exactly once, merged inside the participant's isolation), until the group shuts down.
+/// - At graceful shutdown it stops merging (a merge in progress is finished), snapshots every participant and
+///   initiates all handoffs concurrently, waiting for each acknowledgement within
+///   ``Configuration/shutdownBudget``. Every outcome is logged, counted and kept in ``shutdownReport``:
+///   see ``HandoffShutdownOutcome/Kind`` for what happens when the budget runs out, when the broker is
+///   unreachable, and when a state cannot be encoded.
+///
+/// All participants share one transport (one broker connection per process). Its lifecycle is not the service's:
+/// with MQTT, place an ``MQTTHandoffTransportService`` before this service in the `ServiceGroup`, so that the
+/// connection is closed after the handoffs:
+///
+/// ```swift
+/// let connection = try await MQTTHandoffTransportService.connect(configuration: MQTTConfiguration(url: url))
+/// let handoffs = HandoffService(transport: connection.transport, participants: [counter])
+/// let group = ServiceGroup(services: [connection, handoffs], gracefulShutdownSignals: [.sigterm], logger: logger)
+/// try await group.run()
+/// ```
+///
+/// Use graceful shutdown (SIGTERM, `triggerGracefulShutdown()`); if the service is cancelled instead, it still
+/// hands off within the budget, but a cancelled group may have closed the connection already.
+public final class HandoffService: Service, Sendable {
+    /// The transport all participants share.
+    public let transport: any HandoffTransport
+    /// The settings.
+    public let configuration: Configuration
+    /// The labels of the hosted participants, in the order given.
+    public var labels: [HandoffLabel] { drivers.map(\.label) }
+
+    let drivers: [any ParticipantDriver]
+    let logger: Logger
+    let metrics: HandoffServiceMetrics
+    private let readiness: ReadinessLatch
+    private let state = Mutex(RunState())
+
+    private struct RunState {
+        var started = false
+        var report: HandoffShutdownReport?
+    }
+
+    /// Creates a service hosting `participants` over `transport`.
+    ///
+    /// - Precondition: the participants' labels are distinct (two participants of one process under one label
+    ///   would take each other's handoffs), and each participant's migrations lead to its version.
+    public init(
+        transport: any HandoffTransport,
+        participants: [any HandoffParticipant],
+        configuration: Configuration = Configuration(),
+        logger: Logger = Logger(label: "handoff.service")
+    ) {
+        self.transport = transport
+        self.configuration = configuration
+        self.logger = logger
+        let metrics = HandoffServiceMetrics(factory: configuration.metricsFactory)
+        self.metrics = metrics
+        let context = DriverContext(
+            transport: transport,
+            codec: configuration.codec,
+            operationTimeout: configuration.operationTimeout,
+            retryDelay: configuration.retryDelay,
+            fallback: configuration.fallbackDirectory.map(HandoffFallbackStore.init(directory:)),
+            metrics: metrics,
+            logger: logger
+        )
+        let drivers = participants.map { Self.makeDriver(for: $0, context: context) }
+        let labels = Set(drivers.map(\.label))
+        precondition(labels.count == drivers.count, "HandoffService: two participants have the same handoff label")
+        self.drivers = drivers
+        self.readiness = ReadinessLatch(count: drivers.count)
+    }
+
+    private static func makeDriver<P: HandoffParticipant>(for participant: P, context: DriverContext) -> any ParticipantDriver {
+        Driver(participant, context: context)
+    }
+
+    /// What the last shutdown did; `nil` until ``run()`` has returned.
+    public var shutdownReport: HandoffShutdownReport? {
+        state.withLock { $0.report }
+    }
+
+    /// Returns once every participant is subscribed and has merged what was waiting when it subscribed (so a
+    /// process can start its work on top of its predecessor's state), or once the service shuts down.
+    public func waitUntilReady() async {
+        await readiness.wait()
+    }
+
+    /// Runs until graceful shutdown (or cancellation), then hands every participant's state off and returns.
+    /// It can run once.
+    public func run() async throws {
+        let alreadyStarted = state.withLock { state in
+            defer { state.started = true }
+            return state.started
+        }
+        precondition(!alreadyStarted, "HandoffService.run() can be called once")
+        logger.info("handoff service started", metadata: ["handoff.participants": "\(drivers.count)"])
+
+        let shutdown = OneShotSignal()
+        let graceful = await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                for driver in drivers {
+                    group.addTask { [readiness] in await driver.mergeUntilCancelled(ready: readiness.arrive) }
+                }
+                let graceful = await shutdown.wait()
+                group.cancelAll()
+                return graceful
+            }
+        } onGracefulShutdown: {
+            shutdown.fire()
+        }
+        readiness.release()
+        if !graceful {
+            logger.warning(
+                """
+                the handoff service was cancelled instead of shut down gracefully; handing off anyway, but the \
+                transport may be closing too
+                """
+            )
+        }
+        // The handoffs must happen even though this task may be cancelled: run them in a task of their own.
+        let report = await Task { await self.handOffAll() }.value
+        state.withLock { $0.report = report }
+    }
+}
