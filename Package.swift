@@ -173,9 +173,11 @@ let package = Package(
                 "CMosquitto",
                 "Handoff",
                 "HandoffMQTT",
+                "HandoffService",
                 "MosquittoClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Benchmarks/HandoffBench"
         ),

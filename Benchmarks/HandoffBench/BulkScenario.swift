@@ -1,14 +1,20 @@
 import Foundation
 import Handoff
 import HandoffMQTT
+import HandoffService
+import Logging
+import ServiceLifecycle
 
-/// Scenario 2: one process hosting many labels shuts down and hands all of them off; a successor claims all.
+/// Scenario 2: one process hosting many labels shuts down gracefully and hands all of them off; a successor
+/// process claims them all.
 ///
-/// swift-handoff: one predecessor transport with one `HandoffChannel` per label; "shutdown" initiates all of
-/// them at once (concurrent tasks, as a graceful shutdown of the hosting process would) and ends at the last
-/// acknowledgement (PUBACK). Then one successor transport watches every label (one channel each, all
-/// subscribing at once) and claims every handoff: timed from before the first subscribe to the last claim won.
-/// The floor: `count` retained publishes back to back, then one wildcard subscription and the clears.
+/// swift-handoff: the predecessor is a `HandoffService` hosting `labels` participants on one
+/// `MQTTHandoffTransport`, run by a `ServiceGroup`. Once it is ready (every label subscribed), the bench triggers
+/// the group's graceful shutdown: the service snapshots every participant and initiates all handoffs at once;
+/// timed from the trigger until `run()` returned, i.e. the last acknowledgement (PUBACK). The successor is a
+/// second `HandoffService` with one participant per label on a transport of its own: timed from the start of
+/// its `run()` until `waitUntilReady()` returned, i.e. every label subscribed and every waiting handoff claimed
+/// and merged. The floor: `count` retained publishes back to back, then one wildcard subscription and the clears.
 struct BulkScenario {
     let context: BenchContext
     let labels: Int
@@ -19,10 +25,10 @@ struct BulkScenario {
         let floor = try await context.floor.run(
             scenario: "bulk", prefix: context.prefix("bulk", "floor"), ["--count", String(labels), "--size", String(size)]
         )
-        progress("bulk: swift-handoff, \(labels) labels")
-        let (ackNs, subscribedNs, claimNs) = try await withTimeout(context.timeout, "bulk (swift-handoff)") { [self] in try await measure() }
-        let ackMs = milliseconds(ackNs)
-        let claimMs = milliseconds(claimNs)
+        progress("bulk: swift-handoff, HandoffService with \(labels) participants")
+        let measured = try await withTimeout(context.timeout, "bulk (swift-handoff)") { [self] in try await measure() }
+        let ackMs = milliseconds(measured.ack)
+        let claimMs = milliseconds(measured.claim)
         let handoffsPerSecond = Double(labels) / (ackMs / 1000)
         let claimsPerSecond = Double(labels) / (claimMs / 1000)
         let floorAck = floor["ack_ms"]?.double
@@ -30,66 +36,113 @@ struct BulkScenario {
         let swift = JSON.object([
             ("labels", .int(labels)),
             ("size", .int(size)),
-            ("shutdown", .string("\(labels) HandoffChannel.initiate calls started at once on one transport")),
+            ("predecessor_ready_ms", .ms(milliseconds(measured.predecessorReady))),
             ("ack_ms", .ms(ackMs)),
+            ("report_duration_ms", .ms(measured.reportMs)),
+            ("handed_off", .int(measured.handedOff)),
             ("handoffs_per_second", .number(handoffsPerSecond)),
-            ("subscribed_ms", .ms(milliseconds(subscribedNs))),
             ("claim_ms", .ms(claimMs)),
+            ("merged", .int(measured.merged)),
             ("claims_per_second", .number(claimsPerSecond)),
         ])
         let rows = [
             Row(scenario: "bulk", metric: "shutdown → last PUBACK", unit: "ms", swift: ackMs, floor: floorAck, target: .atMost(1000, "within 1 s")),
             Row(scenario: "bulk", metric: "handoffs/s", unit: "1/s", swift: handoffsPerSecond, floor: floorAck.map { Double(labels) / ($0 / 1000) }),
-            Row(scenario: "bulk", metric: "subscribe → last claim", unit: "ms", swift: claimMs, floor: floorClaim),
+            Row(scenario: "bulk", metric: "successor start → last claim", unit: "ms", swift: claimMs, floor: floorClaim),
             Row(scenario: "bulk", metric: "claims/s", unit: "1/s", swift: claimsPerSecond, floor: floor["claims_per_second"]?.double, target: .ratioAtLeast(0.5)),
         ]
         return ScenarioResult(
             name: "bulk", rows: rows, swift: swift, floor: floor,
-            notes: ["swift-handoff's shutdown is \(labels) HandoffChannel.initiate calls started at once on one MQTTHandoffTransport"]
+            notes: [
+                "swift-handoff: a HandoffService with \(labels) participants shut down through ServiceGroup.triggerGracefulShutdown(); "
+                    + "the successor is a HandoffService with a participant per label, ready once all are claimed and merged"
+            ]
         )
     }
 
-    private func measure() async throws -> (ack: UInt64, subscribed: UInt64, claim: UInt64) {
+    private struct Measured: Sendable {
+        var predecessorReady: UInt64 = 0
+        var ack: UInt64 = 0
+        var reportMs = 0.0
+        var handedOff = 0
+        var claim: UInt64 = 0
+        var merged = 0
+    }
+
+    private func measure() async throws -> Measured {
         let prefix = context.prefix("bulk", "swift")
         let names = try (0..<labels).map { try HandoffLabel(String(format: "bulk-%05d", $0)) }
         let payload = BenchState.payload(forEncodedSize: size)
+        let logger = Logger(label: "handoff-bench")
+        var measured = Measured()
 
+        // The predecessor: running, every label subscribed, then shut down gracefully.
         let predecessor = try await context.transport(prefix: prefix)
-        let outgoing = names.map { HandoffChannel<BenchState>(label: $0, transport: predecessor, timeout: .seconds(60)) }
-        let start = monotonicNow()
-        let lastAck = try await withThrowingTaskGroup(of: UInt64.self) { group in
-            for (index, channel) in outgoing.enumerated() {
-                group.addTask {
-                    try await channel.initiate(BenchState(seq: index, payload: payload))
-                    return monotonicNow()
-                }
-            }
-            return try await group.reduce(0) { max($0, $1) }
+        let outgoing = HandoffService(
+            transport: predecessor,
+            participants: names.enumerated().map { BenchParticipant(label: $1, state: BenchState(seq: $0, payload: payload), merged: nil) },
+            configuration: HandoffService.Configuration(shutdownBudget: .seconds(60)),
+            logger: logger
+        )
+        let predecessorGroup = ServiceGroup(configuration: ServiceGroupConfiguration(services: [.init(service: outgoing)], logger: logger))
+        let readyStart = monotonicNow()
+        let predecessorRun = Task { try await predecessorGroup.run() }
+        await outgoing.waitUntilReady()
+        measured.predecessorReady = monotonicNow() - readyStart
+        let shutdown = monotonicNow()
+        await predecessorGroup.triggerGracefulShutdown()
+        try await predecessorRun.value
+        measured.ack = monotonicNow() - shutdown
+        guard let report = outgoing.shutdownReport else { throw BenchError("bulk: the predecessor's service left no shutdown report") }
+        measured.reportMs = Double(report.duration.components.seconds) * 1000 + Double(report.duration.components.attoseconds) / 1e15
+        measured.handedOff = report.handedOff.count
+        guard report.failures.isEmpty else {
+            throw BenchError("bulk: \(report.failures.count) of \(labels) states were not handed off: \(report.failures.first.map { "\($0)" } ?? "")")
         }
         await predecessor.shutdown()
 
+        // The successor: a new process's service, ready once every waiting handoff is claimed and merged.
         let successor = try await context.transport(prefix: prefix)
-        let incoming = names.map { HandoffChannel<BenchState>(label: $0, transport: successor, timeout: .seconds(60)) }
+        let merged = Locked(0)
+        // Its teardown below fails every handoff on purpose: do not log 10,000 errors about it.
+        var quiet = logger
+        quiet.logLevel = .critical
+        let incoming = HandoffService(
+            transport: successor,
+            participants: names.map { BenchParticipant(label: $0, state: BenchState(seq: -1, payload: ""), merged: merged) },
+            configuration: HandoffService.Configuration(shutdownBudget: .milliseconds(200)),
+            logger: quiet
+        )
+        let successorGroup = ServiceGroup(configuration: ServiceGroupConfiguration(services: [.init(service: incoming)], logger: quiet))
         let claimStart = monotonicNow()
-        let lastSubscribed = Locked<UInt64>(0)
-        let lastClaim = try await withThrowingTaskGroup(of: UInt64.self) { group in
-            for (index, channel) in incoming.enumerated() {
-                group.addTask {
-                    let notices = try await channel.subscribe()
-                    let subscribed = monotonicNow()
-                    lastSubscribed.withLock { $0 = max($0, subscribed) }
-                    for await notice in notices {
-                        guard case .available = notice else { continue }
-                        let batch = try await channel.complete()
-                        if let interruption = batch.interruption { throw interruption }
-                        if batch.handoffs.contains(where: { $0.state.seq == index }) { return monotonicNow() }
-                    }
-                    throw BenchError("bulk: the stream of label \(index) ended before its handoff was claimed")
-                }
-            }
-            return try await group.reduce(0) { max($0, $1) }
-        }
+        let successorRun = Task { try await successorGroup.run() }
+        await incoming.waitUntilReady()
+        measured.claim = monotonicNow() - claimStart
+        measured.merged = merged.value
+        guard measured.merged == labels else { throw BenchError("bulk: the successor merged \(measured.merged) of \(labels) handoffs") }
+        // The successor would hand its states off in turn: close its connection first, so that it does not.
         await successor.shutdown()
-        return (lastAck - start, lastSubscribed.value - claimStart, lastClaim - claimStart)
+        await successorGroup.triggerGracefulShutdown()
+        _ = try? await successorRun.value
+        return measured
+    }
+}
+
+/// One label's state in a `HandoffService`: merging takes the newest handoff and counts the merges.
+actor BenchParticipant: HandoffParticipant {
+    nonisolated let handoffLabel: HandoffLabel
+    var handoffState: BenchState
+    private let merged: Locked<Int>?
+
+    static var handoffMergeStrategy: TakeNewestStrategy<BenchState> { TakeNewestStrategy() }
+
+    init(label: HandoffLabel, state: BenchState, merged: Locked<Int>?) {
+        self.handoffLabel = label
+        self.handoffState = state
+        self.merged = merged
+    }
+
+    func didMergeHandoffs(_ handoffs: [ClaimedHandoff<BenchState>]) {
+        merged?.withLock { $0 += handoffs.count }
     }
 }
