@@ -95,6 +95,8 @@ final class HandoffRouter: Sendable {
     let logger: Logger
     let syncTopic: String
     private let state = Mutex(State())
+    /// For tests: called by claim() between deciding to claim and registering its waiter, with the topic.
+    let claimWillRegister = Mutex<(@Sendable (String) -> Void)?>(nil)
 
     init(client: MQTTClient, topics: HandoffTopics, options: MQTTHandoffTransport.Options, origin: HandoffOrigin, logger: Logger) {
         self.client = client
@@ -277,6 +279,7 @@ final class HandoffRouter: Sendable {
             MQTTUserProperty(HandoffProperty.claimBy, origin.instance),
             MQTTUserProperty(HandoffProperty.claimPurpose, "merge"),
         ])
+        claimWillRegister.withLock { $0 }?(topic)
         do {
             // The caller's task waits for the verdict itself (no task in between: the verdict resumes it directly);
             // the time limit is kept by the shared TimeoutClock.
