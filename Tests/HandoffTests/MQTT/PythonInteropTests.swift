@@ -97,15 +97,19 @@ struct PythonInteropTests {
             }
             #expect(Set(owners.keys) == expected, "lost: \(expected.subtracting(owners.keys).count)")
             #expect(owners.values.allSatisfy { $0.count == 1 }, "merged more than once: \(owners.filter { $0.value.count > 1 }.count)")
-            #expect(racerResults.contains { !$0.merged.isEmpty } && owners.values.contains { $0.first?.hasPrefix("py-") == false },
-                    "both languages should win some handoffs")
+            // Who wins depends on the machine's load; that both languages took part in the rounds does not.
+            #expect(racerResults.allSatisfy { !$0.verdicts.isEmpty }, "a Python racer saw no verdict")
             for result in racerResults {
                 for (id, winner) in result.verdicts { #expect(owners[id]?.first == winner, "python \(result.instance) disagrees on \(id)") }
             }
             for transport in successors {
+                var seen = 0
                 for (id, owner) in owners {
-                    if let verdict = transport.verdict(label: label, id: id) { #expect(verdict == owner.first, "swift disagrees on \(id)") }
+                    guard let verdict = transport.verdict(label: label, id: id) else { continue }
+                    seen += 1
+                    #expect(verdict == owner.first, "swift disagrees on \(id)")
                 }
+                #expect(seen > 0, "a Swift successor saw no verdict")
                 await transport.shutdown()
             }
             await predecessor.shutdown()
