@@ -461,11 +461,12 @@ public final class MQTTClient: Sendable {
             // which is taken over (no copy: a handed-off state can be many megabytes). libmosquitto 2.0 allocates
             // it with calloc and frees it after the callback only if it is still set (message__cleanup), so
             // clearing the pointer hands the buffer to Data. QoS 2 messages are stored by libmosquitto after
-            // the callback in some versions: their payload is copied.
+            // the callback in some versions: their payload is copied, and so is every payload with a libmosquitto
+            // other than 2.0.x, whose internals this relies on.
             let m = message.pointee
             let payload: Data
             if m.payloadlen > 0, let bytes = m.payload {
-                if m.qos < 2 {
+                if m.qos < 2 && MosquittoLibrary.payloadTakeoverIsSafe {
                     UnsafeMutablePointer(mutating: message).pointee.payload = nil
                     payload = Data(bytesNoCopy: bytes, count: Int(m.payloadlen), deallocator: .free)
                 } else {
