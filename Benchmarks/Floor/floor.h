@@ -105,6 +105,25 @@ long floor_topic_index(const char *topic, const char *prefix_kind, size_t prefix
 long floor_peak_rss_kb(void);
 
 /* Scenarios: each prints one JSON object on stdout and returns the process exit code. */
+/* Sequential handoff rounds (rounds.c), shared by the latency and large scenarios. */
+typedef struct floor_rounds {
+    floor_run *run;
+    const char *scenario;
+    const char *kind; /* the topic level after the prefix */
+    long size;
+    floor_client pred, succ;
+    /* guarded by run->lock */
+    char topic[1100]; /* the current round's topic */
+    bool done;
+    uint64_t done_ns;
+} floor_rounds;
+
+/* Opens the predecessor and the subscribed successor. */
+int floor_rounds_open(floor_rounds *r, floor_run *run, const char *scenario, const char *kind, long size);
+/* Runs `count` rounds of `payload` (r->size bytes), storing each round's time in samples. */
+int floor_rounds_run(floor_rounds *r, const char *payload, long count, uint64_t *samples);
+void floor_rounds_close(floor_rounds *r);
+
 int floor_scenario_latency(floor_run *run);
 int floor_scenario_bulk(floor_run *run);
 int floor_scenario_large(floor_run *run);
