@@ -582,15 +582,21 @@ extension DeadLetter {
     /// A dead letter read back from its retained message.
     init(label: HandoffLabel, topicID: String, message: MQTTMessage) {
         let properties = message.properties
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        // RFC 3339 with or without a fraction: other implementations may write either (docs/PROTOCOL.md §7).
+        let withFraction = ISO8601DateFormatter()
+        withFraction.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let withoutFraction = ISO8601DateFormatter()
+        withoutFraction.formatOptions = [.withInternetDateTime]
+        let rejectedAt = properties.userProperty(HandoffProperty.deadAt).flatMap {
+            withFraction.date(from: $0) ?? withoutFraction.date(from: $0)
+        }
         self.init(
             label: label,
             id: topicID,
             reason: properties.userProperty(HandoffProperty.deadReason).flatMap(HandoffRejection.Reason.init(rawValue:)) ?? .malformed,
             detail: properties.userProperty(HandoffProperty.deadDetail) ?? "",
             rejectedBy: properties.userProperty(HandoffProperty.deadBy) ?? "",
-            rejectedAt: properties.userProperty(HandoffProperty.deadAt).flatMap(formatter.date(from:)) ?? Date(timeIntervalSince1970: 0),
+            rejectedAt: rejectedAt ?? Date(timeIntervalSince1970: 0),
             payload: message.payload
         )
     }
