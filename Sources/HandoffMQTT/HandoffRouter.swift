@@ -232,12 +232,22 @@ final class HandoffRouter: Sendable {
             return try await withDeadline(timeout, operation: "claim") { [self] in
                 try await withTaskCancellationHandler {
                     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
-                        let registered = state.withLock { state in
-                            guard !state.shutDown else { return false }
+                        enum Registration { case registered, shutDown, decided(Bool) }
+                        let registration = state.withLock { state -> Registration in
+                            guard !state.shutDown else { return .shutDown }
+                            // Another participant's claim may have been routed since the check above: then the
+                            // round is decided, and a claim published now would come too late to be a verdict.
+                            if let verdict = state.watched[label.topicLevel]?.verdicts[id] {
+                                return .decided(verdict.merging && verdict.winner == origin.instance)
+                            }
                             state.claims[topic] = ClaimWaiter(token: token, continuation: continuation)
-                            return true
+                            return .registered
                         }
-                        guard registered else { return continuation.resume(throwing: HandoffError.shutdown) }
+                        switch registration {
+                        case .registered: break
+                        case .shutDown: return continuation.resume(throwing: HandoffError.shutdown)
+                        case .decided(let won): return continuation.resume(returning: won)
+                        }
                         // The clear is published after the waiter is registered: the verdict cannot be missed.
                         let client = self.client
                         Task {
@@ -438,15 +448,21 @@ extension DeadLetter {
     /// A dead letter read back from its retained message.
     init(label: HandoffLabel, topicID: String, message: MQTTMessage) {
         let properties = message.properties
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        // RFC 3339 with or without a fraction: other implementations may write either (docs/PROTOCOL.md §7).
+        let withFraction = ISO8601DateFormatter()
+        withFraction.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let withoutFraction = ISO8601DateFormatter()
+        withoutFraction.formatOptions = [.withInternetDateTime]
+        let rejectedAt = properties.userProperty(HandoffProperty.deadAt).flatMap {
+            withFraction.date(from: $0) ?? withoutFraction.date(from: $0)
+        }
         self.init(
             label: label,
             id: topicID,
             reason: properties.userProperty(HandoffProperty.deadReason).flatMap(HandoffRejection.Reason.init(rawValue:)) ?? .malformed,
             detail: properties.userProperty(HandoffProperty.deadDetail) ?? "",
             rejectedBy: properties.userProperty(HandoffProperty.deadBy) ?? "",
-            rejectedAt: properties.userProperty(HandoffProperty.deadAt).flatMap(formatter.date(from:)) ?? Date(timeIntervalSince1970: 0),
+            rejectedAt: rejectedAt ?? Date(timeIntervalSince1970: 0),
             payload: message.payload
         )
     }
