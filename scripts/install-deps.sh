@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building and testing swift-handoff needs on Debian/Ubuntu, when it is missing:
-#   libmosquitto-dev mosquitto mosquitto-clients openssl pkg-config
+#   libmosquitto-dev mosquitto mosquitto-clients openssl pkg-config python3-paho-mqtt
+# (python3-paho-mqtt: the Python client of interop/python, run by the interop tests).
 # Idempotent: runs apt-get (update first) only when a package is missing. As root it calls apt-get directly,
 # otherwise through sudo. It also checks that `swift` is installed (it cannot install Swift itself).
 set -euo pipefail
 
-packages=(libmosquitto-dev mosquitto mosquitto-clients openssl pkg-config)
+packages=(libmosquitto-dev mosquitto mosquitto-clients openssl pkg-config python3-paho-mqtt)
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
@@ -23,6 +24,10 @@ else
             exit 1
         fi
     done
+    if ! python3 -c 'import paho.mqtt.client' >/dev/null 2>&1; then
+        echo "error: the Python module paho-mqtt is missing (interop tests). Install it: pip3 install 'paho-mqtt<3'" >&2
+        exit 1
+    fi
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then
