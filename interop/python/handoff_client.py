@@ -1,258 +1,1225 @@
 #!/usr/bin/env python3
-"""An independent client of the swift-handoff MQTT protocol, written from docs/PROTOCOL.md alone.
+"""A second client of the swift-handoff MQTT protocol, version 1.
 
-It shares no code with the Swift implementation: it exists to prove that the document is enough to
-interoperate, and to race Swift participants for the same handoffs.
+This is an independent implementation of docs/PROTOCOL.md, written from that document alone (not from
+the Swift sources). It exists to prove that the document is a sufficient contract: a participant built from
+it hands state off to Swift participants, claims theirs, and races them for the same handoffs
+(Tests/HandoffTests/MQTT/PythonInteropTests.swift). Where it and swift-handoff disagreed, the document was
+made precise, and this client follows the document.
 
-    handoff_client.py initiate --port P --label L --data JSON [--count N] [--vsn V]
-    handoff_client.py race     --port P --label L --expect N --out results.json [--seconds S]
-    handoff_client.py dead     --port P --label L --out dead.json
+Dependencies: the Python standard library and paho-mqtt 1.6 or 2.x (Debian 12: python3-paho-mqtt 1.6.1),
+which speaks MQTT 5.
 
-Needs paho-mqtt (Debian: python3-paho-mqtt), MQTT 5.
+Subcommands (all print or write JSON; `--help` on each for details):
+
+    initiate     hand off one or more states (retained QoS 1 publish, wait for the PUBACK)
+    race         watch a label and claim every handoff that arrives until N verdicts are seen
+    garbage      publish malformed handoff payloads, with the dead-letter reason each should get
+    dead-letters read the dead letters of a label and their reason user properties
+    dump         print every retained message under a prefix, for debugging
+    corpus       envelope edge cases with this reader's verdict on each (no broker)
+
+Section numbers (§) refer to docs/PROTOCOL.md.
 """
+
+from __future__ import annotations
+
 import argparse
+import base64
 import hashlib
 import json
+import os
+import random
+import re
+import secrets
+import socket
 import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any, Callable, Optional
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
+try:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+except ImportError:  # pragma: no cover - depends on the machine
+    print(
+        "error: the Python MQTT client is missing: apt-get install python3-paho-mqtt (or pip install 'paho-mqtt<3')",
+        file=sys.stderr,
+    )
+    sys.exit(3)
 
-UNRESERVED = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# ---------------------------------------------------------------------------------------------------------------
+# Constants of the protocol
 
+FORMAT = "swift-handoff/1"  # §4
+MAX_HEADER_BYTES = 65_536  # §4
+DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024  # §7, swift-handoff's default size limit
+ENVELOPE_CONTENT_TYPE = "application/vnd.swift-handoff"  # §4, informative
+MAX_LABEL_BYTES = 200  # §3
+MAX_PREFIX_BYTES = 256  # §3
+MAX_DETAIL_CHARS = 1024  # §7
 
-def label_level(label: str) -> str:
-    """§3: percent-encode every UTF-8 byte outside A-Z a-z 0-9 - . _ ~ with uppercase hex."""
-    return "".join(chr(b) if b in UNRESERVED else "%%%02X" % b for b in label.encode("utf-8"))
+CLAIM_BY = "handoff-claim-by"  # §5
+CLAIM_PURPOSE = "handoff-claim-purpose"
+PURPOSE_MERGE = "merge"
+PURPOSE_DEAD_LETTER = "dead-letter"
 
+DEAD_REASON = "handoff-dead-reason"  # §7
+DEAD_DETAIL = "handoff-dead-detail"
+DEAD_BY = "handoff-dead-by"
+DEAD_AT = "handoff-dead-at"
+DEAD_TOPIC = "handoff-dead-topic"
 
-def now_rfc3339() -> str:
-    """§4: RFC 3339 UTC with exactly three fractional digits."""
-    t = datetime.now(timezone.utc)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (t.microsecond // 1000)
-
-
-def encode_envelope(handoff_id: str, label: str, vsn: int, instance: str, data: bytes) -> bytes:
-    """§4: one line of JSON header, a newline, then the data bytes."""
-    header = {
-        "format": "swift-handoff/1",
-        "id": handoff_id,
-        "label": label,
-        "vsn": vsn,
-        "createdAt": now_rfc3339(),
-        "origin": {"instance": instance, "host": "python"},
-        "contentType": "application/json",
-        "length": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
+REASONS = frozenset(
+    {
+        "malformed",
+        "truncated",
+        "unsupported-format",
+        "integrity-failure",
+        "too-large",
+        "label-mismatch",
+        "unknown-version",
+        "undecodable-state",
+        "migration-failed",
+        "validation-failed",
+        "claim-outcome-unknown",
     }
-    return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n" + data
+)
+# Reasons for which the handoff is left in place instead of dead-lettered (§7).
+LEFT_IN_PLACE = frozenset({"unsupported-format", "unknown-version"})
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def decode_envelope(payload: bytes) -> dict:
-    """§4: returns the header with `data` (bytes); raises ValueError for anything that is not an envelope."""
-    newline = payload.find(b"\n", 0, 65537)
-    if newline < 0:
-        raise ValueError("malformed: no header line")
-    header = json.loads(payload[:newline].decode("utf-8"))
-    if header.get("format") != "swift-handoff/1":
-        raise ValueError("unsupported-format")
-    data = payload[newline + 1:]
-    if len(data) != header["length"]:
-        raise ValueError("truncated" if len(data) < header["length"] else "malformed: extra bytes")
-    if hashlib.sha256(data).hexdigest() != header["sha256"]:
-        raise ValueError("integrity-failure")
-    header["data"] = data
+# ---------------------------------------------------------------------------------------------------------------
+# Labels, ids, prefixes and topics (§1, §3)
+
+
+def label_violation(label: str) -> Optional[str]:
+    """Why `label` is not a valid label, or None."""
+    try:
+        size = len(label.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "a label must be valid Unicode (no lone surrogates)"
+    if size == 0:
+        return "a label must not be empty"
+    if size > MAX_LABEL_BYTES:
+        return f"a label must be at most {MAX_LABEL_BYTES} UTF-8 bytes, this one has {size}"
+    for char in label:
+        code = ord(char)
+        if code <= 0x1F or 0x7F <= code <= 0x9F:
+            return f"a label must not contain control characters, found U+{code:04X}"
+    return None
+
+
+def encode_label(label: str) -> str:
+    """The label as one topic level: every UTF-8 byte outside A-Z a-z 0-9 - . _ ~ becomes %XX (upper case)."""
+    violation = label_violation(label)
+    if violation:
+        raise ValueError(violation)
+    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in label.encode("utf-8"))
+
+
+def decode_label(level: str) -> str:
+    """The label whose canonical encoding is `level`; ValueError for anything else."""
+    raw = bytearray()
+    index = 0
+    data = level.encode("utf-8")
+    while index < len(data):
+        byte = data[index]
+        if byte in _UNRESERVED:
+            raw.append(byte)
+            index += 1
+            continue
+        digits = data[index + 1 : index + 3].decode("ascii", "replace")
+        if byte != ord("%") or not re.fullmatch(r"[0-9A-F]{2}", digits):
+            raise ValueError(f"not a canonical label encoding: {level!r}")
+        value = int(digits, 16)
+        if value in _UNRESERVED:
+            raise ValueError(f"not a canonical label encoding (escapes an unreserved byte): {level!r}")
+        raw.append(value)
+        index += 3
+    label = raw.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    violation = label_violation(label)
+    if violation:
+        raise ValueError(violation)
+    return label
+
+
+def is_valid_id(value: Any) -> bool:
+    """Whether `value` is a valid handoff id or instance id: 1-64 characters of [A-Za-z0-9_-]."""
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
+
+
+def new_id() -> str:
+    """A fresh handoff or instance id (a random lowercase UUID, like swift-handoff)."""
+    return str(uuid.uuid4())
+
+
+def validate_prefix(prefix: str) -> None:
+    """Raises ValueError unless `prefix` is a valid topic prefix (§3)."""
+    if not prefix or len(prefix.encode("utf-8")) > MAX_PREFIX_BYTES:
+        raise ValueError("a prefix must be 1-256 bytes")
+    if prefix.startswith("$") or any(c in prefix for c in "+#\0"):
+        raise ValueError("a prefix must not start with '$' or contain '+', '#' or NUL")
+    if any(level == "" for level in prefix.split("/")):
+        raise ValueError("a prefix's topic levels must not be empty")
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics of one prefix (§3)."""
+
+    prefix: str
+
+    def handoff(self, label: str, handoff_id: str) -> str:
+        return f"{self.prefix}/handoffs/{encode_label(label)}/{handoff_id}"
+
+    def handoff_filter(self, label: str) -> str:
+        return f"{self.prefix}/handoffs/{encode_label(label)}/+"
+
+    def dead_letter(self, label_level: str, handoff_id: str) -> str:
+        """Dead-letter topic for an already encoded label level (taken from a handoff topic)."""
+        return f"{self.prefix}/dead-letters/{label_level}/{handoff_id}"
+
+    def dead_letter_filter(self, label: str) -> str:
+        return f"{self.prefix}/dead-letters/{encode_label(label)}/+"
+
+    def sync(self, instance: str) -> str:
+        return f"{self.prefix}/sync/{instance}"
+
+    def split(self, topic: str) -> tuple[str, str, str]:
+        """(kind, label level, id) of a topic under this prefix, e.g. ('handoffs', 'a%2Fb', '0f8f...')."""
+        rest = topic[len(self.prefix) + 1 :] if topic.startswith(self.prefix + "/") else ""
+        parts = rest.split("/")
+        if len(parts) != 3:
+            raise ValueError(f"not a handoff or dead-letter topic: {topic!r}")
+        return parts[0], parts[1], parts[2]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Time (RFC 3339, UTC, exactly three fractional digits)
+
+
+def rfc3339_ms(moment: Optional[datetime] = None) -> str:
+    """`moment` (default: now) as e.g. 2026-11-25T06:00:00.123Z."""
+    moment = (moment or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The envelope (§4)
+
+
+class Rejection(Exception):
+    """A handoff this reader cannot accept, with its §7 reason code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail[:MAX_DETAIL_CHARS]
+
+    @property
+    def left_in_place(self) -> bool:
+        return self.reason in LEFT_IN_PLACE
+
+
+@dataclass
+class Envelope:
+    """One handoff: the header's fields and the data bytes."""
+
+    id: str
+    label: str
+    vsn: int
+    created_at: str
+    origin: dict[str, Any]
+    content_type: str
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "contentType": self.content_type,
+            "createdAt": self.created_at,
+            "format": FORMAT,
+            "id": self.id,
+            "label": self.label,
+            "length": len(self.data),
+            "origin": self.origin,
+            "sha256": self.sha256,
+            "vsn": self.vsn,
+        }
+
+    def encode(self) -> bytes:
+        """header + "\\n" + data; the header is compact JSON with sorted keys (no raw newline)."""
+        header = encode_header(self.header())
+        if len(header) > MAX_HEADER_BYTES:
+            raise ValueError(f"the header is {len(header)} bytes, more than {MAX_HEADER_BYTES}")
+        return header + b"\n" + self.data
+
+
+def encode_header(header: dict[str, Any]) -> bytes:
+    return json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate keys {duplicates}")
+    return dict(pairs)
+
+
+def _parse_header(raw: bytes) -> dict[str, Any]:
+    """The header as a JSON object: UTF-8 (a leading BOM is ignored), no duplicate keys."""
+    try:
+        text = raw.decode("utf-8-sig")
+        header = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except ValueError as error:  # includes UnicodeDecodeError and json.JSONDecodeError
+        raise Rejection("malformed", f"the header is not UTF-8 JSON: {error}") from None
+    if not isinstance(header, dict):
+        raise Rejection("malformed", "the header is not a JSON object")
     return header
 
 
-def user_properties(message) -> dict:
+INT64_MAX = 2**63 - 1
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _integer(value: Any, low: int, high: int) -> Optional[int]:
+    """A JSON number with an integral value in [low, high] (1, 1.0 and 1e0 alike), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    number = int(value)
+    return number if low <= number <= high else None
+
+
+_RFC3339_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-](\d{2}):(\d{2}))"
+)
+
+
+def is_rfc3339(text: str) -> bool:
+    """Whether `text` is an RFC 3339 date-time (any fraction, Z or an offset, T/Z in either case)."""
+    match = _RFC3339_RE.fullmatch(text)
+    if not match:
+        return False
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    if not 1 <= month <= 12 or hour > 23 or minute > 59 or second > 60:
+        return False
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    days = [31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]
+    if not 1 <= day <= days:
+        return False
+    return match.group(9) is None or (int(match.group(9)) <= 23 and int(match.group(10)) <= 59)
+
+
+def _check_header_fields(header: dict[str, Any]) -> None:
+    """The §4 header keys (null counts as absent); Rejection('malformed') on the first wrong one."""
+    checks: list[tuple[str, Callable[[Any], bool], str]] = [
+        ("id", is_valid_id, "1-64 characters of [A-Za-z0-9_-]"),
+        ("label", lambda v: isinstance(v, str) and label_violation(v) is None, "a valid label"),
+        ("vsn", lambda v: _integer(v, 0, INT64_MAX) is not None, "an integer 0...2^63-1"),
+        ("createdAt", lambda v: isinstance(v, str) and is_rfc3339(v), "an RFC 3339 date-time"),
+        ("origin", _is_origin, "an object with a string instance"),
+        ("contentType", lambda v: isinstance(v, str), "a string"),
+        ("length", lambda v: _integer(v, 0, INT64_MAX) is not None, "an integer 0...2^63-1"),
+        ("sha256", lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{64}", v) is not None, "64 hex digits"),
+    ]
+    for key, valid, expected in checks:
+        if header.get(key) is None:
+            raise Rejection("malformed", f"the header has no '{key}'")
+        if not valid(header[key]):
+            raise Rejection("malformed", f"header '{key}' must be {expected}, found {header[key]!r}"[:MAX_DETAIL_CHARS])
+
+
+def _is_origin(value: Any) -> bool:
+    if not isinstance(value, dict) or not isinstance(value.get("instance"), str):
+        return False
+    if value.get("host") is not None and not isinstance(value["host"], str):
+        return False
+    return value.get("pid") is None or _integer(value["pid"], INT32_MIN, INT32_MAX) is not None
+
+
+def decode_envelope(
+    payload: bytes, topic_label: str, topic_id: str, max_payload: int = DEFAULT_MAX_PAYLOAD
+) -> Envelope:
+    """The envelope in `payload`, read from the topic of (`topic_label`, `topic_id`).
+
+    Raises Rejection with the §7 reason of the first failing check, in the order §4 prescribes:
+    size, header line, JSON object, format, header keys, data length, SHA-256, topic.
+    """
+    if len(payload) > max_payload:
+        raise Rejection("too-large", f"{len(payload)} bytes, over this reader's limit of {max_payload}")
+    newline = payload.find(b"\n", 0, MAX_HEADER_BYTES + 1)
+    if newline < 0:
+        raise Rejection("malformed", f"no header line (newline) within the first {MAX_HEADER_BYTES + 1} bytes")
+    try:
+        header = _parse_header(payload[:newline])
+    except Rejection:
+        _raise_if_other_format(payload[:newline])
+        raise
+    if not isinstance(header.get("format"), str):
+        raise Rejection("malformed", "the header has no string 'format'")
+    if header["format"] != FORMAT:
+        raise Rejection("unsupported-format", f"format {header['format']!r} is not {FORMAT!r}")
+    _check_header_fields(header)
+    length = int(header["length"])
+    data = payload[newline + 1 :]
+    if len(data) < length:
+        raise Rejection("truncated", f"{len(data)} data bytes, the header says {length}")
+    if len(data) > length:
+        raise Rejection("malformed", f"{len(data)} data bytes, more than the header's {length}")
+    if hashlib.sha256(data).hexdigest() != header["sha256"].lower():
+        raise Rejection("integrity-failure", "the SHA-256 of the data does not match the header")
+    if header["id"] != topic_id or header["label"] != topic_label:
+        raise Rejection(
+            "label-mismatch",
+            f"header label/id {header['label']!r}/{header['id']!r} differ from the topic's {topic_label!r}/{topic_id!r}",
+        )
+    return Envelope(
+        id=header["id"],
+        label=header["label"],
+        vsn=int(header["vsn"]),
+        created_at=header["createdAt"],
+        origin=header["origin"],
+        content_type=header["contentType"],
+        data=data,
+    )
+
+
+def _raise_if_other_format(raw: bytes) -> None:
+    """A header that is not valid for this format but names another one is of that format (§4)."""
+    try:
+        fmt = json.loads(raw.decode("utf-8-sig")).get("format")
+    except (ValueError, AttributeError):
+        return
+    if isinstance(fmt, str) and fmt != FORMAT:
+        raise Rejection("unsupported-format", f"format {fmt!r} is not {FORMAT!r}")
+
+
+def decode_json_state(envelope: Envelope, readable_versions: set[int]) -> Any:
+    """The state of a JSON envelope that this reader can read; Rejection otherwise (§7)."""
+    if envelope.vsn not in readable_versions:
+        raise Rejection("unknown-version", f"version {envelope.vsn} is not one of {sorted(readable_versions)}")
+    media_type = envelope.content_type.split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise Rejection("undecodable-state", f"content type {envelope.content_type!r} is not JSON")
+    try:
+        return json.loads(envelope.data.decode("utf-8"), parse_constant=_reject_constant)
+    except ValueError as error:
+        raise Rejection("undecodable-state", f"the data is not JSON: {error}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rounds (§5)
+
+
+@dataclass
+class Round:
+    """What one participant saw on one handoff topic since the last non-empty message."""
+
+    topic: str
+    label_level: str
+    handoff_id: str
+    payload: bytes
+    number: int  # 1 for the first non-empty message seen on the topic, 2 for the next, ...
+    verdict: Optional[str] = None  # the instance named by the first claim of the round
+    verdict_purpose: Optional[str] = None
+    claimed: bool = False  # this participant published a claim in this round
+
+
+def user_properties(message: mqtt.MQTTMessage) -> list[tuple[str, str]]:
     props = getattr(message, "properties", None)
-    return dict(getattr(props, "UserProperty", []) or []) if props else {}
+    return list(getattr(props, "UserProperty", []) or []) if props is not None else []
+
+
+def first_property(pairs: list[tuple[str, str]], key: str) -> Optional[str]:
+    return next((value for name, value in pairs if name == key), None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A participant: one MQTT 5 connection
+
+
+class ProtocolError(Exception):
+    pass
+
+
+def _new_client(client_id: str) -> mqtt.Client:
+    """An MQTT 5 client with paho 1.x callback signatures (paho 2.x keeps them on request)."""
+    if hasattr(mqtt, "CallbackAPIVersion"):
+        return mqtt.Client(mqtt.CallbackAPIVersion.VERSION1, client_id=client_id, protocol=mqtt.MQTTv5)
+    return mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5)
 
 
 class Participant:
-    """One MQTT 5 connection taking part in the protocol under `prefix`."""
+    """One process's connection to the broker (§1): it initiates, watches, claims and dead-letters."""
 
-    def __init__(self, host: str, port: int, prefix: str):
-        self.instance = "py-" + uuid.uuid4().hex[:12]
-        self.prefix = prefix
-        self.lock = threading.Condition()
-        self.acked = set()
-        self.subscribed = set()
-        self.client = mqtt.Client(client_id="handoff-" + self.instance, protocol=mqtt.MQTTv5)
-        self.client.on_publish = self._on_publish
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
-        self.handlers = []
-        self.client.connect(host, port, keepalive=30, clean_start=True)
-        self.client.loop_start()
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        prefix: str,
+        instance: Optional[str] = None,
+        session_expiry: int = 300,
+        timeout: float = 10.0,
+    ) -> None:
+        validate_prefix(prefix)
+        self.topics = Topics(prefix)
+        self.instance = instance or new_id()
+        if not is_valid_id(self.instance):
+            raise ValueError(f"invalid instance id {self.instance!r}")
+        self.host, self.port, self.timeout = host, port, timeout
+        self.session_expiry = session_expiry
+        self.origin = {"instance": self.instance, "host": socket.gethostname(), "pid": os.getpid()}
 
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
+        self._lock = threading.Condition()
+        self._connected = False
+        self._connect_count = 0
+        self._subacks: dict[int, list[int]] = {}
+        self._watched: set[str] = set()  # handoff filters
+        self._rounds: dict[str, Round] = {}  # topic -> current round
+        self._opened: list[Round] = []  # rounds opened since take_opened_rounds()
+        self._decided: list[Round] = []  # rounds decided since take_decided_rounds()
+        self._collectors: dict[str, dict[str, mqtt.MQTTMessage]] = {}  # filter prefix -> topic -> message
+        self._markers: set[bytes] = set()
+        self._sync_subscribed = False
 
-    def handoff_topic(self, label: str, handoff_id: str) -> str:
-        return "%s/handoffs/%s/%s" % (self.prefix, label_level(label), handoff_id)
+        self._client = _new_client(f"handoff-{self.instance}")
+        self._client.max_inflight_messages_set(100)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
 
-    def _on_publish(self, client, userdata, mid):
-        with self.lock:
-            self.acked.add(mid)
-            self.lock.notify_all()
+    # -- connection ----------------------------------------------------------------------------------------
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
-        with self.lock:
-            self.subscribed.add(mid)
-            self.lock.notify_all()
+    def connect(self) -> "Participant":
+        """Connects with a persistent session (clean start 0, session expiry; §5 'Disconnects mid-claim')."""
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.session_expiry
+        self._client.connect(self.host, self.port, keepalive=30, clean_start=False, properties=properties)
+        self._client.loop_start()
+        self._wait(lambda: self._connected, "CONNACK")
+        return self
 
-    def _on_message(self, client, userdata, message):
-        for handler in self.handlers:
-            handler(message)
+    def close(self) -> None:
+        """Disconnects and ends the session at once (session expiry 0 in the DISCONNECT)."""
+        properties = Properties(PacketTypes.DISCONNECT)
+        properties.SessionExpiryInterval = 0
+        self._client.disconnect(properties=properties)
+        self._client.loop_stop()
 
-    def _wait(self, collection: set, mid: int, seconds: float = 30):
-        with self.lock:
-            if not self.lock.wait_for(lambda: mid in collection, timeout=seconds):
-                raise TimeoutError("no acknowledgement for mid %d" % mid)
+    def __enter__(self) -> "Participant":
+        return self.connect()
 
-    def publish(self, topic: str, payload: bytes, retain: bool, props: dict = None, wait: bool = True):
-        properties = None
-        if props:
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.UserProperty = list(props.items())
-        info = self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
-        if wait:
-            self._wait(self.acked, info.mid)
+    def __exit__(self, *_: Any) -> None:
+        self.close()
 
-    def subscribe(self, topic_filter: str):
-        # QoS 1, No Local 0 (we must see our own claims), Retain Handling 0 (§6).
-        result, mid = self.client.subscribe(topic_filter, options=SubscribeOptions(qos=1, noLocal=False))
-        self._wait(self.subscribed, mid)
-
-    def initiate(self, label: str, vsn: int, data: bytes) -> str:
-        """§4: a retained QoS 1 publish; stored once the PUBACK arrives."""
-        handoff_id = str(uuid.uuid4())
-        self.publish(self.handoff_topic(label, handoff_id), encode_envelope(handoff_id, label, vsn, self.instance, data), retain=True)
-        return handoff_id
-
-
-def command_initiate(args):
-    participant = Participant(args.host, args.port, args.prefix)
-    ids = [participant.initiate(args.label, args.vsn, args.data.encode("utf-8")) for _ in range(args.count)]
-    participant.close()
-    print(json.dumps(ids))
-
-
-def command_race(args):
-    """§5: watch a label, claim every handoff seen, merge only those whose verdict names us."""
-    participant = Participant(args.host, args.port, args.prefix)
-    prefix = "%s/handoffs/%s/" % (args.prefix, label_level(args.label))
-    rounds = {}  # id -> "open" | verdict dict
-    merged = {}
-    to_claim = []
-    state = threading.Condition()
-
-    def on_message(message):
-        if not message.topic.startswith(prefix):
+    def _on_connect(self, client: mqtt.Client, _: Any, flags: dict[str, Any], reason: Any, __: Any) -> None:
+        if reason != 0:
+            print(f"warning: connection refused: {reason}", file=sys.stderr)
             return
-        handoff_id = message.topic[len(prefix):]
-        with state:
-            if message.payload:
-                try:
-                    envelope = decode_envelope(message.payload)
-                except ValueError:
-                    return  # not ours to judge in this test
-                rounds[handoff_id] = {"open": True, "envelope": envelope}
-                if envelope["origin"]["instance"] != participant.instance:
-                    to_claim.append(handoff_id)
-                state.notify_all()
+        with self._lock:
+            session_lost = self._connect_count > 0 and not flags.get("session present")
+            self._connect_count += 1
+            if session_lost:
+                # The broker kept no session: verdicts may have been missed. Forget every round; claims in
+                # flight then never get a verdict here, so they are never merged (§5). The waiting handoffs
+                # come back as retained messages with the new subscriptions.
+                self._rounds.clear()
+                print("warning: the broker kept no session; waiting handoffs are read again", file=sys.stderr)
+            self._connected = True
+            self._lock.notify_all()
+        if session_lost:
+            for topic_filter in [self.topics.sync(self.instance), *self._watched]:
+                client.subscribe(topic_filter, options=self._watch_options())
+
+    def _on_disconnect(self, *_: Any) -> None:
+        with self._lock:
+            self._connected = False
+
+    def _on_subscribe(self, _: mqtt.Client, __: Any, mid: int, reason_codes: list[Any], ___: Any) -> None:
+        with self._lock:
+            self._subacks[mid] = [int(code.value) for code in reason_codes]
+            self._lock.notify_all()
+
+    def _wait(self, condition: Callable[[], bool], what: str, timeout: Optional[float] = None) -> None:
+        with self._lock:
+            if not self._lock.wait_for(condition, timeout if timeout is not None else self.timeout):
+                raise TimeoutError(f"timed out waiting for {what}")
+
+    # -- primitives ----------------------------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+        user: Optional[list[tuple[str, str]]] = None,
+        content_type: Optional[str] = None,
+        wait: bool = True,
+    ) -> mqtt.MQTTMessageInfo:
+        """QoS 1 publish; with `wait`, returns once the PUBACK arrived."""
+        properties = Properties(PacketTypes.PUBLISH)
+        if user:
+            properties.UserProperty = user
+        if content_type:
+            properties.ContentType = content_type
+        info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
+            raise ProtocolError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+        if wait:
+            self.wait_puback(info, topic)
+        return info
+
+    def wait_puback(self, info: mqtt.MQTTMessageInfo, topic: str) -> None:
+        info.wait_for_publish(self.timeout)
+        if not info.is_published():
+            raise TimeoutError(f"no PUBACK for {topic}")
+
+    @staticmethod
+    def _watch_options() -> SubscribeOptions:
+        return SubscribeOptions(qos=1, noLocal=False, retainAsPublished=False, retainHandling=0)
+
+    def subscribe(self, topic_filter: str) -> None:
+        """Subscribes with QoS 1, No Local 0, Retain Handling 0 and waits for a successful SUBACK."""
+        result, mid = self._client.subscribe(topic_filter, options=self._watch_options())
+        if result != mqtt.MQTT_ERR_SUCCESS:
+            raise ProtocolError(f"subscribe to {topic_filter} failed: {mqtt.error_string(result)}")
+        self._wait(lambda: mid in self._subacks, f"SUBACK of {topic_filter}")
+        codes = self._subacks.pop(mid)
+        if codes != [1]:
+            raise ProtocolError(f"subscription to {topic_filter} granted {codes}, not QoS 1")
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        self._client.unsubscribe(topic_filter)
+
+    def sync(self) -> None:
+        """Publishes a random ordering marker on the participant's sync topic and waits for it (§6)."""
+        sync_topic = self.topics.sync(self.instance)
+        if not self._sync_subscribed:
+            self.subscribe(sync_topic)
+            self._sync_subscribed = True
+        marker = secrets.token_hex(16).encode("ascii")
+        self.publish(sync_topic, marker, retain=False)
+        self._wait(lambda: marker in self._markers, "the sync marker")
+        with self._lock:
+            self._markers.discard(marker)
+
+    # -- incoming messages -----------------------------------------------------------------------------------
+
+    def _on_message(self, _: mqtt.Client, __: Any, message: mqtt.MQTTMessage) -> None:
+        topic = message.topic
+        with self._lock:
+            if topic == self.topics.sync(self.instance):
+                self._markers.add(bytes(message.payload))
             else:
-                claimer = user_properties(message).get("handoff-claim-by")
-                purpose = user_properties(message).get("handoff-claim-purpose", "merge")
-                current = rounds.get(handoff_id)
-                if not claimer or not current or not current.get("open"):
-                    return  # not a claim, or a round we did not see open
-                current["open"] = False
-                current["winner"] = claimer
-                if claimer == participant.instance and purpose == "merge":
-                    merged[handoff_id] = json.loads(current["envelope"]["data"])
-                state.notify_all()
+                for prefix, messages in self._collectors.items():
+                    if topic.startswith(prefix):
+                        messages[topic] = message
+                try:
+                    kind, label_level, handoff_id = self.topics.split(topic)
+                except ValueError:
+                    kind = ""
+                if kind == "handoffs":
+                    self._track(topic, label_level, handoff_id, message)
+            self._lock.notify_all()
 
-    participant.handlers.append(on_message)
-    participant.subscribe(prefix + "+")
-    deadline = time.time() + args.seconds
-    last_message = [time.time()]
+    def _track(self, topic: str, label_level: str, handoff_id: str, message: mqtt.MQTTMessage) -> None:
+        """Applies the rule of §5 to one message of a handoff topic (called with the lock held)."""
+        payload = bytes(message.payload)
+        current = self._rounds.get(topic)
+        if payload:
+            number = current.number + 1 if current else 1
+            opened = Round(topic, label_level, handoff_id, payload, number)
+            self._rounds[topic] = opened
+            self._opened.append(opened)
+            return
+        claimer = first_property(user_properties(message), CLAIM_BY)
+        if current is not None and current.verdict is None and claimer:
+            current.verdict = claimer
+            current.verdict_purpose = first_property(user_properties(message), CLAIM_PURPOSE)
+            self._decided.append(current)
 
-    def touch(message):
-        last_message[0] = time.time()
+    # -- watching (§6) ---------------------------------------------------------------------------------------
 
-    participant.handlers.append(touch)
-    claim_props = {"handoff-claim-by": participant.instance, "handoff-claim-purpose": "merge"}
-    while time.time() < deadline:
-        with state:
-            decided = sum(1 for r in rounds.values() if not r.get("open"))
-            if decided >= args.expect or (rounds and time.time() - last_message[0] > args.idle):
-                break
-            batch, to_claim[:] = list(to_claim), []
-            if not batch:
-                state.wait(0.05)
-        for handoff_id in batch:
-            participant.publish(prefix + handoff_id, b"", retain=True, props=claim_props, wait=False)
-    time.sleep(0.3)
-    participant.close()
-    with state:
-        result = {
+    def watch(self, label: str) -> None:
+        """Subscribes to the label's handoffs; returns once every waiting one has arrived (sync marker)."""
+        topic_filter = self.topics.handoff_filter(label)
+        self.subscribe(topic_filter)
+        self._watched.add(topic_filter)
+        self.sync()
+
+    def take_opened_rounds(self) -> list[Round]:
+        """The rounds opened since the last call, oldest first."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+            return opened
+
+    def take_decided_rounds(self) -> list[Round]:
+        """The rounds whose verdict arrived since the last call, in the order the verdicts arrived."""
+        with self._lock:
+            decided, self._decided = self._decided, []
+            return decided
+
+    def wait_for_rounds(self, timeout: float) -> None:
+        """Waits until a round was opened or decided since they were last taken, at most `timeout` seconds."""
+        with self._lock:
+            self._lock.wait_for(lambda: bool(self._opened or self._decided), timeout)
+
+    # -- initiating (§4) -------------------------------------------------------------------------------------
+
+    def make_envelope(self, label: str, vsn: int, data: bytes, content_type: str = "application/json") -> Envelope:
+        return Envelope(new_id(), label, vsn, rfc3339_ms(), dict(self.origin), content_type, data)
+
+    def initiate(self, envelopes: list[Envelope]) -> None:
+        """Publishes the handoffs (retained, QoS 1) and returns once every PUBACK arrived."""
+        sent = []
+        for envelope in envelopes:
+            topic = self.topics.handoff(envelope.label, envelope.id)
+            info = self.publish(
+                topic, envelope.encode(), retain=True, content_type=ENVELOPE_CONTENT_TYPE, wait=False
+            )
+            sent.append((info, topic))
+        for info, topic in sent:
+            self.wait_puback(info, topic)
+
+    # -- claiming (§5) and dead-lettering (§7) -----------------------------------------------------------------
+
+    def publish_claim(self, round_: Round, purpose: str) -> None:
+        """Publishes a claim for a round this participant has seen; the verdict comes on the subscription."""
+        with self._lock:
+            if round_.verdict is not None or round_.claimed:
+                return
+            round_.claimed = True
+        user = [(CLAIM_BY, self.instance), (CLAIM_PURPOSE, purpose)]
+        self.publish(round_.topic, b"", retain=True, user=user, wait=False)
+
+    def await_verdict(self, round_: Round, timeout: Optional[float] = None) -> str:
+        """Waits for the round's verdict; the instance it names."""
+        self._wait(lambda: round_.verdict is not None, f"the verdict on {round_.topic}", timeout)
+        assert round_.verdict is not None
+        return round_.verdict
+
+    def claim(self, round_: Round, purpose: str = PURPOSE_MERGE) -> bool:
+        """Claims and waits for the verdict: True if and only if it names this participant."""
+        self.publish_claim(round_, purpose)
+        return self.await_verdict(round_) == self.instance
+
+    def dead_letter(self, round_: Round, rejection: Rejection) -> None:
+        """Stores the payload verbatim as a dead letter (waits for the PUBACK), then claims the handoff
+        with purpose dead-letter (§7). Does not wait for the verdict."""
+        user = [
+            (DEAD_REASON, rejection.reason),
+            (DEAD_DETAIL, rejection.detail),
+            (DEAD_BY, self.instance),
+            (DEAD_AT, rfc3339_ms()),
+            (DEAD_TOPIC, round_.topic),
+        ]
+        dead_topic = self.topics.dead_letter(round_.label_level, round_.handoff_id)
+        self.publish(dead_topic, round_.payload, retain=True, user=user)
+        self.publish_claim(round_, PURPOSE_DEAD_LETTER)
+
+    # -- reading retained messages -----------------------------------------------------------------------------
+
+    def retained(self, topic_filter: str) -> dict[str, mqtt.MQTTMessage]:
+        """The retained messages currently matching a filter ending in '#' or '+' (subscribe, sync)."""
+        prefix = topic_filter.rstrip("#+")
+        with self._lock:
+            self._collectors[prefix] = {}
+        self.subscribe(topic_filter)
+        self.sync()
+        self.unsubscribe(topic_filter)
+        with self._lock:
+            messages = self._collectors.pop(prefix)
+        return {topic: message for topic, message in messages.items() if message.retain and message.payload}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The race: watch, claim everything, record the verdicts
+
+
+@dataclass
+class RaceResult:
+    """What one racer saw of one handoff."""
+
+    winner: str
+    purpose: Optional[str]
+    merged: bool
+    data: Any = None
+    sha256: Optional[str] = None
+    rejection: Optional[str] = None
+    origin: Optional[str] = None
+    raw: Optional[str] = None  # the data bytes, base64
+
+    def as_json(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if value is not None or key == "data"}
+
+
+@dataclass
+class Racer:
+    """Claims every handoff of a label that it can read; merges the ones whose verdict names it."""
+
+    participant: Participant
+    label: str
+    readable_versions: set[int]
+    claim_delay: float = 0.0  # seconds each claim waits at least (to let other racers win some races)
+    claim_jitter: float = 0.0  # seconds of random delay added to each claim
+    results: dict[str, RaceResult] = field(default_factory=dict)
+    _due: list[tuple[float, Round]] = field(default_factory=list)  # claims to publish, and when
+    _accepted: dict[str, tuple[Envelope, Any]] = field(default_factory=dict)  # topic -> envelope, state
+    _rejections: dict[str, Rejection] = field(default_factory=dict)  # topic -> why
+
+    def handle_opened(self) -> None:
+        """Decides what to do with each handoff that arrived, and claims the ones it wants."""
+        for round_ in self.participant.take_opened_rounds():
+            self._accepted.pop(round_.topic, None)
+            self._rejections.pop(round_.topic, None)
+            try:
+                envelope = decode_envelope(round_.payload, decode_label(round_.label_level), round_.handoff_id)
+                if envelope.origin.get("instance") == self.participant.instance:
+                    continue  # our own handoff: never claimed, but the round is still tracked
+                state = decode_json_state(envelope, self.readable_versions)
+            except Rejection as rejection:
+                self._rejections[round_.topic] = rejection
+                if rejection.left_in_place:
+                    print(f"left in place: {round_.topic}: {rejection}", file=sys.stderr)
+                else:
+                    self.participant.dead_letter(round_, rejection)
+                continue
+            self._accepted[round_.topic] = (envelope, state)
+            delay = self.claim_delay + random.uniform(0, self.claim_jitter)
+            self._due.append((time.monotonic() + delay, round_))
+        self.claim_due()
+
+    def claim_due(self) -> None:
+        """Publishes the merge claims whose delay is over."""
+        now = time.monotonic()
+        for due, round_ in [entry for entry in self._due if entry[0] <= now]:
+            self.participant.publish_claim(round_, PURPOSE_MERGE)
+        self._due = [entry for entry in self._due if entry[0] > now]
+
+    def record_verdicts(self) -> None:
+        """Records each decided round once; merges (here: keeps the state of) the ones won for merging."""
+        for round_ in self.participant.take_decided_rounds():
+            if round_.verdict is None or round_.handoff_id in self.results:
+                continue
+            won = round_.verdict == self.participant.instance
+            accepted = self._accepted.get(round_.topic)
+            rejection = self._rejections.get(round_.topic)
+            merged = won and round_.verdict_purpose != PURPOSE_DEAD_LETTER and accepted is not None
+            if won and accepted is None and rejection is None:
+                print(f"error: won {round_.topic} without having claimed it", file=sys.stderr)
+            self.results[round_.handoff_id] = RaceResult(
+                winner=round_.verdict,
+                purpose=round_.verdict_purpose,
+                merged=merged,
+                data=accepted[1] if merged and accepted else None,
+                sha256=accepted[0].sha256 if accepted else None,
+                rejection=rejection.reason if rejection else None,
+                origin=accepted[0].origin.get("instance") if accepted else None,
+                raw=base64.b64encode(accepted[0].data).decode() if accepted else None,
+            )
+
+    def run(self, expect: int, deadline: float) -> bool:
+        """Until `expect` verdicts were seen or the deadline; whether all were."""
+        while len(self.results) < expect and time.monotonic() < deadline:
+            self.handle_opened()
+            self.record_verdicts()
+            if len(self.results) < expect:
+                self.participant.wait_for_rounds(0.01 if self._due else 0.1)
+        return len(self.results) >= expect
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Malformed payloads for dead-letter tests
+
+
+def garbage_payloads(participant: Participant, label: str) -> list[tuple[str, str, bytes, str]]:
+    """(kind, handoff id, payload, expected §7 outcome) for payloads a successor must not merge."""
+    good = participant.make_envelope(label, 1, b'{"text":"ok","n":1}')
+
+    def envelope_with(**overrides: Any) -> tuple[str, bytes]:
+        envelope = participant.make_envelope(label, 1, b'{"text":"ok","n":1}')
+        header = envelope.header()
+        header.update(overrides)
+        header["id"] = overrides.get("id", envelope.id)
+        return envelope.id, encode_header(header) + b"\n" + envelope.data
+
+    cases: list[tuple[str, str, bytes, str]] = []
+    cases.append(("not-an-envelope", new_id(), b"\x00\xffhello, this is not an envelope", "malformed"))
+    cases.append(("header-not-json", new_id(), b"{not json}\n{}", "malformed"))
+    cases.append(("header-not-object", new_id(), b"[1,2,3]\n{}", "malformed"))
+    truncated = participant.make_envelope(label, 1, b'{"text":"a longer state","n":2}')
+    cases.append(("truncated", truncated.id, truncated.encode()[:-5], "truncated"))
+    corrupt = participant.make_envelope(label, 1, b'{"text":"ok","n":3}')
+    cases.append(("integrity", corrupt.id, corrupt.encode().replace(b'"n":3', b'"n":4'), "integrity-failure"))
+    wrong_label_id, wrong_label = envelope_with(label=label + "-other")
+    cases.append(("label-mismatch", wrong_label_id, wrong_label, "label-mismatch"))
+    cases.append(("id-mismatch", new_id(), good.encode(), "label-mismatch"))
+    undecodable = participant.make_envelope(label, 1, b'{"unexpected":true}')
+    cases.append(("undecodable-state", undecodable.id, undecodable.encode(), "undecodable-state"))
+    newer_id, newer = envelope_with(format="swift-handoff/2")
+    cases.append(("unsupported-format", newer_id, newer, "left-in-place"))
+    future = participant.make_envelope(label, 99, b'{"text":"from the future","n":99}')
+    cases.append(("unknown-version", future.id, future.encode(), "left-in-place"))
+    return cases
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Envelope edge cases, to compare readers (no broker needed)
+
+
+def envelope_corpus() -> list[tuple[str, str, str, bytes]]:
+    """(name, topic label, topic id, payload): valid and invalid envelopes at the edges of §4."""
+    label, origin = "corpus/é", {"instance": "corpus-writer", "host": "h", "pid": 7}
+    data = b'{"text":"ok","n":1}'
+
+    def header(**changes: Any) -> dict[str, Any]:
+        base = Envelope("corpus-id", label, 1, "2026-11-25T06:00:00.123Z", origin, "application/json", data).header()
+        base.update(changes)
+        return {key: value for key, value in base.items() if value is not _DROP}
+
+    def build(fields: dict[str, Any], body: bytes = data) -> bytes:
+        return encode_header(fields) + b"\n" + body
+
+    sha = hashlib.sha256(data).hexdigest()
+    cases: list[tuple[str, bytes]] = [
+        ("valid", build(header())),
+        ("unknown keys", build(header(extra={"a": [1, 2]}, zzz=None))),
+        ("keys unsorted, spaces", json.dumps(dict(reversed(list(header().items()))), indent=None).encode() + b"\n" + data),
+        ("header ends with CR", build(header()).replace(b"\n", b"\r\n", 1)),
+        ("empty data", build(header(length=0, sha256=hashlib.sha256(b"").hexdigest()), b"")),
+        ("binary data", build(header(contentType="application/octet-stream", length=3, sha256=hashlib.sha256(b"\x00\n\xff").hexdigest()), b"\x00\n\xff")),
+        ("createdAt without fraction", build(header(createdAt="2026-11-25T06:00:00Z"))),
+        ("createdAt with offset", build(header(createdAt="2026-11-25T08:00:00.123+02:00"))),
+        ("createdAt with 6 digits", build(header(createdAt="2026-11-25T06:00:00.123456Z"))),
+        ("createdAt lower-case t and z", build(header(createdAt="2026-11-25t06:00:00.123z"))),
+        ("createdAt not a date", build(header(createdAt="yesterday"))),
+        ("createdAt month 13", build(header(createdAt="2026-13-25T06:00:00.123Z"))),
+        ("sha256 upper case", build(header(sha256=sha.upper()))),
+        ("sha256 too short", build(header(sha256=sha[:10]))),
+        ("sha256 mismatch", build(header(sha256=hashlib.sha256(b"other").hexdigest()))),
+        ("vsn 1.0", build(header(vsn=1.0))),
+        ("vsn 1e0", build(header()).replace(b'"vsn":1', b'"vsn":1e0')),
+        ("vsn -1", build(header(vsn=-1))),
+        ("vsn string", build(header(vsn="1"))),
+        ("vsn true", build(header(vsn=True))),
+        ("vsn 2^63", build(header(vsn=2**63))),
+        ("vsn 2^53", build(header(vsn=2**53))),
+        ("length 1.0e1", build(header()).replace(b'"length":19', b'"length":1.9e1')),
+        ("more data than length", build(header(), data + b" ")),
+        ("less data than length", build(header(), data[:-1])),
+        ("length negative", build(header(length=-1))),
+        ("format missing", build(header(format=_DROP))),
+        ("format not a string", build(header(format=2))),
+        ("format newer", build(header(format="swift-handoff/2"))),
+        ("format newer, other fields broken", build({"format": "swift-handoff/2", "vsn": "x"})),
+        ("id invalid characters", build(header(id="corpus id!"))),
+        ("id 65 characters", build(header(id="a" * 65))),
+        ("label with a control character", build(header(label="corpus/\u0007"))),
+        ("label of another topic", build(header(label="corpus/e"))),
+        ("id of another topic", build(header(id="other-id"))),
+        ("truncated and on another topic", build(header(label="corpus/e"), data[:-1])),
+        ("origin without instance", build(header(origin={"host": "h"}))),
+        ("origin host null", build(header(origin={"instance": "w", "host": None}))),
+        ("origin pid 2^40", build(header(origin={"instance": "w", "pid": 2**40}))),
+        ("origin pid string", build(header(origin={"instance": "w", "pid": "7"}))),
+        ("origin instance with a slash", build(header(origin={"instance": "a/b"}))),
+        ("contentType missing", build(header(contentType=_DROP))),
+        ("header null values", build(header(contentType=None))),
+        ("duplicate key, last valid", build(header()).replace(b'"vsn":1}', b'"vsn":"x","vsn":1}')),
+        ("duplicate key, first valid", build(header()).replace(b'"vsn":1}', b'"vsn":1,"vsn":"x"}')),
+        ("header with UTF-8 BOM", b"\xef\xbb\xbf" + build(header())),
+        ("header not UTF-8", build(header()).replace(b'"h"', b'"\xff"', 1)),
+        ("header escaped slash", build(header()).replace(b"corpus/", b"corpus\\/", 1)),
+        ("header not JSON", b"{not json}\n" + data),
+        ("header an array", b"[1]\n" + data),
+        ("no newline", encode_header(header())),
+        ("header over 65536 bytes", build(header(pad="x" * 65_536))),
+        ("header exactly 65536 bytes", b""),  # filled in below
+        ("NaN in header", build(header()).replace(b'"vsn":1', b'"vsn":NaN')),
+    ]
+    exact = header(pad="")
+    exact["pad"] = "x" * (MAX_HEADER_BYTES - len(encode_header(exact)))
+    cases = [(n, build(exact) if n == "header exactly 65536 bytes" else p) for n, p in cases]
+    corpus = [(name, label, "corpus-id", payload) for name, payload in cases]
+    example = document_example()
+    if example:
+        corpus.append(("the example of docs/PROTOCOL.md §4", "counter", example[0], example[1]))
+    return corpus
+
+
+def document_example() -> Optional[tuple[str, bytes]]:
+    """(id, payload) of the example envelope in docs/PROTOCOL.md §4, if the document is next to this script."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "PROTOCOL.md")
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except OSError:
+        return None
+    match = re.search(r"^Example \(a counter.*?\n```\n(\{.*?\})\n(.*?)\n```", text, re.MULTILINE | re.DOTALL)
+    if not match:
+        return None
+    header_line, data_line = match.group(1), match.group(2)
+    return json.loads(header_line)["id"], (header_line + "\n" + data_line).encode("utf-8")
+
+
+_DROP = object()
+
+
+def classify(payload: bytes, topic_label: str, topic_id: str) -> str:
+    """"ok" or the §7 reason this reader gives the payload."""
+    try:
+        decode_envelope(payload, topic_label, topic_id)
+        return "ok"
+    except Rejection as rejection:
+        return rejection.reason
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1883)
+    parser.add_argument("--prefix", default="handoff")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds for each acknowledgement")
+
+
+def _participant(args: argparse.Namespace) -> Participant:
+    return Participant(args.host, args.port, args.prefix, timeout=args.timeout).connect()
+
+
+def _write_json(path: Optional[str], value: Any) -> None:
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+    if path:
+        temporary = f"{path}.tmp"
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)  # readers never see a half-written file
+    else:
+        print(text)
+
+
+def command_initiate(args: argparse.Namespace) -> int:
+    """Hands off `--count` states; `{i}` in `--data` is replaced by the state's index."""
+    participant = _participant(args)
+    try:
+        envelopes = []
+        for index in range(args.count):
+            text = args.data.replace("{i}", str(args.start + index))
+            json.loads(text)  # the data must be JSON: it is sent as application/json
+            envelopes.append(participant.make_envelope(args.label, args.vsn, text.encode("utf-8")))
+        participant.initiate(envelopes)
+        _write_json(
+            args.out,
+            {
+                "instance": participant.instance,
+                "handoffs": [
+                    {
+                        "id": e.id,
+                        "label": e.label,
+                        "topic": participant.topics.handoff(e.label, e.id),
+                        "sha256": e.sha256,
+                        "data": json.loads(e.data),
+                    }
+                    for e in envelopes
+                ],
+            },
+        )
+    finally:
+        participant.close()
+    return 0
+
+
+def _wait_for_file(path: str, deadline: float) -> bool:
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def command_race(args: argparse.Namespace) -> int:
+    """Watches a label and claims until `--expect` verdicts were seen; writes what it saw per handoff id."""
+    deadline = time.monotonic() + args.deadline
+    participant = _participant(args)
+    try:
+        participant.watch(args.label)
+        if args.ready_file:
+            _write_json(args.ready_file, {"instance": participant.instance})
+        if args.go_file and not _wait_for_file(args.go_file, deadline):
+            print(f"error: {args.go_file} did not appear in time", file=sys.stderr)
+            return 2
+        racer = Racer(
+            participant, args.label, set(args.readable_versions), args.claim_delay / 1000, args.claim_jitter / 1000
+        )
+        complete = racer.run(args.expect, deadline)
+        summary = {
             "instance": participant.instance,
-            "verdicts": {k: r.get("winner") for k, r in rounds.items() if not r.get("open")},
-            "merged": merged,
+            "complete": complete,
+            "handoffs": {key: value.as_json() for key, value in sorted(racer.results.items())},
         }
-    with open(args.out, "w") as out:
-        json.dump(result, out)
+        _write_json(args.out, summary)
+        if not complete:
+            print(f"error: saw {len(racer.results)} verdicts of {args.expect} before the deadline", file=sys.stderr)
+            return 1
+    finally:
+        participant.close()
+    return 0
 
 
-def command_dead(args):
-    """§7: read the dead letters of a label (retained, reason in user properties)."""
-    participant = Participant(args.host, args.port, args.prefix)
-    letters = {}
-    prefix = "%s/dead-letters/%s/" % (args.prefix, label_level(args.label))
+def command_garbage(args: argparse.Namespace) -> int:
+    """Publishes malformed handoffs under a label; writes kind, id, payload and expected outcome of each."""
+    participant = _participant(args)
+    try:
+        cases = garbage_payloads(participant, args.label)
+        for _, handoff_id, payload, _ in cases:
+            topic = participant.topics.handoff(args.label, handoff_id)
+            participant.publish(topic, payload, retain=True, content_type=ENVELOPE_CONTENT_TYPE)
+        _write_json(
+            args.out,
+            [
+                {"kind": kind, "id": handoff_id, "payload": base64.b64encode(payload).decode(), "expect": expect}
+                for kind, handoff_id, payload, expect in cases
+            ],
+        )
+    finally:
+        participant.close()
+    return 0
 
-    def on_message(message):
-        if message.topic.startswith(prefix) and message.payload:
-            letters[message.topic[len(prefix):]] = user_properties(message)
 
-    participant.handlers.append(on_message)
-    participant.subscribe(prefix + "+")
-    time.sleep(1.0)
-    participant.close()
-    with open(args.out, "w") as out:
-        json.dump(letters, out)
+def command_dead_letters(args: argparse.Namespace) -> int:
+    """Writes the label's dead letters: id -> payload (base64) and the §7 user properties."""
+    participant = _participant(args)
+    try:
+        messages = participant.retained(participant.topics.dead_letter_filter(args.label))
+        letters = {}
+        for topic, message in messages.items():
+            pairs = user_properties(message)
+            letters[topic.rsplit("/", 1)[1]] = {
+                "topic": topic,
+                "payload": base64.b64encode(bytes(message.payload)).decode(),
+                "reason": first_property(pairs, DEAD_REASON),
+                "detail": first_property(pairs, DEAD_DETAIL),
+                "by": first_property(pairs, DEAD_BY),
+                "at": first_property(pairs, DEAD_AT),
+                "from": first_property(pairs, DEAD_TOPIC),
+            }
+        _write_json(args.out, letters)
+    finally:
+        participant.close()
+    return 0
 
 
-def main():
+def command_dump(args: argparse.Namespace) -> int:
+    """Prints every retained message under the prefix, decoding envelopes where possible."""
+    participant = _participant(args)
+    try:
+        messages = participant.retained(f"{args.prefix}/#")
+        listing = []
+        for topic, message in sorted(messages.items()):
+            entry: dict[str, Any] = {"topic": topic, "bytes": len(message.payload)}
+            entry["userProperties"] = user_properties(message)
+            try:
+                kind, level, handoff_id = participant.topics.split(topic)
+                entry["label"] = decode_label(level)
+                envelope = decode_envelope(bytes(message.payload), entry["label"], handoff_id)
+                entry["header"] = envelope.header()
+                entry["data"] = envelope.data.decode("utf-8", "replace")
+            except (ValueError, Rejection) as error:
+                entry["unreadable"] = str(error)
+                entry["payload"] = bytes(message.payload)[:200].decode("utf-8", "replace")
+            listing.append(entry)
+        _write_json(args.out, listing)
+    finally:
+        participant.close()
+    return 0
+
+
+def command_corpus(args: argparse.Namespace) -> int:
+    """Writes the envelope corpus with this reader's verdict on each payload (no broker)."""
+    _write_json(
+        args.out,
+        [
+            {"name": name, "label": label, "id": handoff_id, "payload": base64.b64encode(payload).decode(),
+             "verdict": classify(payload, label, handoff_id)}
+            for name, label, handoff_id, payload in envelope_corpus()
+        ],
+    )
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("initiate", "race", "dead"):
-        p = sub.add_parser(name)
-        p.add_argument("--host", default="127.0.0.1")
-        p.add_argument("--port", type=int, required=True)
-        p.add_argument("--prefix", default="handoff")
-        p.add_argument("--label", required=True)
-        if name == "initiate":
-            p.add_argument("--data", required=True)
-            p.add_argument("--vsn", type=int, default=1)
-            p.add_argument("--count", type=int, default=1)
-        else:
-            p.add_argument("--out", required=True)
-        if name == "race":
-            p.add_argument("--expect", type=int, required=True)
-            p.add_argument("--seconds", type=float, default=60)
-            p.add_argument("--idle", type=float, default=3.0, help="stop after this long without a message")
-    args = parser.parse_args()
-    {"initiate": command_initiate, "race": command_race, "dead": command_dead}[args.command](args)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    initiate = commands.add_parser("initiate", help="hand off states")
+    _common(initiate)
+    initiate.add_argument("--label", required=True)
+    initiate.add_argument("--vsn", type=int, default=1)
+    initiate.add_argument("--data", required=True, help="JSON; {i} is replaced by the index")
+    initiate.add_argument("--count", type=int, default=1)
+    initiate.add_argument("--start", type=int, default=0, help="the first index")
+    initiate.add_argument("--out")
+    initiate.set_defaults(run=command_initiate)
+
+    race = commands.add_parser("race", help="claim a label's handoffs until N verdicts")
+    _common(race)
+    race.add_argument("--label", required=True)
+    race.add_argument("--expect", type=int, required=True, help="verdicts to see before stopping")
+    race.add_argument("--readable-versions", type=int, nargs="+", default=[1])
+    race.add_argument("--deadline", type=float, default=120.0, help="seconds for the whole race")
+    race.add_argument("--claim-delay", type=float, default=0.0, help="delay each claim by at least this many ms")
+    race.add_argument("--claim-jitter", type=float, default=0.0, help="and by up to this many ms more, at random")
+    race.add_argument("--ready-file", help="written once subscribed and synced")
+    race.add_argument("--go-file", help="claim only once this file exists")
+    race.add_argument("--out")
+    race.set_defaults(run=command_race)
+
+    garbage = commands.add_parser("garbage", help="publish malformed handoffs")
+    _common(garbage)
+    garbage.add_argument("--label", required=True)
+    garbage.add_argument("--out")
+    garbage.set_defaults(run=command_garbage)
+
+    dead = commands.add_parser("dead-letters", help="read a label's dead letters")
+    _common(dead)
+    dead.add_argument("--label", required=True)
+    dead.add_argument("--out")
+    dead.set_defaults(run=command_dead_letters)
+
+    dump = commands.add_parser("dump", help="print retained messages under the prefix")
+    _common(dump)
+    dump.add_argument("--out")
+    dump.set_defaults(run=command_dump)
+
+    corpus = commands.add_parser("corpus", help="envelope edge cases with this reader's verdicts (no broker)")
+    corpus.add_argument("--out")
+    corpus.set_defaults(run=command_corpus)
+
+    args = parser.parse_args(argv)
+    return int(args.run(args))
 
 
 if __name__ == "__main__":

@@ -218,6 +218,38 @@ struct MQTTHandoffIntegrationTests {
         }
     }
 
+    @Test("a dead letter's time is read in any RFC 3339 form, as other implementations may write it")
+    func deadLetterTimesOfOtherWriters() async throws {
+        try await withMosquittoBroker { broker in
+            let label = try HandoffLabel("foreign-dead-letters")
+            let times = [
+                "without-fraction": ("2026-11-25T06:00:00Z", 1_795_586_400.0),
+                "with-fraction": ("2026-11-25T06:00:00.250Z", 1_795_586_400.25),
+                "with-offset": ("2026-11-25T08:00:00.5+02:00", 1_795_586_400.5),
+            ]
+            try await withTransport(broker) { reader in
+                try await MQTTClient.withConnection(MQTTConfiguration(host: broker.host, port: broker.plainPort)) { writer in
+                    for (id, time) in times {
+                        let properties = MQTTPublishProperties(userProperties: [
+                            MQTTUserProperty("handoff-dead-reason", "malformed"),
+                            MQTTUserProperty("handoff-dead-detail", "written by another implementation"),
+                            MQTTUserProperty("handoff-dead-by", "other"),
+                            MQTTUserProperty("handoff-dead-at", time.0),
+                            MQTTUserProperty("handoff-dead-topic", reader.topics.handoff(label, id: id)),
+                        ])
+                        try await writer.publish(reader.topics.deadLetter(label, id: id), payload: Data("x".utf8), qos: .atLeastOnce, retain: true, properties: properties)
+                    }
+                }
+                let letters = try await reader.deadLetters(label, timeout: .seconds(10))
+                #expect(letters.count == times.count)
+                for letter in letters {
+                    let expected = try #require(times[letter.id])
+                    #expect(letter.rejectedAt == Date(timeIntervalSince1970: expected.1), "\(expected.0) read as \(letter.rejectedAt)")
+                }
+            }
+        }
+    }
+
     @Test("prefixes that would break the topic layout are refused", arguments: ["", "$SYS", "a/+/b", "a/#", "a//b", "/a", "a/", "nul\u{0}"])
     func badPrefixes(prefix: String) {
         #expect(throws: HandoffError.self) { try HandoffTopics(prefix: prefix) }
