@@ -1,8 +1,9 @@
 import struct Foundation.Date
 
 /// The timestamp format of the wire header: RFC 3339, UTC, exactly three fractional digits
-/// (`2026-11-25T06:00:00.123Z`), written and read by hand because it sits on the hot path.
-enum RFC3339 {
+/// (`2026-11-25T06:00:00.123Z`), written and read by hand because it sits on the hot path. Also the format of the
+/// other timestamps of the protocol (a dead letter's `handoff-dead-at`).
+package enum RFC3339 {
     static let millisecondsPerDay: Int64 = 86_400_000
     /// 0000-01-01T00:00:00.000Z, in milliseconds since 1970.
     static let minimumMilliseconds = Int64(daysFromCivil(year: 0, month: 1, day: 1)) * millisecondsPerDay
@@ -53,7 +54,7 @@ enum RFC3339 {
     }
 
     /// Formats a date (rounded to the nearest millisecond, clamped to the years 0000–9999).
-    static func format(_ date: Date) -> String {
+    package static func format(_ date: Date) -> String {
         let milliseconds = milliseconds(rounding: date)
         var days = milliseconds / millisecondsPerDay
         var inDay = milliseconds % millisecondsPerDay
@@ -91,7 +92,7 @@ enum RFC3339 {
     /// Parses an RFC 3339 date-time: `YYYY-MM-DDTHH:MM:SS`, an optional fraction of any length (truncated to
     /// milliseconds), and `Z` or a `±HH:MM` offset. Writers must produce the exact format of ``format(_:)``;
     /// readers accept the rest of RFC 3339 to be lenient with other implementations.
-    static func parse(_ string: String) -> Date? {
+    package static func parse(_ string: String) -> Date? {
         var utf8 = Array(string.utf8)
         guard utf8.count >= 20 else { return nil }
         func digits(_ at: Int, _ width: Int) -> Int? {

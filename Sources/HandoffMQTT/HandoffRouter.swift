@@ -354,13 +354,11 @@ final class HandoffRouter: Sendable {
 
     /// Moves a handoff to its dead-letter topic (retained, with the reason), then claims it so it stops waiting.
     func deadLetter(label: HandoffLabel, id: String, payload: Data, reason: HandoffRejection.Reason, detail: String, timeout: Duration) async throws {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         let deadProperties = MQTTPublishProperties(userProperties: [
             MQTTUserProperty(HandoffProperty.deadReason, reason.rawValue),
             MQTTUserProperty(HandoffProperty.deadDetail, String(detail.prefix(1024))),
             MQTTUserProperty(HandoffProperty.deadBy, origin.instance),
-            MQTTUserProperty(HandoffProperty.deadAt, formatter.string(from: Date())),
+            MQTTUserProperty(HandoffProperty.deadAt, RFC3339.format(Date())),
             MQTTUserProperty(HandoffProperty.deadTopic, topics.handoff(label, id: id)),
         ])
         let claimProperties = MQTTPublishProperties(userProperties: [
@@ -582,14 +580,8 @@ extension DeadLetter {
     /// A dead letter read back from its retained message.
     init(label: HandoffLabel, topicID: String, message: MQTTMessage) {
         let properties = message.properties
-        // RFC 3339 with or without a fraction: other implementations may write either (docs/PROTOCOL.md §7).
-        let withFraction = ISO8601DateFormatter()
-        withFraction.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        let withoutFraction = ISO8601DateFormatter()
-        withoutFraction.formatOptions = [.withInternetDateTime]
-        let rejectedAt = properties.userProperty(HandoffProperty.deadAt).flatMap {
-            withFraction.date(from: $0) ?? withoutFraction.date(from: $0)
-        }
+        // Any RFC 3339 date-time: other implementations may write another form (docs/PROTOCOL.md §7).
+        let rejectedAt = properties.userProperty(HandoffProperty.deadAt).flatMap(RFC3339.parse)
         self.init(
             label: label,
             id: topicID,
