@@ -289,6 +289,8 @@ struct RecordingTransport: HandoffTransport {
         }
     }
 
+    func release(_ envelope: HandoffEnvelope, timeout: Duration) async throws { try await inner.release(envelope, timeout: timeout) }
+
     func initiate(_ envelope: HandoffEnvelope, timeout: Duration) async throws { try await inner.initiate(envelope, timeout: timeout) }
 
     func deadLetter(_ envelope: HandoffEnvelope, reason: HandoffRejection.Reason, detail: String, timeout: Duration) async throws {

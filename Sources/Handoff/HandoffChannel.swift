@@ -155,22 +155,20 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
     /// The list is empty when another participant got there first.
     ///
     /// - Throws: ``HandoffError/notSubscribed(_:)`` when not subscribed, or the transport's error when the
-    ///   pending handoffs cannot be listed. A failure after that does not throw (claimed handoffs must not be
-    ///   lost): it ends the batch early with ``HandoffBatch/interruption`` set.
+    ///   pending handoffs cannot be listed. A failure after that, cancellation included, does not throw (claimed
+    ///   handoffs must not be lost): it ends the batch early with ``HandoffBatch/interruption`` set, and the batch
+    ///   holds every handoff won so far: the caller owns them. A claim cut short (cancelled, timed out) whose
+    ///   verdict names this participant later is offered again by the next `complete()`, or given back to the
+    ///   waiting handoffs by the transport when the label is unwatched.
     public func complete() async throws -> HandoffBatch<State> {
-        let transport = transport
-        let label = label
-        let pending = try await withDeadline(timeout, operation: "pending") { try await transport.pending(label) }
-        let pendingIDs = Set(pending.map(\.id))
-        reportedDeferred.withLock { $0.formIntersection(pendingIDs) }
-
+        let pending = try await pendingEnvelopes()
         var batch = HandoffBatch<State>()
         for envelope in pending {
             do {
                 try await process(envelope, into: &batch)
             } catch {
                 logger.info(
-                    "handoff complete interrupted; the remaining handoffs stay waiting",
+                    "handoff complete interrupted; the batch holds the handoffs won so far, the rest stay waiting",
                     metadata: ["handoff.id": "\(envelope.id)", "handoff.error": "\(error)"]
                 )
                 batch.interruption = error
@@ -253,44 +251,34 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
         return state
     }
 
-    /// Subscribes, then claims and yields handoffs as they become available, until the consumer stops
-    /// (which unsubscribes) or a transport error ends the stream. Handoffs that cannot be taken over are
-    /// deferred or dead-lettered as in ``complete()`` and not yielded. This replaces any stream from
-    /// ``subscribe()``.
-    public func handoffs() -> AsyncThrowingStream<ClaimedHandoff<State>, any Error> {
-        let (stream, continuation) = AsyncThrowingStream<ClaimedHandoff<State>, any Error>.makeStream()
-        let task = Task {
-            do {
-                let notices = try await subscribe()
-                for await notice in notices {
-                    switch notice {
-                    case .available:
-                        let batch = try await complete()
-                        for handoff in batch.handoffs { continuation.yield(handoff) }
-                        if let interruption = batch.interruption { throw interruption }
-                    case .rejected(let rejection):
-                        logger.warning(
-                            "\(rejection)",
-                            metadata: ["handoff.id": "\(rejection.id)", "handoff.reason": "\(rejection.reason.rawValue)"]
-                        )
-                    }
-                }
-                await unsubscribeIfCancelled()
-                continuation.finish()
-            } catch {
-                await unsubscribeIfCancelled()
-                continuation.finish(throwing: error)
-            }
-        }
-        continuation.onTermination = { _ in task.cancel() }
-        return stream
+    /// The label's handoffs, claimed one at a time as the consumer iterates (see ``ClaimedHandoffs``): iterating
+    /// subscribes, each handoff returned is this participant's, and dropping the iterator unsubscribes. Handoffs
+    /// that cannot be taken over are deferred or dead-lettered as in ``complete()`` and not returned. This replaces
+    /// any stream from ``subscribe()``.
+    public func handoffs() -> ClaimedHandoffs<State> {
+        ClaimedHandoffs(channel: self)
     }
 
-    /// Unsubscribes when the current task was cancelled (the consumer of ``handoffs()`` stopped), from a new
-    /// task, since a cancelled one cannot wait for anything.
-    private func unsubscribeIfCancelled() async {
-        guard Task.isCancelled else { return }
-        await Task { try? await self.unsubscribe() }.value
+    /// The waiting handoffs, as ``complete()`` lists them (it also forgets deferred reports of handoffs gone).
+    func pendingEnvelopes() async throws -> [HandoffEnvelope] {
+        let transport = transport
+        let label = label
+        let pending = try await withDeadline(timeout, operation: "pending") { try await transport.pending(label) }
+        let pendingIDs = Set(pending.map(\.id))
+        reportedDeferred.withLock { $0.formIntersection(pendingIDs) }
+        return pending
+    }
+
+    /// Takes over one waiting handoff as ``complete()`` does: the claimed handoff if this participant won it.
+    func takeOver(_ envelope: HandoffEnvelope) async throws -> ClaimedHandoff<State>? {
+        var batch = HandoffBatch<State>()
+        try await process(envelope, into: &batch)
+        return batch.handoffs.first
+    }
+
+    /// Logs a rejection the transport reported.
+    func log(_ rejection: HandoffRejection) {
+        logger.warning("\(rejection)", metadata: ["handoff.id": "\(rejection.id)", "handoff.reason": "\(rejection.reason.rawValue)"])
     }
 }
 

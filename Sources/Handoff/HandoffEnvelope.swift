@@ -126,6 +126,15 @@ public struct HandoffEnvelope: Sendable, Hashable {
         return wired
     }
 
+    /// This envelope, read from `payload`, with `payload` as its wire form: ``encoded()`` returns the bytes as
+    /// received (another writer's key order or spacing included), so that whatever stores it again (a dead letter,
+    /// a handoff returned to the waiting ones, a fallback file) stores it verbatim.
+    package func withReceivedPayload(_ payload: Data) -> HandoffEnvelope {
+        var received = self
+        received.wire = payload
+        return received
+    }
+
     public static func == (lhs: HandoffEnvelope, rhs: HandoffEnvelope) -> Bool {
         lhs.id == rhs.id && lhs.label == rhs.label && lhs.vsn == rhs.vsn && lhs.createdAt == rhs.createdAt
             && lhs.origin == rhs.origin && lhs.contentType == rhs.contentType && lhs.data == rhs.data

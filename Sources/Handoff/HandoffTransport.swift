@@ -19,6 +19,9 @@ public enum HandoffNotice: Sendable, Hashable {
 /// - Nothing is dropped silently: a handoff that cannot be accepted goes to the dead letters.
 /// - A watch lasts until ``unwatch(_:)``, another ``watch(_:)`` of the label, or the end of the participant,
 ///   even if its stream is dropped; ``pending(_:)`` works while the label is watched.
+/// - A handoff this participant won is merged by its caller, given back with ``release(_:timeout:)``, or
+///   dead-lettered; never dropped. One won after its caller stopped waiting (a cancelled or timed-out claim) is
+///   offered again by ``pending(_:)``, and given back by the transport itself when the watch ends.
 public protocol HandoffTransport: Sendable {
     /// This participant's identity, stamped as the origin of the envelopes it initiates. Envelopes whose
     /// origin.instance equals origin.instance are never offered to it (a process never claims its own handoff).
@@ -34,6 +37,9 @@ public protocol HandoffTransport: Sendable {
     /// Tries to claim a waiting handoff. `true`: this participant is its one owner and must merge it.
     /// `false`: another participant owns it. Throws `HandoffError.claimOutcomeUnknown` when it cannot tell.
     func claim(_ envelope: HandoffEnvelope, timeout: Duration) async throws -> Bool
+    /// Gives back a handoff this participant won (``claim(_:timeout:)`` returned `true`) and will not merge: it
+    /// is waiting again, as it was received, for any participant (this one included, if it still watches).
+    func release(_ envelope: HandoffEnvelope, timeout: Duration) async throws
     /// Stores `envelope` as a waiting handoff; returns once the store has acknowledged it.
     func initiate(_ envelope: HandoffEnvelope, timeout: Duration) async throws
     /// Moves a waiting handoff that this participant cannot accept to the dead letters with the reason,

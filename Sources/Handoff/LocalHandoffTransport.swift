@@ -74,6 +74,11 @@ public final class LocalHandoffTransport: HandoffTransport {
         }
     }
 
+    /// Stores a handoff this participant won as waiting again and notifies the label's watchers.
+    public func release(_ envelope: HandoffEnvelope, timeout: Duration) async throws {
+        hub.add(envelope)
+    }
+
     /// Stores `envelope` as waiting and notifies the label's other watchers.
     public func initiate(_ envelope: HandoffEnvelope, timeout: Duration) async throws {
         hub.add(envelope)

@@ -15,13 +15,28 @@ import Synchronization
 final class HandoffRouter: Sendable {
     /// The MQTT 5 content type of handoff messages.
     static let contentType = "application/vnd.swift-handoff"
+    /// The claim purposes whose verdict nobody merges (docs/PROTOCOL.md §5).
+    static let unmergedPurposes: Set<String> = ["dead-letter", "already-merged"]
 
     struct Entry: Sendable {
         var envelope: HandoffEnvelope
         /// The payload exactly as received (what a dead letter stores).
         var payload: Data
-        /// A claim of ours is in flight for it.
+        /// A claim of ours is in flight for it (a merge claim, or the claim that ends a dead-lettering).
         var claiming = false
+        /// It is being dead-lettered by this participant: its claim is not one whose verdict must be awaited.
+        var deadLettering = false
+    }
+
+    /// What a participant that stops watching still holds and nobody else will: handoffs it won but did not hand
+    /// to a caller, and merge claims whose verdict it never saw (docs/PROTOCOL.md §5, "Stopping").
+    struct Unsettled: Sendable {
+        /// Won (the verdict names this participant), not merged: to be returned to the waiting handoffs.
+        var won: [Entry] = []
+        /// Claimed, no verdict seen: the outcome is unknown, to be dead-lettered as `claim-outcome-unknown`.
+        var unknown: [Entry] = []
+
+        var isEmpty: Bool { won.isEmpty && unknown.isEmpty }
     }
 
     struct Watched {
@@ -37,6 +52,8 @@ final class HandoffRouter: Sendable {
         /// Winners of recent rounds, by id, to answer late claim() calls.
         var verdicts: [String: Verdict] = [:]
         var verdictOrder: [String] = []
+        /// Being unwatched: waiting for the verdicts of claims in flight; no new claim starts.
+        var stopping = false
 
         mutating func record(verdict: Verdict, for id: String) {
             verdicts[id] = verdict
@@ -77,6 +94,8 @@ final class HandoffRouter: Sendable {
         var syncQueued: [CheckedContinuation<Void, any Error>] = []
         var nextToken: UInt64 = 1
         var shutDown = false
+        /// Shutting down: waiting for the verdicts of claims in flight; no new claim starts.
+        var stopping = false
 
         /// Runs `body` on a watched label's state in place; `nil` when the label is not watched.
         ///
@@ -116,15 +135,23 @@ final class HandoffRouter: Sendable {
                 continuation.finish()
                 return nil
             }
-            let previous = state.watched[label.topicLevel]?.continuation
-            state.watched[label.topicLevel] = Watched(label: label, continuation: continuation)
+            // Watching a watched label again replaces its stream only: the handoffs it has seen, and won, stay.
+            guard let index = state.watched.index(forKey: label.topicLevel) else {
+                state.watched[label.topicLevel] = Watched(label: label, continuation: continuation)
+                return nil
+            }
+            let previous = state.watched.values[index].continuation
+            state.watched.values[index].continuation = continuation
             return previous
         }
         previous?.finish()
         return stream
     }
 
-    func stopWatching(_ label: HandoffLabel) {
+    /// Stops watching `label` at once: its stream finishes, claims waiting for a verdict fail with
+    /// ``HandoffError/notSubscribed(_:)``. Returns what this participant still held for the label.
+    @discardableResult
+    func stopWatching(_ label: HandoffLabel) -> Unsettled {
         let prefix = topics.handoffFilter(label).dropLast()
         let (watched, waiters) = state.withLock { state in
             let watched = state.watched.removeValue(forKey: label.topicLevel)
@@ -133,6 +160,66 @@ final class HandoffRouter: Sendable {
         }
         watched?.continuation.finish()
         for waiter in waiters { waiter.resume(with: .failure(HandoffError.notSubscribed(label))) }
+        return watched.map(Self.unsettled(of:)) ?? Unsettled()
+    }
+
+    /// Stops watching `label` once the verdicts of this participant's claims for it have arrived (at most
+    /// `timeout`); returns the handoffs it won and did not hand out, and the claims still without a verdict.
+    ///
+    /// Call it from a task that is not cancelled: it waits for the broker.
+    func stopWatching(_ label: HandoffLabel, settlingWithin timeout: Duration) async -> Unsettled {
+        state.withLock { state in state.modifyWatched(label.topicLevel) { $0.stopping = true } }
+        await awaitVerdicts(of: [label.topicLevel], timeout: timeout)
+        return stopWatching(label)
+    }
+
+    private static func unsettled(of watched: Watched) -> Unsettled {
+        Unsettled(won: Array(watched.won.values), unknown: watched.pending.values.filter { $0.claiming && !$0.deadLettering })
+    }
+
+    /// Waits, at most `timeout`, until no merge claim of this participant for the labels `levels` (every watched
+    /// label when `nil`) waits for its verdict. One ordering marker usually does it: the broker orders the marker
+    /// after every claim sent before it (A3), so once the marker is back, so are those claims, and their rounds'
+    /// verdicts (each at or before this participant's own claim) have been routed.
+    private func awaitVerdicts(of levels: Set<String>?, timeout: Duration) async {
+        let deadline = ContinuousClock.now + timeout
+        while hasClaimsInFlight(levels) {
+            let remaining = ContinuousClock.now.duration(to: deadline)
+            guard remaining > .zero, !Task.isCancelled else { return }
+            do {
+                try await sync(timeout: remaining)
+            } catch {
+                // Not connected (the marker could not go out): try again shortly, until the deadline.
+                if case HandoffError.shutdown = error { return }
+                try? await Task.sleep(for: min(.milliseconds(50), remaining))
+            }
+        }
+    }
+
+    private func hasClaimsInFlight(_ levels: Set<String>?) -> Bool {
+        state.withLock { state in
+            state.watched.contains { level, watched in
+                (levels?.contains(level) ?? true) && watched.pending.values.contains { $0.claiming && !$0.deadLettering }
+            }
+        }
+    }
+
+    /// Publishes a handoff this participant won, and will not merge, again as it was received: retained, a new
+    /// round, waiting for any participant (docs/PROTOCOL.md §5, "Stopping"). Its verdict is forgotten here first,
+    /// so that this participant, if it still watches the label, takes the new round for a waiting handoff and
+    /// not for one it merged before.
+    func returnHandoff(label: HandoffLabel, id: String, payload: Data, timeout: Duration) async throws {
+        state.withLock { state in
+            state.modifyWatched(label.topicLevel) { watched in
+                watched.verdicts[id] = nil
+                watched.won[id] = nil
+            }
+        }
+        let properties = MQTTPublishProperties(messageExpiryInterval: options.handoffExpiry, contentType: Self.contentType)
+        let (client, topic) = (self.client, topics.handoff(label, id: id))
+        try await withDeadline(timeout, operation: "return handoff '\(label)'/\(id)") {
+            try await client.publish(topic, payload: payload, qos: .atLeastOnce, retain: true, properties: properties)
+        }
     }
 
     func pending(_ label: HandoffLabel) throws -> [HandoffEnvelope] {
@@ -170,7 +257,8 @@ final class HandoffRouter: Sendable {
     private func routeHandoff(label: HandoffLabel, id: String, payload: Data) {
         let envelope: HandoffEnvelope
         do {
-            envelope = try HandoffEnvelope.decode(payload, maximumSize: options.maximumPayloadSize)
+            // Kept as received: dead letters and returned handoffs carry the payload verbatim.
+            envelope = try HandoffEnvelope.decode(payload, maximumSize: options.maximumPayloadSize).withReceivedPayload(payload)
         } catch {
             reject(label: label, id: id, payload: payload, reason: error.reason, detail: error.detail)
             return
@@ -228,8 +316,9 @@ final class HandoffRouter: Sendable {
             return
         }
         let mine = claimer == origin.instance
-        // A claim without a purpose (or with `merge`) is a merge; `dead-letter` and `already-merged` are not.
-        let merging = (properties.userProperty(HandoffProperty.claimPurpose) ?? "merge") == "merge"
+        // Only `dead-letter` and `already-merged` claims are not merged: a claim without a purpose, with `merge` or
+        // with a purpose this release does not know is a merge, so that its winner never drops the handoff.
+        let merging = !Self.unmergedPurposes.contains(properties.userProperty(HandoffProperty.claimPurpose) ?? "merge")
         let (waiter, notify) = state.withLock { state -> (ClaimWaiter?, AsyncStream<HandoffNotice>.Continuation?) in
             let verdict = state.modifyWatched(label.topicLevel) { watched -> (entry: Entry?, continuation: AsyncStream<HandoffNotice>.Continuation)? in
                 guard watched.openRounds.remove(id) != nil else { return nil }
@@ -257,9 +346,10 @@ final class HandoffRouter: Sendable {
         let topic = topics.handoff(label, id: id)
         enum Start { case decided(Bool), claim(UInt64) }
         let start = try state.withLock { state -> Start in
-            guard !state.shutDown else { throw HandoffError.shutdown }
+            guard !state.shutDown, !state.stopping else { throw HandoffError.shutdown }
             let token = state.nextToken
-            let start = state.modifyWatched(label.topicLevel) { watched -> Start in
+            let start = state.modifyWatched(label.topicLevel) { watched -> Start? in
+                guard !watched.stopping else { return nil }
                 if watched.won.removeValue(forKey: id) != nil { return .decided(true) }
                 if let verdict = watched.verdicts[id] { return .decided(verdict.merging && verdict.winner == origin.instance) }
                 // Not waiting (never seen, or claimed by this process already): nothing to win.
@@ -267,7 +357,7 @@ final class HandoffRouter: Sendable {
                 watched.pending[id]?.claiming = true
                 return .claim(token)
             }
-            guard let start else { throw HandoffError.notSubscribed(label) }
+            guard let start = start ?? nil else { throw HandoffError.notSubscribed(label) }
             if case .claim = start { state.nextToken += 1 }
             return start
         }
@@ -366,7 +456,12 @@ final class HandoffRouter: Sendable {
             MQTTUserProperty(HandoffProperty.claimPurpose, "dead-letter"),
         ])
         // While it is being dead-lettered, it is not offered again.
-        state.withLock { $0.watched[label.topicLevel]?.pending[id]?.claiming = true }
+        state.withLock { state in
+            state.modifyWatched(label.topicLevel) { watched in
+                watched.pending[id]?.claiming = true
+                watched.pending[id]?.deadLettering = true
+            }
+        }
         let (client, topics) = (self.client, self.topics)
         do {
             try await withDeadline(timeout, operation: "dead-letter '\(label)'/\(id)") {
@@ -375,7 +470,12 @@ final class HandoffRouter: Sendable {
                 try await client.publish(topics.handoff(label, id: id), payload: Data(), qos: .atLeastOnce, retain: true, properties: claimProperties)
             }
         } catch {
-            state.withLock { $0.watched[label.topicLevel]?.pending[id]?.claiming = false }
+            state.withLock { state in
+                state.modifyWatched(label.topicLevel) { watched in
+                    watched.pending[id]?.claiming = false
+                    watched.pending[id]?.deadLettering = false
+                }
+            }
             throw error
         }
         logger.debug(
@@ -532,7 +632,7 @@ final class HandoffRouter: Sendable {
         let (uncertain, waiters) = state.withLock { state in
             var uncertain: [Entry] = []
             for (level, var watched) in state.watched {
-                uncertain += watched.pending.values.filter(\.claiming)
+                uncertain += watched.pending.values.filter { $0.claiming && !$0.deadLettering }
                 watched.pending = [:]
                 watched.openRounds = []
                 watched.verdicts = [:]
@@ -558,7 +658,14 @@ final class HandoffRouter: Sendable {
         }
     }
 
-    func shutDown() {
+    /// Ends the router: waits (at most `timeout`) for the verdicts of this participant's claims in flight, then
+    /// finishes every stream and fails every waiting call with ``HandoffError/shutdown``. Returns the handoffs
+    /// won and not handed out, and the claims still without a verdict, of every watched label.
+    ///
+    /// Call it from a task that is not cancelled: it waits for the broker.
+    func shutDown(settlingWithin timeout: Duration) async -> Unsettled {
+        state.withLock { $0.stopping = true }
+        await awaitVerdicts(of: nil, timeout: timeout)
         let (watched, claims, syncs) = state.withLock { state in
             state.shutDown = true
             defer {
@@ -573,6 +680,11 @@ final class HandoffRouter: Sendable {
         for entry in watched { entry.continuation.finish() }
         for waiter in claims { waiter.resume(with: .failure(HandoffError.shutdown)) }
         for continuation in syncs { continuation.resume(throwing: HandoffError.shutdown) }
+        return watched.reduce(into: Unsettled()) { unsettled, watched in
+            let more = Self.unsettled(of: watched)
+            unsettled.won += more.won
+            unsettled.unknown += more.unknown
+        }
     }
 }
 

@@ -26,13 +26,42 @@ public final class MQTTHandoffTransport: HandoffTransport {
         /// How long the broker keeps this participant's session (and queues its messages) while it is
         /// disconnected. A claim interrupted by a disconnect is resolved on reconnect within this time.
         public var sessionExpiry: UInt32
+        /// How long stopping (``MQTTHandoffTransport/unwatch(_:)``, ``MQTTHandoffTransport/shutdown()``) waits
+        /// for the verdicts of this participant's claims in flight, and then for the broker to store the handoffs
+        /// it gives back or dead-letters (see ``Settlement``).
+        public var settleTimeout: Duration
 
-        public init(prefix: String = "handoff", maximumPayloadSize: Int = 64 * 1024 * 1024, handoffExpiry: UInt32? = nil, sessionExpiry: UInt32 = 300) {
+        public init(
+            prefix: String = "handoff",
+            maximumPayloadSize: Int = 64 * 1024 * 1024,
+            handoffExpiry: UInt32? = nil,
+            sessionExpiry: UInt32 = 300,
+            settleTimeout: Duration = .seconds(2)
+        ) {
             self.prefix = prefix
             self.maximumPayloadSize = maximumPayloadSize
             self.handoffExpiry = handoffExpiry
             self.sessionExpiry = sessionExpiry
+            self.settleTimeout = settleTimeout
         }
+    }
+
+    /// What stopping did with the handoffs this participant held and nobody else would: a stopping participant
+    /// merges (through its callers), gives back or dead-letters every handoff it won, never drops one
+    /// (docs/PROTOCOL.md §5, "Stopping").
+    public struct Settlement: Sendable {
+        /// Won and not handed to a caller (its claim had been cancelled or had timed out): published again as
+        /// received, waiting for another participant.
+        public var returned: [HandoffEnvelope] = []
+        /// Claimed, but no verdict arrived in time: moved to the dead letters as `claim-outcome-unknown` (if this
+        /// participant did win, nobody merged it; if another did, the dead letter is a redundant copy).
+        public var deadLettered: [HandoffEnvelope] = []
+        /// Neither could be stored (the broker did not acknowledge in time): only the caller holds them now.
+        /// ``MQTTHandoffTransportService`` writes them to its fallback directory.
+        public var unstored: [HandoffEnvelope] = []
+
+        /// Whether stopping held nothing.
+        public var isEmpty: Bool { returned.isEmpty && deadLettered.isEmpty && unstored.isEmpty }
     }
 
     public let origin: HandoffOrigin
@@ -43,6 +72,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
     let router: HandoffRouter
     private let tasks: [Task<Void, Never>]
     private let logger: Logger
+    /// Unwatches still giving back or dead-lettering what they held: shutdown waits for them before it disconnects.
+    private let settlingUnwatches = Mutex(0)
 
     /// Connects to the broker and starts routing handoff messages.
     ///
@@ -89,11 +120,26 @@ public final class MQTTHandoffTransport: HandoffTransport {
         ]
     }
 
-    /// Disconnects from the broker. Waiting claims fail with ``HandoffError/shutdown``.
-    public func shutdown() async {
-        router.shutDown()
+    /// Disconnects from the broker. First it waits (at most ``Options/settleTimeout``) for the verdicts of this
+    /// participant's claims in flight; the handoffs it won and nobody merged are given back, claims without a
+    /// verdict dead-lettered (the returned ``Settlement`` lists them). Then waiting calls fail with
+    /// ``HandoffError/shutdown``. Cancelling the caller does not cut the settling short.
+    @discardableResult
+    public func shutdown() async -> Settlement {
+        let (router, timeout) = (self.router, router.options.settleTimeout)
+        let settlement = await Task {
+            let deadline = ContinuousClock.now + timeout
+            let unsettled = await router.shutDown(settlingWithin: timeout)
+            let settlement = await self.settle(unsettled, until: deadline)
+            // An unwatch that took its label's handoffs before the router stopped is still giving them back.
+            while self.settlingUnwatches.withLock({ $0 }) > 0, ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+            return settlement
+        }.value
         await client.shutdown()
         for task in tasks { await task.value }
+        return settlement
     }
 
     /// Returns once every message the broker had queued for this participant before the call has been
@@ -117,8 +163,19 @@ public final class MQTTHandoffTransport: HandoffTransport {
         return stream
     }
 
+    /// Stops watching `label`. First it waits (at most ``Options/settleTimeout``) for the verdicts of this
+    /// participant's claims in flight for the label; the handoffs it won and nobody merged are given back, claims
+    /// without a verdict dead-lettered (see ``Settlement``). Cancelling the caller does not cut this short.
     public func unwatch(_ label: HandoffLabel) async throws {
-        router.stopWatching(label)
+        let (router, timeout) = (self.router, router.options.settleTimeout)
+        // Counted before the router is asked, so that a shutdown that finds the label gone waits for this one.
+        settlingUnwatches.withLock { $0 += 1 }
+        await Task {
+            defer { self.settlingUnwatches.withLock { $0 -= 1 } }
+            let deadline = ContinuousClock.now + timeout
+            let unsettled = await router.stopWatching(label, settlingWithin: timeout)
+            await self.settle(unsettled, until: deadline)
+        }.value
         do {
             try await client.unsubscribe(topics.handoffFilter(label))
         } catch let error as MQTTError where error.code == .shutdown {
@@ -134,6 +191,15 @@ public final class MQTTHandoffTransport: HandoffTransport {
 
     public func claim(_ envelope: HandoffEnvelope, timeout: Duration) async throws -> Bool {
         try await router.claim(envelope, timeout: timeout)
+    }
+
+    public func release(_ envelope: HandoffEnvelope, timeout: Duration) async throws {
+        do {
+            try await router.returnHandoff(label: envelope.label, id: envelope.id.rawValue, payload: envelope.encoded(), timeout: timeout)
+        } catch let error as MQTTError {
+            throw HandoffError.transportUnavailable("Could not give back handoff '\(envelope.label)'/\(envelope.id): \(error)")
+        }
+        logger.info("Gave back a handoff won but not merged", metadata: ["handoff.label": "\(envelope.label)", "handoff.id": "\(envelope.id)"])
     }
 
     public func initiate(_ envelope: HandoffEnvelope, timeout: Duration) async throws {
@@ -166,6 +232,69 @@ public final class MQTTHandoffTransport: HandoffTransport {
 
     public func deadLetters(_ label: HandoffLabel, timeout: Duration) async throws -> [DeadLetter] {
         try await router.collectDeadLetters(label, timeout: timeout)
+    }
+}
+
+extension MQTTHandoffTransport {
+    /// Gives back what a stopping participant won and nobody merged, dead-letters its claims without a verdict,
+    /// all at once, until `deadline`; logs what could not be stored at error.
+    @discardableResult
+    fileprivate func settle(_ unsettled: HandoffRouter.Unsettled, until deadline: ContinuousClock.Instant) async -> Settlement {
+        guard !unsettled.isEmpty else { return Settlement() }
+        enum Done: Sendable { case returned(HandoffEnvelope), deadLettered(HandoffEnvelope), unstored(HandoffEnvelope, String) }
+        let router = self.router
+        let timeout = max(ContinuousClock.now.duration(to: deadline), .milliseconds(100))
+        var settlement = Settlement()
+        await withTaskGroup(of: Done.self) { group in
+            for entry in unsettled.won {
+                group.addTask {
+                    let (envelope, id) = (entry.envelope, entry.envelope.id.rawValue)
+                    do {
+                        try await router.returnHandoff(label: envelope.label, id: id, payload: entry.payload, timeout: timeout)
+                        return .returned(envelope)
+                    } catch {
+                        return .unstored(envelope, "\(error)")
+                    }
+                }
+            }
+            for entry in unsettled.unknown {
+                group.addTask {
+                    let (envelope, id) = (entry.envelope, entry.envelope.id.rawValue)
+                    do {
+                        try await router.deadLetter(
+                            label: envelope.label, id: id, payload: entry.payload, reason: .claimOutcomeUnknown,
+                            detail: "this participant stopped before the verdict of its claim arrived; if it won, nobody merged it",
+                            timeout: timeout
+                        )
+                        return .deadLettered(envelope)
+                    } catch {
+                        return .unstored(envelope, "\(error)")
+                    }
+                }
+            }
+            for await done in group {
+                switch done {
+                case .returned(let envelope):
+                    settlement.returned.append(envelope)
+                case .deadLettered(let envelope):
+                    settlement.deadLettered.append(envelope)
+                case .unstored(let envelope, let error):
+                    settlement.unstored.append(envelope)
+                    logger.error(
+                        "Stopped holding a handoff that could not be given back or dead-lettered: only the caller's settlement keeps it",
+                        metadata: ["handoff.label": "\(envelope.label)", "handoff.id": "\(envelope.id)", "handoff.error": "\(error)"]
+                    )
+                }
+            }
+        }
+        logger.info(
+            "Settled the handoffs held when stopping",
+            metadata: [
+                "handoff.returned": "\(settlement.returned.count)", "handoff.dead_lettered": "\(settlement.deadLettered.count)",
+                "handoff.unstored": "\(settlement.unstored.count)",
+            ]
+        )
+        return settlement
     }
 }
 

@@ -43,6 +43,9 @@ final class FaultyTransport: HandoffTransport {
         }
         return try await base.claim(envelope, timeout: timeout)
     }
+    func release(_ envelope: HandoffEnvelope, timeout: Duration) async throws {
+        try await base.release(envelope, timeout: timeout)
+    }
     func initiate(_ envelope: HandoffEnvelope, timeout: Duration) async throws {
         try await base.initiate(envelope, timeout: timeout)
     }
