@@ -414,6 +414,30 @@ struct EnvelopeTests {
         let deepOtherFormat = try Self.edited("\"vsn\":3", nested(64)).replacingOccurrences(of: "swift-handoff/1", with: "swift-handoff/2")
         #expect(Self.reason(of: deepOtherFormat)?.reason == .malformed)
     }
+
+    @Test("content types compare as media types: type/subtype ASCII case-insensitively, parameters ignored (§7)")
+    func mediaTypes() {
+        #expect(sameMediaType("Application/JSON; charset=utf-8", "application/json"))
+        #expect(sameMediaType(" application/json\t;x=1", "APPLICATION/JSON"))
+        #expect(!sameMediaType("application/jsonx", "application/json"))
+        #expect(!sameMediaType("application/json-seq", "application/json"))
+        #expect(!sameMediaType("text/json", "application/json"))
+        #expect(!sameMediaType("application/\u{212A}son", "application/kson"))  // KELVIN SIGN is not ASCII K
+    }
+
+    @Test("a dead letter's detail is at most 1,024 bytes of UTF-8, cut at a scalar boundary (§7)")
+    func detailTruncation() {
+        #expect(HandoffRejection.truncatedDetail("short") == "short")
+        let ascii = String(repeating: "a", count: 2000)
+        #expect(HandoffRejection.truncatedDetail(ascii) == String(repeating: "a", count: 1024))
+        let twoByte = String(repeating: "é", count: 600)  // 1,200 bytes
+        #expect(HandoffRejection.truncatedDetail(twoByte) == String(repeating: "é", count: 512))
+        let mixed = "a" + String(repeating: "😀", count: 300)  // 1 + 1,200 bytes
+        let cut = HandoffRejection.truncatedDetail(mixed)
+        #expect(cut.utf8.count == 1021 && cut == "a" + String(repeating: "😀", count: 255))
+        let exact = String(repeating: "é", count: 512)
+        #expect(HandoffRejection.truncatedDetail(exact) == exact)
+    }
 }
 
 extension Data {
