@@ -68,6 +68,13 @@ CLAIM_BY = "handoff-claim-by"  # §5
 CLAIM_PURPOSE = "handoff-claim-purpose"
 PURPOSE_MERGE = "merge"
 PURPOSE_DEAD_LETTER = "dead-letter"
+PURPOSE_ALREADY_MERGED = "already-merged"
+
+
+def is_merge_purpose(purpose: Optional[str]) -> bool:
+    """§5: only `dead-letter` and `already-merged` claims are not merged; absent, `merge` and unknown purposes
+    are merge claims (so that the winner merges: nothing vanishes)."""
+    return purpose not in (PURPOSE_DEAD_LETTER, PURPOSE_ALREADY_MERGED)
 
 DEAD_REASON = "handoff-dead-reason"  # §7
 DEAD_DETAIL = "handoff-dead-detail"
@@ -554,6 +561,8 @@ class Round:
     verdict: Optional[str] = None  # the instance named by the first claim of the round
     verdict_purpose: Optional[str] = None
     claimed: bool = False  # this participant published a claim in this round
+    readable: bool = True  # the payload passed §4 "Reading an envelope"
+    stray: bool = False  # a rejected payload on the topic of an open round: it opened no round (§5 rule 1)
 
 
 def user_properties(message: mqtt.MQTTMessage) -> list[tuple[str, str]]:
@@ -702,6 +711,8 @@ class Participant:
         return info
 
     def wait_puback(self, info: mqtt.MQTTMessageInfo, topic: str) -> None:
+        """§4: a PUBACK with a reason code below 0x80 is a success, 0x10 (no matching subscribers) included.
+        (paho 1.6 does not expose the reason code: every PUBACK counts as a success here.)"""
         info.wait_for_publish(self.timeout)
         if not info.is_published():
             raise TimeoutError(f"no PUBACK for {topic}")
@@ -759,8 +770,18 @@ class Participant:
         payload = bytes(message.payload)
         current = self._rounds.get(topic)
         if payload:
+            try:
+                decode_envelope(payload, decode_label(label_level), handoff_id)
+                readable = True
+            except (Rejection, ValueError):
+                readable = False
+            if not readable and current is not None and current.readable and current.verdict is None:
+                # §5 rule 1: a rejected payload on the topic of an open round neither opens a round nor closes
+                # it; it is dead-lettered without a claim, and the waiting handoff stays claimable.
+                self._opened.append(Round(topic, label_level, handoff_id, payload, current.number, readable=False, stray=True))
+                return
             number = current.number + 1 if current else 1
-            opened = Round(topic, label_level, handoff_id, payload, number)
+            opened = Round(topic, label_level, handoff_id, payload, number, readable=readable)
             self._rounds[topic] = opened
             self._opened.append(opened)
             return
@@ -837,17 +858,19 @@ class Participant:
 
     def dead_letter(self, round_: Round, rejection: Rejection) -> None:
         """Stores the payload verbatim as a dead letter (waits for the PUBACK), then claims the handoff
-        with purpose dead-letter (§7). Does not wait for the verdict."""
+        with purpose dead-letter (§7), except for a stray payload on the topic of an open round (§5 rule 1),
+        whose claim would decide the waiting handoff's round. Does not wait for the verdict."""
         user = [
             (DEAD_REASON, rejection.reason),
-            (DEAD_DETAIL, rejection.detail),
+            (DEAD_DETAIL, truncate_detail(rejection.detail)),
             (DEAD_BY, self.instance),
             (DEAD_AT, rfc3339_ms()),
             (DEAD_TOPIC, round_.topic),
         ]
         dead_topic = self.topics.dead_letter(round_.label_level, round_.handoff_id)
         self.publish(dead_topic, round_.payload, retain=True, user=user)
-        self.publish_claim(round_, PURPOSE_DEAD_LETTER)
+        if not round_.stray:
+            self.publish_claim(round_, PURPOSE_DEAD_LETTER)
 
     # -- reading retained messages -----------------------------------------------------------------------------
 
@@ -902,6 +925,16 @@ class Racer:
     def handle_opened(self) -> None:
         """Decides what to do with each handoff that arrived, and claims the ones it wants."""
         for round_ in self.participant.take_opened_rounds():
+            if round_.stray:
+                # Rejected on the topic of an open round: dead-letter it, keep the waiting handoff (§5 rule 1).
+                try:
+                    decode_envelope(round_.payload, decode_label(round_.label_level), round_.handoff_id)
+                except Rejection as rejection:
+                    if rejection.left_in_place:
+                        print(f"left in place: {round_.topic}: {rejection}", file=sys.stderr)
+                    else:
+                        self.participant.dead_letter(round_, rejection)
+                continue
             self._accepted.pop(round_.topic, None)
             self._rejections.pop(round_.topic, None)
             try:
@@ -936,7 +969,7 @@ class Racer:
             won = round_.verdict == self.participant.instance
             accepted = self._accepted.get(round_.topic)
             rejection = self._rejections.get(round_.topic)
-            merged = won and round_.verdict_purpose != PURPOSE_DEAD_LETTER and accepted is not None
+            merged = won and is_merge_purpose(round_.verdict_purpose) and accepted is not None
             if won and accepted is None and rejection is None:
                 print(f"error: won {round_.topic} without having claimed it", file=sys.stderr)
             self.results[round_.handoff_id] = RaceResult(
