@@ -58,6 +58,23 @@ public struct HandoffRejection: Error, Sendable, Hashable, CustomStringConvertib
         self.disposition = disposition
     }
 
+    /// The largest `handoff-dead-detail` of a dead letter, in bytes of UTF-8 (docs/PROTOCOL.md §7).
+    package static let maximumDetailBytes = 1024
+
+    /// `detail` cut to at most ``maximumDetailBytes`` bytes of UTF-8 at a Unicode scalar boundary, as a dead
+    /// letter's `handoff-dead-detail` carries it (docs/PROTOCOL.md §7).
+    package static func truncatedDetail(_ detail: String) -> String {
+        guard detail.utf8.count > maximumDetailBytes else { return detail }
+        var scalars = String.UnicodeScalarView()
+        var bytes = 0
+        for scalar in detail.unicodeScalars {
+            bytes += UTF8.width(scalar)
+            guard bytes <= maximumDetailBytes else { break }
+            scalars.append(scalar)
+        }
+        return String(scalars)
+    }
+
     /// For example `handoff 'counter'/<id> rejected (validation-failed): <detail>; moved to dead letters`.
     public var description: String {
         let outcome: String

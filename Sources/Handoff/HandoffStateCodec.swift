@@ -31,13 +31,14 @@ public struct JSONStateCodec: HandoffStateCodec {
     }
 }
 
-/// Whether two media types name the same type: type and subtype compared without case, parameters
-/// (`; charset=utf-8`) ignored.
+/// Whether two media types name the same type (docs/PROTOCOL.md §7): the type/subtype (before any `;`, without
+/// spaces and tabs around it) compared ASCII case-insensitively; parameters (`; charset=utf-8`) ignored.
 func sameMediaType(_ lhs: String, _ rhs: String) -> Bool {
-    if lhs == rhs { return true }
-    func essence(_ value: String) -> String {
-        let end = value.firstIndex(of: ";") ?? value.endIndex
-        return value[..<end].trimmingCharacters(in: .whitespaces)
+    func essence(_ value: String) -> [UInt8] {
+        let isSpace = { (byte: UInt8) in byte == 0x20 || byte == 0x09 }
+        let base = value.utf8.prefix { $0 != UInt8(ascii: ";") }
+        let trimmed = base.drop(while: isSpace).reversed().drop(while: isSpace).reversed()
+        return trimmed.map { (0x41...0x5A).contains($0) ? $0 | 0x20 : $0 }
     }
-    return essence(lhs).lowercased() == essence(rhs).lowercased()
+    return essence(lhs) == essence(rhs)
 }

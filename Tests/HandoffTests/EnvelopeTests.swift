@@ -268,6 +268,182 @@ struct EnvelopeTests {
         #expect(error.reason == .malformed)
         #expect(error.detail.contains(named), "\(error.detail)")
     }
+
+    /// The sample envelope's payload with the JSON text `old` of its header replaced by `new`.
+    static func edited(_ old: String, _ new: String) throws -> Data {
+        let payload = String(decoding: try sample().encoded(), as: UTF8.self)
+        precondition(payload.contains(old), old)
+        guard let range = payload.range(of: old) else { return Data() }
+        return Data(payload.replacingCharacters(in: range, with: new).utf8)
+    }
+
+    @Test(
+        "numbers are exact decimal values of their text: integral and in range, or malformed",
+        arguments: [
+            ("\"vsn\":1", 1), ("\"vsn\":1.0", 1), ("\"vsn\":1e0", 1), ("\"vsn\":10E-1", 1), ("\"vsn\":100e-2", 1),
+            ("\"vsn\":9223372036854775807", Int.max), ("\"vsn\":9223372036854775807.0", Int.max),
+            ("\"vsn\":92233720368547758.07e2", Int.max), ("\"vsn\":0.9223372036854775807e19", Int.max),
+            ("\"vsn\":-0", 0), ("\"vsn\":-0.0e-5", 0), ("\"vsn\":0e999999999", 0), ("\"vsn\":0.000e-999999999999999999999", 0),
+            ("\"vsn\":1e+00000000000000000000001", 10), ("\"vsn\":1." + String(repeating: "0", count: 1000), 1),
+            ("\"vsn\":1.5", nil), ("\"vsn\":12e-1", nil), ("\"vsn\":1.00000000000000000001", nil),
+            ("\"vsn\":9223372036854775808", nil), ("\"vsn\":9223372036854775808.0", nil),
+            ("\"vsn\":18446744073709551616", nil), ("\"vsn\":" + String(repeating: "9", count: 40), nil),
+            ("\"vsn\":1e999999999", nil), ("\"vsn\":1e99999999999999999999", nil), ("\"vsn\":1e-999999999", nil),
+            ("\"vsn\":-1e0", nil), ("\"vsn\":01", nil), ("\"vsn\":1.", nil), ("\"vsn\":.5", nil), ("\"vsn\":+1", nil),
+            ("\"vsn\":1e", nil), ("\"vsn\":Infinity", nil), ("\"vsn\":NaN", nil), ("\"vsn\":-", nil),
+        ] as [(String, Int?)]
+    )
+    func exactNumbers(text: String, value: Int?) throws {
+        let payload = try Self.edited("\"vsn\":3", text)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let result = Result { () throws(HandoffEnvelopeError) in try HandoffEnvelope.decode(payload) }
+        #expect(clock.now - start < .seconds(1), "\(text) took \(clock.now - start)")
+        switch (result, value) {
+        case (.success(let envelope), let value?): #expect(envelope.vsn == value)
+        case (.failure(let error), nil):
+            #expect(error.reason == .malformed)
+            #expect(error.detail.contains("vsn") || error.detail.contains("JSON"), "\(error.detail)")
+        default: Issue.record("\(text): \(result), expected \(String(describing: value))")
+        }
+    }
+
+    @Test(
+        "length and origin.pid read numbers the same way, each within its range",
+        arguments: [
+            ("\"length\":2", "\"length\":2.0", true), ("\"length\":2", "\"length\":20e-1", true),
+            ("\"length\":2", "\"length\":2.5", false), ("\"length\":2", "\"length\":-0", false),  // 0: 2 bytes too many
+            ("\"pid\":4242", "\"pid\":4.242e3", true), ("\"pid\":4242", "\"pid\":-0", true),
+            ("\"pid\":4242", "\"pid\":-2147483648", true), ("\"pid\":4242", "\"pid\":2.147483647e9", true),
+            ("\"pid\":4242", "\"pid\":2147483648", false), ("\"pid\":4242", "\"pid\":-2147483649", false),
+            ("\"pid\":4242", "\"pid\":4242.5", false), ("\"pid\":4242", "\"pid\":\"4242\"", false),
+        ]
+    )
+    func otherIntegers(old: String, new: String, valid: Bool) throws {
+        let payload = try Self.edited(old, new)
+        let error = Self.reason(of: payload)
+        if valid {
+            #expect(error == nil, "\(new): \(String(describing: error))")
+        } else {
+            #expect(error?.reason == .malformed, "\(new): \(String(describing: error))")
+        }
+    }
+
+    @Test(
+        "a repeated key anywhere in the header is malformed, unless a single format names another format",
+        arguments: [
+            ("\"vsn\":3", "\"vsn\":3,\"vsn\":3", HandoffRejection.Reason.malformed),
+            ("\"vsn\":3", "\"vsn\":\"x\",\"vsn\":3", .malformed),
+            ("\"vsn\":3", "\"vsn\":3,\"vsn\":\"x\"", .malformed),
+            ("\"pid\":4242", "\"pid\":4242,\"pid\":4242", .malformed),
+            ("\"instance\":\"node-a\"", "\"instance\":\"node-a\",\"instance\":\"node-a\"", .malformed),
+            ("\"vsn\":3", "\"vsn\":3,\"zz\":1,\"zz\":1", .malformed),
+            ("\"vsn\":3", "\"vsn\":3,\"x\":[{\"a\":1,\"a\":2}]", .malformed),
+            ("\"format\":\"swift-handoff/1\"", "\"format\":\"swift-handoff/1\",\"format\":\"swift-handoff/1\"", .malformed),
+            ("\"format\":\"swift-handoff/1\"", "\"format\":\"swift-handoff/2\",\"format\":\"swift-handoff/1\"", .malformed),
+            ("\"format\":\"swift-handoff/1\"", "\"format\":\"swift-handoff/2\",\"id\":\"x\"", .unsupportedFormat),
+        ]
+    )
+    func repeatedKeys(old: String, new: String, reason: HandoffRejection.Reason) throws {
+        let error = Self.reason(of: try Self.edited(old, new))
+        #expect(error?.reason == reason, "\(new): \(String(describing: error))")
+        if reason == .malformed { #expect(error?.detail.contains("repeated key") == true, "\(String(describing: error))") }
+    }
+
+    @Test("the same key in two different objects is not repeated")
+    func sameKeyInTwoObjects() throws {
+        #expect(Self.reason(of: try Self.edited("\"vsn\":3", #""vsn":3,"x":{"vsn":1,"y":{"vsn":2}}"#)) == nil)
+    }
+
+    @Test(
+        "strings: every escape, surrogate pairs combined; an unpaired surrogate escape or invalid UTF-8 is malformed",
+        arguments: [
+            (#""host":"\"\\\/\b\f\n\r\t\u00e9\u20AC""#, "\"\\/\u{8}\u{C}\n\r\té€" as String?),
+            (#""host":"\ud83d\ude00""#, "😀"), (#""host":"\uD83D\uDE00""#, "😀"), ("\"host\":\"a\u{7F}b\"", "a\u{7F}b"),
+            ("\"host\":\"😀é\"", "😀é"), (#""host":"\u0000""#, "\u{0}"),
+            (#""host":"\ud800""#, nil), (#""host":"a\udc00b""#, nil), (#""host":"\ud800x""#, nil),
+            (#""host":"\ud800\ud83d\ude00""#, nil), (#""host":"\ude00\ud83d""#, nil), (#""host":"\x41""#, nil),
+            (#""host":"\u12""#, nil), ("\"host\":\"a\tb\"", nil), (#""host":"abc"#, nil),
+        ] as [(String, String?)]
+    )
+    func strings(text: String, host: String?) throws {
+        let result = Result { () throws(HandoffEnvelopeError) in try HandoffEnvelope.decode(try! Self.edited("\"host\":\"host-1\"", text)) }
+        switch (result, host) {
+        case (.success(let envelope), let host?): #expect(envelope.origin.host == host)
+        case (.failure(let error), nil): #expect(error.reason == .malformed, "\(error)")
+        default: Issue.record("\(text): \(result)")
+        }
+    }
+
+    @Test("unpaired surrogates are malformed anywhere in the header; a single other format still wins")
+    func unpairedSurrogates() throws {
+        let inKey = Self.reason(of: try Self.edited("\"vsn\":3", #""vsn":3,"\ud800":1"#))
+        #expect(inKey?.reason == .malformed)
+        #expect(inKey?.detail.contains("unpaired surrogate") == true, "\(String(describing: inKey))")
+        #expect(Self.reason(of: try Self.edited("\"vsn\":3", #""vsn":3,"x":["\udfff"]"#))?.reason == .malformed)
+        let otherFormat = try Self.edited(#""format":"swift-handoff/1","id":"0f5a"#, #""format":"swift-handoff/2","id":"\ud800"#)
+        #expect(Self.reason(of: otherFormat)?.reason == .unsupportedFormat)
+        let badFormat = try Self.edited(#""format":"swift-handoff/1""#, #""format":"swift-handoff/2\ud800""#)
+        #expect(Self.reason(of: badFormat)?.reason == .malformed)
+    }
+
+    @Test("invalid UTF-8 in a string is malformed: overlong, encoded surrogates, beyond U+10FFFF, cut short")
+    func invalidUTF8() throws {
+        let valid = try Self.edited("\"host\":\"host-1\"", "\"host\":\"@\"")
+        let at = try #require(valid.firstIndex(of: UInt8(ascii: "@")))
+        for bytes: [UInt8] in [[0xC0, 0xAF], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80], [0xE2, 0x82], [0xFF], [0x80]] {
+            var payload = valid
+            payload.replaceSubrange(at...at, with: bytes)
+            #expect(Self.reason(of: payload)?.reason == .malformed, "\(bytes)")
+        }
+    }
+
+    @Test("other JSON: literals in unknown keys, trailing bytes, commas, nesting up to 64 levels")
+    func otherJSON() throws {
+        #expect(Self.reason(of: try Self.edited("\"vsn\":3", #""vsn":3,"a":true,"b":false,"c":[null,{},[]],"d":1e999999999"#)) == nil)
+        for bad in [#""vsn":3,"a":truex"#, #""vsn":3,"#, #""vsn":3}{"#, #""vsn":3} x"#, #""vsn":3,"a":'x'"#] {
+            #expect(Self.reason(of: try Self.edited("\"vsn\":3", bad))?.reason == .malformed, "\(bad)")
+        }
+        func nested(_ levels: Int) -> String { "\"vsn\":3,\"deep\":" + String(repeating: "[", count: levels) + String(repeating: "]", count: levels) }
+        #expect(Self.reason(of: try Self.edited("\"vsn\":3", nested(63))) == nil)
+        let deep = Self.reason(of: try Self.edited("\"vsn\":3", nested(64)))
+        #expect(deep?.reason == .malformed)
+        #expect(deep?.detail.contains("64") == true)
+        #expect(Self.reason(of: try Self.edited("\"vsn\":3", nested(30_000)))?.reason == .malformed)
+        // Nesting is checked with the grammar, before the format.
+        let deepOtherFormat = try Self.edited("\"vsn\":3", nested(64)).replacingOccurrences(of: "swift-handoff/1", with: "swift-handoff/2")
+        #expect(Self.reason(of: deepOtherFormat)?.reason == .malformed)
+    }
+
+    @Test("content types compare as media types: type/subtype ASCII case-insensitively, parameters ignored (§7)")
+    func mediaTypes() {
+        #expect(sameMediaType("Application/JSON; charset=utf-8", "application/json"))
+        #expect(sameMediaType(" application/json\t;x=1", "APPLICATION/JSON"))
+        #expect(!sameMediaType("application/jsonx", "application/json"))
+        #expect(!sameMediaType("application/json-seq", "application/json"))
+        #expect(!sameMediaType("text/json", "application/json"))
+        #expect(!sameMediaType("application/\u{212A}son", "application/kson"))  // KELVIN SIGN is not ASCII K
+    }
+
+    @Test("a dead letter's detail is at most 1,024 bytes of UTF-8, cut at a scalar boundary (§7)")
+    func detailTruncation() {
+        #expect(HandoffRejection.truncatedDetail("short") == "short")
+        let ascii = String(repeating: "a", count: 2000)
+        #expect(HandoffRejection.truncatedDetail(ascii) == String(repeating: "a", count: 1024))
+        let twoByte = String(repeating: "é", count: 600)  // 1,200 bytes
+        #expect(HandoffRejection.truncatedDetail(twoByte) == String(repeating: "é", count: 512))
+        let mixed = "a" + String(repeating: "😀", count: 300)  // 1 + 1,200 bytes
+        let cut = HandoffRejection.truncatedDetail(mixed)
+        #expect(cut.utf8.count == 1021 && cut == "a" + String(repeating: "😀", count: 255))
+        let exact = String(repeating: "é", count: 512)
+        #expect(HandoffRejection.truncatedDetail(exact) == exact)
+    }
+}
+
+extension Data {
+    fileprivate func replacingOccurrences(of old: String, with new: String) -> Data {
+        Data(String(decoding: self, as: UTF8.self).replacingOccurrences(of: old, with: new).utf8)
+    }
 }
 
 extension Date {

@@ -62,12 +62,19 @@ DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024  # §7, swift-handoff's default size limi
 ENVELOPE_CONTENT_TYPE = "application/vnd.swift-handoff"  # §4, informative
 MAX_LABEL_BYTES = 200  # §3
 MAX_PREFIX_BYTES = 256  # §3
-MAX_DETAIL_CHARS = 1024  # §7
+MAX_DETAIL_BYTES = 1024  # §7: bytes of UTF-8, cut at a scalar boundary
 
 CLAIM_BY = "handoff-claim-by"  # §5
 CLAIM_PURPOSE = "handoff-claim-purpose"
 PURPOSE_MERGE = "merge"
 PURPOSE_DEAD_LETTER = "dead-letter"
+PURPOSE_ALREADY_MERGED = "already-merged"
+
+
+def is_merge_purpose(purpose: Optional[str]) -> bool:
+    """§5: only `dead-letter` and `already-merged` claims are not merged; absent, `merge` and unknown purposes
+    are merge claims (so that the winner merges: nothing vanishes)."""
+    return purpose not in (PURPOSE_DEAD_LETTER, PURPOSE_ALREADY_MERGED)
 
 DEAD_REASON = "handoff-dead-reason"  # §7
 DEAD_DETAIL = "handoff-dead-detail"
@@ -224,7 +231,7 @@ class Rejection(Exception):
         assert reason in REASONS, reason
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
-        self.detail = detail[:MAX_DETAIL_CHARS]
+        self.detail = truncate_detail(detail)
 
     @property
     def left_in_place(self) -> bool:
@@ -276,38 +283,159 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [key for key, _ in pairs]
-    duplicates = sorted({key for key in keys if keys.count(key) > 1})
-    if duplicates:
-        raise ValueError(f"duplicate keys {duplicates}")
-    return dict(pairs)
+class JSONNumber:
+    """A JSON number kept as its text (json.loads' parse_int/parse_float hook): §4 integers are read exactly
+    from the digits, never through a float."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+class _JSONObject(dict):
+    """A JSON object as read, with the keys that occur more than once in it (json.loads' object_pairs_hook)."""
+
+    repeated: list[str]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> "_JSONObject":
+    result = _JSONObject(pairs)
+    seen: set[str] = set()
+    result.repeated = [key for key, _ in pairs if key in seen or seen.add(key)]  # type: ignore[func-returns-value]
+    return result
+
+
+MAX_HEADER_DEPTH = 64  # §4: objects and arrays nest at most 64 levels, the header object being level 1
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _has_surrogate(text: str) -> bool:
+    """Whether a string read from JSON has an unpaired surrogate escape (paired ones are combined by json)."""
+    return _SURROGATE_RE.search(text) is not None
+
+
+def _depth_and_violation(value: Any) -> tuple[int, Optional[str]]:
+    """The nesting depth of a parsed JSON value, and the first repeated key or unpaired surrogate in it."""
+    depth, violation = 0, None
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            depth = max(depth, level)
+            if violation is None and getattr(item, "repeated", None):
+                violation = f"repeated key {item.repeated[0]!r} in the header"
+            for key, child in item.items():
+                if violation is None and _has_surrogate(key):
+                    violation = "a string in the header is not valid Unicode (unpaired surrogate escape)"
+                stack.append((child, level + 1))
+        elif isinstance(item, list):
+            depth = max(depth, level)
+            stack.extend((child, level + 1) for child in item)
+        elif isinstance(item, str):
+            if violation is None and _has_surrogate(item):
+                violation = "a string in the header is not valid Unicode (unpaired surrogate escape)"
+    return depth, violation
 
 
 def _parse_header(raw: bytes) -> dict[str, Any]:
-    """The header as a JSON object: UTF-8 (a leading BOM is ignored), no duplicate keys."""
+    """Checks 3 and 4 of §4 "Reading an envelope": the header as a JSON object (UTF-8, a leading BOM ignored,
+    numbers kept as text, nesting at most 64 levels) → else malformed; a single `format` naming another format
+    → unsupported-format whatever else is wrong; a repeated key at any depth or an unpaired surrogate escape
+    → malformed; `format` absent or not a string → malformed."""
     try:
         text = raw.decode("utf-8-sig")
-        header = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
-    except ValueError as error:  # includes UnicodeDecodeError and json.JSONDecodeError
-        raise Rejection("malformed", f"the header is not UTF-8 JSON: {error}") from None
+        header = json.loads(
+            text, parse_constant=_reject_constant, object_pairs_hook=_object, parse_int=JSONNumber, parse_float=JSONNumber
+        )
+    except (ValueError, RecursionError) as error:  # ValueError includes UnicodeDecodeError and JSONDecodeError
+        raise Rejection("malformed", f"the header is not UTF-8 JSON: {error}"[:200]) from None
     if not isinstance(header, dict):
         raise Rejection("malformed", "the header is not a JSON object")
+    depth, violation = _depth_and_violation(header)
+    if depth > MAX_HEADER_DEPTH:
+        raise Rejection("malformed", f"the header nests deeper than {MAX_HEADER_DEPTH} levels")
+    fmt = header.get("format")
+    if (
+        isinstance(fmt, str) and "format" not in header.repeated
+        and not _has_surrogate(fmt) and fmt != FORMAT
+    ):
+        raise Rejection("unsupported-format", f"format {fmt!r} is not {FORMAT!r}")
+    if violation is not None:
+        raise Rejection("malformed", violation)
+    if not isinstance(fmt, str):
+        raise Rejection("malformed", "the header has no string 'format'")
     return header
 
 
 INT64_MAX = 2**63 - 1
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
+_NUMBER_RE = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?(?:[eE]([-+]?)([0-9]+))?")
+
+
+def exact_integer(text: str) -> Optional[int]:
+    """The value of a JSON number's text if it is integral and within 64 bits, else None: exact decimal
+    arithmetic on the digits (1, 1.0, 1e0, 10E-1 and -0 are integers; 1.00000000000000000001 is not; a huge
+    exponent costs nothing)."""
+    match = _NUMBER_RE.fullmatch(text)
+    if not match:
+        return None
+    sign, whole, fraction, exponent_sign, exponent_digits = match.groups()
+    fraction = fraction or ""
+    digits = (whole + fraction).lstrip("0")
+    if not digits:
+        return 0  # 0, -0, 0.0, 0e999999999
+    significant = digits.rstrip("0")
+    exponent_digits = (exponent_digits or "0").lstrip("0") or "0"
+    # Saturated: a header has at most 65,536 digits, so beyond 10^9 only the exponent's sign matters.
+    exponent = int(exponent_digits) if len(exponent_digits) <= 9 else 10**9
+    if exponent_sign == "-":
+        exponent = -exponent
+    scale = exponent - len(fraction) + (len(digits) - len(significant))
+    if scale < 0:
+        return None  # a fraction
+    if len(significant) + scale > 19:
+        return None  # at least 10^19, beyond 64 bits
+    value = int(significant) * 10**scale
+    return -value if sign == "-" else value
+
 
 def _integer(value: Any, low: int, high: int) -> Optional[int]:
     """A JSON number with an integral value in [low, high] (1, 1.0 and 1e0 alike), or None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not isinstance(value, JSONNumber):
         return None
-    if isinstance(value, float) and not value.is_integer():
-        return None
-    number = int(value)
-    return number if low <= number <= high else None
+    number = exact_integer(value.text)
+    return number if number is not None and low <= number <= high else None
+
+
+def _is_string(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def same_media_type(lhs: str, rhs: str) -> bool:
+    """§7: two content types are the same media type if their type/subtype (before any ';', without spaces and
+    tabs around it) are equal ignoring ASCII case; parameters are ignored."""
+
+    def essence(value: str) -> str:
+        base = value.split(";", 1)[0].strip(" \t")
+        return base.translate(_ASCII_LOWER)
+
+    return essence(lhs) == essence(rhs)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def truncate_detail(detail: str) -> str:
+    """§7: a dead letter's detail is at most 1,024 bytes of UTF-8, cut at a Unicode scalar boundary."""
+    encoded = detail.encode("utf-8", "replace")
+    if len(encoded) <= MAX_DETAIL_BYTES:
+        return detail if encoded.decode("utf-8") == detail else encoded.decode("utf-8")
+    return encoded[:MAX_DETAIL_BYTES].decode("utf-8", "ignore")
 
 
 _RFC3339_RE = re.compile(
@@ -334,25 +462,33 @@ def _check_header_fields(header: dict[str, Any]) -> None:
     """The §4 header keys (null counts as absent); Rejection('malformed') on the first wrong one."""
     checks: list[tuple[str, Callable[[Any], bool], str]] = [
         ("id", is_valid_id, "1-64 characters of [A-Za-z0-9_-]"),
-        ("label", lambda v: isinstance(v, str) and label_violation(v) is None, "a valid label"),
+        ("label", lambda v: _is_string(v) and label_violation(v) is None, "a valid label"),
         ("vsn", lambda v: _integer(v, 0, INT64_MAX) is not None, "an integer 0...2^63-1"),
-        ("createdAt", lambda v: isinstance(v, str) and is_rfc3339(v), "an RFC 3339 date-time"),
+        ("createdAt", lambda v: _is_string(v) and is_rfc3339(v), "an RFC 3339 date-time"),
         ("origin", _is_origin, "an object with a string instance"),
-        ("contentType", lambda v: isinstance(v, str), "a string"),
+        ("contentType", _is_string, "a string"),
         ("length", lambda v: _integer(v, 0, INT64_MAX) is not None, "an integer 0...2^63-1"),
-        ("sha256", lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{64}", v) is not None, "64 hex digits"),
+        ("sha256", lambda v: _is_string(v) and re.fullmatch(r"[0-9a-fA-F]{64}", v) is not None, "64 hex digits"),
     ]
     for key, valid, expected in checks:
         if header.get(key) is None:
             raise Rejection("malformed", f"the header has no '{key}'")
         if not valid(header[key]):
-            raise Rejection("malformed", f"header '{key}' must be {expected}, found {header[key]!r}"[:MAX_DETAIL_CHARS])
+            raise Rejection("malformed", f"header '{key}' must be {expected}, found {header[key]!r}"[:200])
+
+
+def _plain_origin(origin: dict[str, Any]) -> dict[str, Any]:
+    """The origin with its pid as an int (and without null members)."""
+    plain = {key: value for key, value in origin.items() if key in ("instance", "host", "pid") and value is not None}
+    if "pid" in plain:
+        plain["pid"] = exact_integer(plain["pid"].text)
+    return plain
 
 
 def _is_origin(value: Any) -> bool:
-    if not isinstance(value, dict) or not isinstance(value.get("instance"), str):
+    if not isinstance(value, dict) or not _is_string(value.get("instance")):
         return False
-    if value.get("host") is not None and not isinstance(value["host"], str):
+    if value.get("host") is not None and not _is_string(value["host"]):
         return False
     return value.get("pid") is None or _integer(value["pid"], INT32_MIN, INT32_MAX) is not None
 
@@ -370,17 +506,10 @@ def decode_envelope(
     newline = payload.find(b"\n", 0, MAX_HEADER_BYTES + 1)
     if newline < 0:
         raise Rejection("malformed", f"no header line (newline) within the first {MAX_HEADER_BYTES + 1} bytes")
-    try:
-        header = _parse_header(payload[:newline])
-    except Rejection:
-        _raise_if_other_format(payload[:newline])
-        raise
-    if not isinstance(header.get("format"), str):
-        raise Rejection("malformed", "the header has no string 'format'")
-    if header["format"] != FORMAT:
-        raise Rejection("unsupported-format", f"format {header['format']!r} is not {FORMAT!r}")
+    header = _parse_header(payload[:newline])
     _check_header_fields(header)
-    length = int(header["length"])
+    length = exact_integer(header["length"].text)
+    assert length is not None
     data = payload[newline + 1 :]
     if len(data) < length:
         raise Rejection("truncated", f"{len(data)} data bytes, the header says {length}")
@@ -396,30 +525,19 @@ def decode_envelope(
     return Envelope(
         id=header["id"],
         label=header["label"],
-        vsn=int(header["vsn"]),
+        vsn=exact_integer(header["vsn"].text) or 0,
         created_at=header["createdAt"],
-        origin=header["origin"],
+        origin=_plain_origin(header["origin"]),
         content_type=header["contentType"],
         data=data,
     )
-
-
-def _raise_if_other_format(raw: bytes) -> None:
-    """A header that is not valid for this format but names another one is of that format (§4)."""
-    try:
-        fmt = json.loads(raw.decode("utf-8-sig")).get("format")
-    except (ValueError, AttributeError):
-        return
-    if isinstance(fmt, str) and fmt != FORMAT:
-        raise Rejection("unsupported-format", f"format {fmt!r} is not {FORMAT!r}")
 
 
 def decode_json_state(envelope: Envelope, readable_versions: set[int]) -> Any:
     """The state of a JSON envelope that this reader can read; Rejection otherwise (§7)."""
     if envelope.vsn not in readable_versions:
         raise Rejection("unknown-version", f"version {envelope.vsn} is not one of {sorted(readable_versions)}")
-    media_type = envelope.content_type.split(";")[0].strip().lower()
-    if media_type != "application/json":
+    if not same_media_type(envelope.content_type, "application/json"):
         raise Rejection("undecodable-state", f"content type {envelope.content_type!r} is not JSON")
     try:
         return json.loads(envelope.data.decode("utf-8"), parse_constant=_reject_constant)
@@ -443,6 +561,8 @@ class Round:
     verdict: Optional[str] = None  # the instance named by the first claim of the round
     verdict_purpose: Optional[str] = None
     claimed: bool = False  # this participant published a claim in this round
+    readable: bool = True  # the payload passed §4 "Reading an envelope"
+    stray: bool = False  # a rejected payload on the topic of an open round: it opened no round (§5 rule 1)
 
 
 def user_properties(message: mqtt.MQTTMessage) -> list[tuple[str, str]]:
@@ -591,6 +711,8 @@ class Participant:
         return info
 
     def wait_puback(self, info: mqtt.MQTTMessageInfo, topic: str) -> None:
+        """§4: a PUBACK with a reason code below 0x80 is a success, 0x10 (no matching subscribers) included.
+        (paho 1.6 does not expose the reason code: every PUBACK counts as a success here.)"""
         info.wait_for_publish(self.timeout)
         if not info.is_published():
             raise TimeoutError(f"no PUBACK for {topic}")
@@ -648,8 +770,18 @@ class Participant:
         payload = bytes(message.payload)
         current = self._rounds.get(topic)
         if payload:
+            try:
+                decode_envelope(payload, decode_label(label_level), handoff_id)
+                readable = True
+            except (Rejection, ValueError):
+                readable = False
+            if not readable and current is not None and current.readable and current.verdict is None:
+                # §5 rule 1: a rejected payload on the topic of an open round neither opens a round nor closes
+                # it; it is dead-lettered without a claim, and the waiting handoff stays claimable.
+                self._opened.append(Round(topic, label_level, handoff_id, payload, current.number, readable=False, stray=True))
+                return
             number = current.number + 1 if current else 1
-            opened = Round(topic, label_level, handoff_id, payload, number)
+            opened = Round(topic, label_level, handoff_id, payload, number, readable=readable)
             self._rounds[topic] = opened
             self._opened.append(opened)
             return
@@ -726,17 +858,19 @@ class Participant:
 
     def dead_letter(self, round_: Round, rejection: Rejection) -> None:
         """Stores the payload verbatim as a dead letter (waits for the PUBACK), then claims the handoff
-        with purpose dead-letter (§7). Does not wait for the verdict."""
+        with purpose dead-letter (§7), except for a stray payload on the topic of an open round (§5 rule 1),
+        whose claim would decide the waiting handoff's round. Does not wait for the verdict."""
         user = [
             (DEAD_REASON, rejection.reason),
-            (DEAD_DETAIL, rejection.detail),
+            (DEAD_DETAIL, truncate_detail(rejection.detail)),
             (DEAD_BY, self.instance),
             (DEAD_AT, rfc3339_ms()),
             (DEAD_TOPIC, round_.topic),
         ]
         dead_topic = self.topics.dead_letter(round_.label_level, round_.handoff_id)
         self.publish(dead_topic, round_.payload, retain=True, user=user)
-        self.publish_claim(round_, PURPOSE_DEAD_LETTER)
+        if not round_.stray:
+            self.publish_claim(round_, PURPOSE_DEAD_LETTER)
 
     # -- reading retained messages -----------------------------------------------------------------------------
 
@@ -791,6 +925,16 @@ class Racer:
     def handle_opened(self) -> None:
         """Decides what to do with each handoff that arrived, and claims the ones it wants."""
         for round_ in self.participant.take_opened_rounds():
+            if round_.stray:
+                # Rejected on the topic of an open round: dead-letter it, keep the waiting handoff (§5 rule 1).
+                try:
+                    decode_envelope(round_.payload, decode_label(round_.label_level), round_.handoff_id)
+                except Rejection as rejection:
+                    if rejection.left_in_place:
+                        print(f"left in place: {round_.topic}: {rejection}", file=sys.stderr)
+                    else:
+                        self.participant.dead_letter(round_, rejection)
+                continue
             self._accepted.pop(round_.topic, None)
             self._rejections.pop(round_.topic, None)
             try:
@@ -825,7 +969,7 @@ class Racer:
             won = round_.verdict == self.participant.instance
             accepted = self._accepted.get(round_.topic)
             rejection = self._rejections.get(round_.topic)
-            merged = won and round_.verdict_purpose != PURPOSE_DEAD_LETTER and accepted is not None
+            merged = won and is_merge_purpose(round_.verdict_purpose) and accepted is not None
             if won and accepted is None and rejection is None:
                 print(f"error: won {round_.topic} without having claimed it", file=sys.stderr)
             self.results[round_.handoff_id] = RaceResult(
@@ -902,6 +1046,17 @@ def envelope_corpus() -> list[tuple[str, str, str, bytes]]:
         return encode_header(fields) + b"\n" + body
 
     sha = hashlib.sha256(data).hexdigest()
+
+    def raw(old: bytes, new: bytes) -> bytes:
+        """The valid payload with the JSON text `old` of its header replaced by `new`."""
+        valid = build(header())
+        assert old in valid, old
+        return valid.replace(old, new, 1)
+
+    def nested(levels: int) -> bytes:
+        """The valid payload with an unknown key whose value nests `levels` arrays (the header adds one)."""
+        return raw(b'"vsn":1}', b'"vsn":1,"deep":' + b"[" * levels + b"]" * levels + b"}")
+
     cases: list[tuple[str, bytes]] = [
         ("valid", build(header())),
         ("unknown keys", build(header(extra={"a": [1, 2]}, zzz=None))),
@@ -957,11 +1112,96 @@ def envelope_corpus() -> list[tuple[str, str, str, bytes]]:
         ("header over 65536 bytes", build(header(pad="x" * 65_536))),
         ("header exactly 65536 bytes", b""),  # filled in below
         ("NaN in header", build(header()).replace(b'"vsn":1', b'"vsn":NaN')),
+        # Numbers: exact decimal values of the text (§4), never a double.
+        ("vsn 10E-1", raw(b'"vsn":1}', b'"vsn":10E-1}')),
+        ("vsn 100e-2", raw(b'"vsn":1}', b'"vsn":100e-2}')),
+        ("vsn 1.5", raw(b'"vsn":1}', b'"vsn":1.5}')),
+        ("vsn 12e-1", raw(b'"vsn":1}', b'"vsn":12e-1}')),
+        ("vsn 1.00000000000000000001", raw(b'"vsn":1}', b'"vsn":1.00000000000000000001}')),
+        ("vsn 2^63-1", raw(b'"vsn":1}', b'"vsn":9223372036854775807}')),
+        ("vsn 2^63-1 as 9223372036854775807.0", raw(b'"vsn":1}', b'"vsn":9223372036854775807.0}')),
+        ("vsn 2^63-1 as 92233720368547758.07e2", raw(b'"vsn":1}', b'"vsn":92233720368547758.07e2}')),
+        ("vsn 2^63-1 as 0.9223372036854775807e19", raw(b'"vsn":1}', b'"vsn":0.9223372036854775807e19}')),
+        ("vsn 2^63 as 9223372036854775808", raw(b'"vsn":1}', b'"vsn":9223372036854775808}')),
+        ("vsn 2^63 as 9223372036854775808.0", raw(b'"vsn":1}', b'"vsn":9223372036854775808.0}')),
+        ("vsn 2^64", raw(b'"vsn":1}', b'"vsn":18446744073709551616}')),
+        ("vsn 40 digits", raw(b'"vsn":1}', b'"vsn":' + b"9" * 40 + b"}")),
+        ("vsn 1 with 1000 fraction zeros", raw(b'"vsn":1}', b'"vsn":1.' + b"0" * 1000 + b"}")),
+        ("vsn -0", raw(b'"vsn":1}', b'"vsn":-0}')),
+        ("vsn -0.0e-5", raw(b'"vsn":1}', b'"vsn":-0.0e-5}')),
+        ("vsn -1e0", raw(b'"vsn":1}', b'"vsn":-1e0}')),
+        ("vsn 1e999999999", raw(b'"vsn":1}', b'"vsn":1e999999999}')),
+        ("vsn 1e99999999999999999999", raw(b'"vsn":1}', b'"vsn":1e99999999999999999999}')),
+        ("vsn 1e-999999999", raw(b'"vsn":1}', b'"vsn":1e-999999999}')),
+        ("vsn 0e999999999", raw(b'"vsn":1}', b'"vsn":0e999999999}')),
+        ("vsn 1e+00000000000000000000001", raw(b'"vsn":1}', b'"vsn":1e+00000000000000000000001}')),
+        ("vsn 01", raw(b'"vsn":1}', b'"vsn":01}')),
+        ("vsn 1.", raw(b'"vsn":1}', b'"vsn":1.}')),
+        ("vsn .5", raw(b'"vsn":1}', b'"vsn":.5}')),
+        ("vsn +1", raw(b'"vsn":1}', b'"vsn":+1}')),
+        ("vsn 1e", raw(b'"vsn":1}', b'"vsn":1e}')),
+        ("vsn Infinity", raw(b'"vsn":1}', b'"vsn":Infinity}')),
+        ("length 190e-1", raw(b'"length":19', b'"length":190e-1')),
+        ("length 19.000", raw(b'"length":19', b'"length":19.000')),
+        ("length 19.5", raw(b'"length":19', b'"length":19.5')),
+        ("origin pid 7.0", raw(b'"pid":7', b'"pid":7.0')),
+        ("origin pid -0", raw(b'"pid":7', b'"pid":-0')),
+        ("origin pid -2^31", raw(b'"pid":7', b'"pid":-2147483648')),
+        ("origin pid 2^31-1 as 2.147483647e9", raw(b'"pid":7', b'"pid":2.147483647e9')),
+        ("origin pid 2^31", raw(b'"pid":7', b'"pid":2147483648')),
+        ("origin pid -2^31-1", raw(b'"pid":7', b'"pid":-2147483649')),
+        ("origin pid 7.5", raw(b'"pid":7', b'"pid":7.5')),
+        ("unknown key 1e999999999", raw(b'"vsn":1}', b'"vsn":1,"x":1e999999999}')),
+        # Repeated keys (§4: malformed, at any depth), except that a single `format` naming another format wins.
+        ("duplicate key inside origin", raw(b'"pid":7', b'"pid":7,"pid":7')),
+        ("duplicate origin.instance", raw(b'"instance":"corpus-writer"', b'"instance":"corpus-writer","instance":"corpus-writer"')),
+        ("duplicate unknown key, same value", raw(b'"vsn":1}', b'"vsn":1,"zz":1,"zz":1}')),
+        ("duplicate key in an unknown key's object", raw(b'"vsn":1}', b'"vsn":1,"x":[{"a":1,"a":2}]}')),
+        ("duplicate key, same value", raw(b'"vsn":1}', b'"vsn":1,"vsn":1}')),
+        ("duplicate format", raw(b'"format":"swift-handoff/1"', b'"format":"swift-handoff/1","format":"swift-handoff/1"')),
+        ("duplicate format, one newer", raw(b'"format":"swift-handoff/1"', b'"format":"swift-handoff/2","format":"swift-handoff/1"')),
+        ("format newer, a key repeated", raw(b'"format":"swift-handoff/1"', b'"format":"swift-handoff/2","id":"x"')),
+        ("same key in two objects", raw(b'"vsn":1}', b'"vsn":1,"x":{"vsn":1}}')),
+        # Strings: all escapes; an unpaired surrogate escape is not valid Unicode (§4: malformed).
+        ("escapes in a string", raw(b'"host":"h"', b'"host":"\\\"\\/\\b\\f\\n\\r\\t\\u00e9\\u20AC"'.replace(b"\\\\", b"\\"))),
+        ("surrogate pair in a string", raw(b'"host":"h"', b'"host":"\\ud83d\\ude00"'.replace(b"\\\\", b"\\"))),
+        ("surrogate pair in upper case", raw(b'"host":"h"', b'"host":"\\uD83D\\uDE00"'.replace(b"\\\\", b"\\"))),
+        ("unpaired high surrogate in origin.host", raw(b'"host":"h"', b'"host":"\\ud800"'.replace(b"\\\\", b"\\"))),
+        ("unpaired low surrogate in origin.host", raw(b'"host":"h"', b'"host":"a\\udc00b"'.replace(b"\\\\", b"\\"))),
+        ("high surrogate then a letter", raw(b'"host":"h"', b'"host":"\\ud800x"'.replace(b"\\\\", b"\\"))),
+        ("two high surrogates then a low one", raw(b'"host":"h"', b'"host":"\\ud800\\ud83d\\ude00"'.replace(b"\\\\", b"\\"))),
+        ("reversed surrogate pair", raw(b'"host":"h"', b'"host":"\\ude00\\ud83d"'.replace(b"\\\\", b"\\"))),
+        ("unpaired surrogate in an unknown key's value", raw(b'"vsn":1}', b'"vsn":1,"x":["\\udfff"]}'.replace(b"\\\\", b"\\"))),
+        ("unpaired surrogate in a key", raw(b'"vsn":1}', b'"vsn":1,"\\ud800":1}'.replace(b"\\\\", b"\\"))),
+        ("format newer, unpaired surrogate elsewhere", raw(b'"format":"swift-handoff/1","id":"corpus-id"', b'"format":"swift-handoff/2","id":"\\ud800"'.replace(b"\\\\", b"\\"))),
+        ("format with an unpaired surrogate", raw(b'"format":"swift-handoff/1"', b'"format":"swift-handoff/2\\ud800"'.replace(b"\\\\", b"\\"))),
+        ("invalid escape", raw(b'"host":"h"', b'"host":"\\x41"'.replace(b"\\\\", b"\\"))),
+        ("short unicode escape", raw(b'"host":"h"', b'"host":"\\u12"'.replace(b"\\\\", b"\\"))),
+        ("raw tab in a string", raw(b'"host":"h"', b'"host":"a\tb"')),
+        ("raw DEL in a string", raw(b'"host":"h"', b'"host":"a\x7fb"')),
+        ("overlong UTF-8 in a string", raw(b'"host":"h"', b'"host":"\xc0\xaf"')),
+        ("UTF-8 encoded surrogate in a string", raw(b'"host":"h"', b'"host":"\xed\xa0\x80"')),
+        ("4-byte UTF-8 in a string", raw(b'"host":"h"', "\"host\":\"\U0001F600\"".encode())),
+        ("UTF-8 beyond U+10FFFF", raw(b'"host":"h"', b'"host":"\xf4\x90\x80\x80"')),
+        # Other JSON
+        ("trailing comma", raw(b'"vsn":1}', b'"vsn":1,}')),
+        ("bytes after the header object", raw(b'"vsn":1}', b'"vsn":1} x')),
+        ("two header objects", raw(b'"vsn":1}', b'"vsn":1}{}')),
+        ("true, false and null in unknown keys", raw(b'"vsn":1}', b'"vsn":1,"a":true,"b":false,"c":[null,{}]}')),
+        ("truex in an unknown key", raw(b'"vsn":1}', b'"vsn":1,"a":truex}')),
+        ("unknown key nested to 64 levels", nested(63)),
+        ("unknown key nested to 65 levels", nested(64)),
+        ("unknown key nested to 5000 levels", nested(4999)),
+        ("format newer, nested to 65 levels", nested(64).replace(b"swift-handoff/1", b"swift-handoff/2")),
     ]
     exact = header(pad="")
     exact["pad"] = "x" * (MAX_HEADER_BYTES - len(encode_header(exact)))
     cases = [(n, build(exact) if n == "header exactly 65536 bytes" else p) for n, p in cases]
     corpus = [(name, label, "corpus-id", payload) for name, payload in cases]
+    # A topic whose {id} level is not a valid id cannot match the header's id (§3): label-mismatch, but a header
+    # that names that invalid id is malformed (check 5 comes before check 8).
+    corpus.append(("topic id level not a valid id", label, "bad id!", build(header())))
+    corpus.append(("topic id level not a valid id, header the same", label, "bad id!", build(header(id="bad id!"))))
     example = document_example()
     if example:
         corpus.append(("the example of docs/PROTOCOL.md §4", "counter", example[0], example[1]))
