@@ -260,13 +260,14 @@ final class HandoffRouter: Sendable {
             // Kept as received: dead letters and returned handoffs carry the payload verbatim.
             envelope = try HandoffEnvelope.decode(payload, maximumSize: options.maximumPayloadSize).withReceivedPayload(payload)
         } catch {
-            reject(label: label, id: id, payload: payload, reason: error.reason, detail: error.detail)
+            reject(label: label, id: id, payload: payload, reason: error.reason, detail: error.detail, roundOpen: isRoundOpen(label, id))
             return
         }
         guard envelope.id.rawValue == id, envelope.label == label else {
             reject(
                 label: label, id: id, payload: payload, reason: .labelMismatch,
-                detail: "the envelope names '\(envelope.label)'/\(envelope.id) but was published on the topic of '\(label)'/\(id)"
+                detail: "the envelope names '\(envelope.label)'/\(envelope.id) but was published on the topic of '\(label)'/\(id)",
+                roundOpen: isRoundOpen(label, id)
             )
             return
         }
@@ -443,10 +444,16 @@ final class HandoffRouter: Sendable {
     // MARK: - Dead letters
 
     /// Moves a handoff to its dead-letter topic (retained, with the reason), then claims it so it stops waiting.
-    func deadLetter(label: HandoffLabel, id: String, payload: Data, reason: HandoffRejection.Reason, detail: String, timeout: Duration) async throws {
+    ///
+    /// `claim: false` stores the dead letter only: for an unreadable payload published on the topic of a round that
+    /// is open, whose waiting handoff must stay claimable by those who saw it (docs/PROTOCOL.md §7); the next claim
+    /// of that round clears the payload from the broker.
+    func deadLetter(
+        label: HandoffLabel, id: String, payload: Data, reason: HandoffRejection.Reason, detail: String, claim: Bool = true, timeout: Duration
+    ) async throws {
         let deadProperties = MQTTPublishProperties(userProperties: [
             MQTTUserProperty(HandoffProperty.deadReason, reason.rawValue),
-            MQTTUserProperty(HandoffProperty.deadDetail, String(detail.prefix(1024))),
+            MQTTUserProperty(HandoffProperty.deadDetail, HandoffRejection.truncatedDetail(detail)),
             MQTTUserProperty(HandoffProperty.deadBy, origin.instance),
             MQTTUserProperty(HandoffProperty.deadAt, RFC3339.format(Date())),
             MQTTUserProperty(HandoffProperty.deadTopic, topics.handoff(label, id: id)),
@@ -456,10 +463,12 @@ final class HandoffRouter: Sendable {
             MQTTUserProperty(HandoffProperty.claimPurpose, "dead-letter"),
         ])
         // While it is being dead-lettered, it is not offered again.
-        state.withLock { state in
-            state.modifyWatched(label.topicLevel) { watched in
-                watched.pending[id]?.claiming = true
-                watched.pending[id]?.deadLettering = true
+        if claim {
+            state.withLock { state in
+                state.modifyWatched(label.topicLevel) { watched in
+                    watched.pending[id]?.claiming = true
+                    watched.pending[id]?.deadLettering = true
+                }
             }
         }
         let (client, topics) = (self.client, self.topics)
@@ -467,9 +476,11 @@ final class HandoffRouter: Sendable {
             try await withDeadline(timeout, operation: "dead-letter '\(label)'/\(id)") {
                 try await client.publish(topics.deadLetter(label, id: id), payload: payload, qos: .atLeastOnce, retain: true, properties: deadProperties)
                 // Only once the dead letter is stored is the handoff taken out of the waiting ones.
+                guard claim else { return }
                 try await client.publish(topics.handoff(label, id: id), payload: Data(), qos: .atLeastOnce, retain: true, properties: claimProperties)
             }
         } catch {
+            guard claim else { throw error }
             state.withLock { state in
                 state.modifyWatched(label.topicLevel) { watched in
                     watched.pending[id]?.claiming = false
@@ -484,9 +495,16 @@ final class HandoffRouter: Sendable {
         )
     }
 
+    /// Whether a readable handoff of topic `id` is waiting without a verdict, as this participant saw it.
+    private func isRoundOpen(_ label: HandoffLabel, _ id: String) -> Bool {
+        state.withLock { $0.watched[label.topicLevel]?.openRounds.contains(id) ?? false }
+    }
+
     /// A message on a handoff topic that is not a readable envelope: dead-letter it (or, for a newer
-    /// format this release cannot read, leave it for a participant that can), and report it.
-    private func reject(label: HandoffLabel, id: String, payload: Data, reason: HandoffRejection.Reason, detail: String) {
+    /// format this release cannot read, leave it for a participant that can), and report it. On the topic of an
+    /// open round it neither opens nor decides a round: it is dead-lettered without a claim, so that the waiting
+    /// handoff stays claimable by those who saw it.
+    private func reject(label: HandoffLabel, id: String, payload: Data, reason: HandoffRejection.Reason, detail: String, roundOpen: Bool) {
         guard reason != .unsupportedFormat else {
             logger.warning("Left a handoff of an unknown format in place", metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.detail": "\(detail)"])
             notify(label, .rejected(HandoffRejection(label: label, id: id, reason: reason, detail: detail, disposition: .leftInPlace)))
@@ -495,7 +513,7 @@ final class HandoffRouter: Sendable {
         Task {
             var disposition = HandoffRejection.Disposition.deadLettered
             do {
-                try await deadLetter(label: label, id: id, payload: payload, reason: reason, detail: detail, timeout: .seconds(10))
+                try await deadLetter(label: label, id: id, payload: payload, reason: reason, detail: detail, claim: !roundOpen, timeout: .seconds(10))
                 logger.warning(
                     "A message on a handoff topic is not a readable handoff; moved it to the dead letters",
                     metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.reason": "\(reason.rawValue)", "handoff.detail": "\(detail)"]

@@ -964,7 +964,10 @@ class Racer:
     def record_verdicts(self) -> None:
         """Records each decided round once; merges (here: keeps the state of) the ones won for merging."""
         for round_ in self.participant.take_decided_rounds():
-            if round_.verdict is None or round_.handoff_id in self.results:
+            previous = self.results.get(round_.handoff_id)
+            # A later round of the same handoff (given back by a participant that won it and stopped before merging
+            # it, §5 "Stopping") replaces the earlier verdict, unless this racer already merged the handoff.
+            if round_.verdict is None or (previous is not None and previous.merged):
                 continue
             won = round_.verdict == self.participant.instance
             accepted = self._accepted.get(round_.topic)

@@ -218,6 +218,41 @@ struct MQTTHandoffIntegrationTests {
         }
     }
 
+    @Test("garbage published on the topic of a waiting handoff is dead-lettered, and the handoff is still merged")
+    func garbageOnAnOpenRound() async throws {
+        try await withMosquittoBroker { broker in
+            let label = try HandoffLabel("garbage-on-open-round")
+            try await withTransport(broker) { successor in
+                let channel = HandoffChannel<Tally>(label: label, transport: successor)
+                let notices = try await channel.subscribe()
+                let envelope = try await withTransport(broker) { predecessor in
+                    try await HandoffChannel<Tally>(label: label, transport: predecessor).initiate(Tally(count: 8, note: "real"))
+                }
+                var iterator = notices.makeAsyncIterator()
+                _ = await iterator.next()
+                // A careless client overwrites the retained handoff with something that is not an envelope.
+                let topic = successor.topics.handoff(label, id: envelope.id.rawValue)
+                try await MQTTClient.withConnection(MQTTConfiguration(host: broker.host, port: broker.plainPort)) { writer in
+                    try await writer.publish(topic, payload: Data("not an envelope".utf8), qos: .atLeastOnce, retain: true)
+                }
+                guard case .rejected(let rejection) = await iterator.next() else {
+                    Issue.record("expected the garbage to be reported")
+                    return
+                }
+                #expect(rejection.reason == .malformed && rejection.disposition == .deadLettered)
+                // The handoff seen before is still claimable, and its claim clears the garbage from the broker.
+                let batch = try await channel.complete()
+                #expect(batch.handoffs.map(\.state) == [Tally(count: 8, note: "real")])
+                let letters = try await successor.deadLetters(label, timeout: .seconds(10))
+                #expect(letters.map(\.payload) == [Data("not an envelope".utf8)])
+                try await withTransport(broker) { late in
+                    _ = try await late.watch(label)
+                    #expect(try await late.pending(label).isEmpty, "the garbage or the handoff is still retained")
+                }
+            }
+        }
+    }
+
     @Test("a dead letter's time is read in any RFC 3339 form, as other implementations may write it")
     func deadLetterTimesOfOtherWriters() async throws {
         try await withMosquittoBroker { broker in

@@ -104,7 +104,7 @@ struct PythonInteropTests {
     static let raceHandoffsPerPredecessor = 80  // ×2 predecessors ×2 phases = 320 handoffs
     static let racersPerLanguage = 4
 
-    @Test("4 Python and 4 Swift successors race for 320 handoffs from Python and Swift: exactly one merges each, all agree")
+    @Test("4 Python and 4 Swift successors race for 320 handoffs from Python and Swift, one Swift successor stops mid-race: exactly one merges each, none lost, all agree")
     func race() async throws {
         try PythonClient.requireAvailable()
         try await withMosquittoBroker { broker in
@@ -177,6 +177,21 @@ struct PythonInteropTests {
             for handoff in latePythonOutput.handoffs { expected[handoff.id] = handoff.data }
             #expect(expected.count == total)
 
+            // One Swift successor stops in the middle of the race, as a pod of a rolling deploy does: its
+            // complete() is cancelled once it has won a few handoffs, then its transport shuts down. What it won and
+            // had not merged is given back (a new round) and taken by the others: nothing is lost.
+            let stopped = successors[0]
+            let stoppedInstance = stopped.transport.origin.instance
+            _ = await eventually(upTo: .seconds(20)) {
+                merges.withLock { merges in merges.values.count { $0.contains { $0.instance == stoppedInstance } } } >= 3
+            }
+            workers[0].cancel()
+            _ = await workers[0].result
+            let settlement = await stopped.transport.shutdown()
+            #expect(settlement.unstored.isEmpty && settlement.deadLettered.isEmpty, "\(settlement)")
+            let givenBack = Set(settlement.returned.map(\.id.rawValue))
+            let running = Array(successors.dropFirst())
+
             // Each Python racer stops by itself after seeing `total` verdicts.
             var outcomes: [PythonRace<RaceItem>] = []
             for racer in racers {
@@ -186,7 +201,7 @@ struct PythonInteropTests {
             // Every Swift successor has seen every verdict, and the merges have been recorded.
             let swiftInstances = successors.map(\.transport.origin.instance)
             let allSeen = await eventually(upTo: .seconds(30)) {
-                successors.allSatisfy { successor in
+                running.allSatisfy { successor in
                     expected.keys.allSatisfy { successor.transport.verdict(label: label, id: $0) != nil }
                 }
             }
@@ -210,7 +225,7 @@ struct PythonInteropTests {
                     mergers[id, default: []].append((outcome.instance, entry.data))
                 }
             }
-            let interrupted = interruptions.withLock { $0 }
+            let interrupted = interruptions.withLock { $0 }.filter { !$0.hasPrefix(stoppedInstance.prefix(8)) }
             #expect(interrupted.isEmpty, "Swift successors' complete() was interrupted \(interrupted.count) times: \(interrupted.prefix(3))")
             let lost = Set(expected.keys).subtracting(mergers.keys).sorted()
             let unknown = Set(mergers.keys).subtracting(expected.keys).sorted()
@@ -225,19 +240,23 @@ struct PythonInteropTests {
             let pythonWins = winners.values.filter { instance in outcomes.contains { $0.instance == instance } }.count
             let swiftWins = winners.values.filter { swiftInstances.contains($0) }.count
             #expect(pythonWins + swiftWins == total)
-            print("race of \(total) handoffs: Python won \(pythonWins), Swift \(swiftWins); Python racers done after \(pythonDone), Swift merges after \(swiftDone)")
+            print(
+                "race of \(total) handoffs: Python won \(pythonWins), Swift \(swiftWins); Python racers done after \(pythonDone), "
+                    + "Swift merges after \(swiftDone); the stopped Swift successor gave back \(givenBack.count)"
+            )
             // Who wins depends on the machine's load (the shared CI machine can starve either side), so the
             // split is printed above, not asserted: the agreement checks below show both sides took part.
 
             // Every participant's verdict agrees with the one that merged.
+            // (A handoff given back has a second round; a Python racer that had stopped before it knows only the first.)
             for outcome in outcomes {
                 #expect(outcome.handoffs.count == total)
-                for (id, entry) in outcome.handoffs {
+                for (id, entry) in outcome.handoffs where !givenBack.contains(id) || entry.winner != stoppedInstance {
                     #expect(entry.winner == winners[id], "Python \(outcome.instance) disagrees on \(id)")
                     #expect(entry.merged == (entry.winner == outcome.instance), "Python \(outcome.instance) on \(id): \(entry)")
                 }
             }
-            for successor in successors {
+            for successor in running {
                 for (id, winner) in winners {
                     let verdict = successor.transport.verdict(label: label, id: id)
                     #expect(verdict == winner, "Swift \(successor.transport.origin.instance) disagrees on \(id)")
@@ -245,7 +264,7 @@ struct PythonInteropTests {
             }
 
             for worker in workers { worker.cancel() }
-            for successor in successors { await successor.transport.shutdown() }
+            for successor in running { await successor.transport.shutdown() }
             await swiftPredecessor.shutdown()
         }
     }
