@@ -15,15 +15,21 @@ public struct ClaimedHandoff<State: Sendable>: Sendable {
     public var createdAt: Date
     /// Who made it.
     public var origin: HandoffOrigin
+    /// Whether it is the last checkpoint of a process that died without handing off (``HandoffCheckpointing``),
+    /// rather than a handoff: its state may be up to one checkpoint interval old.
+    public var isCheckpoint: Bool
 
     /// Creates a claimed handoff.
-    public init(id: HandoffID, label: HandoffLabel, vsn: Int, state: State, createdAt: Date, origin: HandoffOrigin) {
+    public init(
+        id: HandoffID, label: HandoffLabel, vsn: Int, state: State, createdAt: Date, origin: HandoffOrigin, isCheckpoint: Bool = false
+    ) {
         self.id = id
         self.label = label
         self.vsn = vsn
         self.state = state
         self.createdAt = createdAt
         self.origin = origin
+        self.isCheckpoint = isCheckpoint
     }
 
     /// The order in which handoffs are passed to merge strategies: ascending `createdAt`, then `id`.

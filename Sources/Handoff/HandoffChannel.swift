@@ -130,6 +130,22 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
         return envelope
     }
 
+    /// Stores `state` as this participant's checkpoint of the label (``HandoffCheckpointing``): if the process dies
+    /// without handing off, successors merge its last checkpoint. With `onlyIfChanged` (the default) a state equal to
+    /// the last checkpoint stored is not sent again.
+    ///
+    /// - Returns: ``HandoffCheckpointOutcome/fenced`` once successors took this label's state over: stop
+    ///   checkpointing it, and do not hand it off.
+    /// - Throws: ``HandoffError/transportUnavailable(_:)`` when the transport keeps no checkpoints or the store is
+    ///   unreachable; ``HandoffError/encodingFailed(label:detail:)`` when the state cannot be encoded.
+    @discardableResult
+    public func checkpoint(_ state: State, onlyIfChanged: Bool = true) async throws -> HandoffCheckpointOutcome {
+        guard let checkpoints = transport as? any HandoffCheckpointing else {
+            throw HandoffError.transportUnavailable("\(type(of: transport)) keeps no checkpoints")
+        }
+        return try await checkpoints.checkpoint(try envelope(for: state), onlyIfChanged: onlyIfChanged, timeout: timeout)
+    }
+
     /// The envelope of `state`, with its payload made once (the encoded state is not kept beside it).
     private func envelope(for state: State) throws(HandoffError) -> HandoffEnvelope {
         let data: Data
@@ -223,7 +239,8 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
                     vsn: envelope.vsn,
                     state: state,
                     createdAt: envelope.createdAt,
-                    origin: envelope.origin
+                    origin: envelope.origin,
+                    isCheckpoint: envelope.incarnation != nil
                 )
             )
             logger.debug("handoff claimed", metadata: metadata)

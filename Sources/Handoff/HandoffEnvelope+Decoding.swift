@@ -71,6 +71,7 @@ extension HandoffEnvelope {
         guard let contentType = try header.string(\.contentType, "contentType") else { throw missing("contentType") }
         guard let length = try header.integer(\.length, "length", in: 0...Int.max) else { throw missing("length") }
         guard let expectedDigest = try header.string(\.sha256, "sha256") else { throw missing("sha256") }
+        let incarnation = try header.integer(\.incarnation, "incarnation", in: 1...Int.max)
 
         let dataStart = payload.startIndex + headerLength + 1
         let available = payload.endIndex - dataStart
@@ -107,7 +108,8 @@ extension HandoffEnvelope {
             createdAt: createdAt,
             origin: origin,
             contentType: contentType,
-            data: data
+            data: data,
+            incarnation: incarnation
         )
     }
 
@@ -119,7 +121,8 @@ extension HandoffEnvelope {
         createdAt: Date,
         origin: HandoffOrigin,
         contentType: String,
-        data: Data
+        data: Data,
+        incarnation: Int?
     ) {
         self.id = id
         self.label = label
@@ -128,6 +131,7 @@ extension HandoffEnvelope {
         self.origin = origin
         self.contentType = contentType
         self.data = data
+        self.incarnation = incarnation
     }
 
     static func missing(_ field: String) -> HandoffEnvelopeError {

@@ -50,6 +50,9 @@ public struct HandoffEnvelope: Sendable, Hashable {
     /// The encoded state. After ``decode(_:maximumSize:)`` this is a slice of the payload (no copy): its
     /// indices need not start at zero, so index it from `data.startIndex`.
     public var data: Data { didSet { wire = nil } }
+    /// Set on checkpoints only: the incarnation (connection number, ≥ 1) of the writer when it wrote the checkpoint,
+    /// which decides which of the writer's Wills releases it (docs/PROTOCOL.md §9). `nil` on handoffs.
+    public var incarnation: Int? { didSet { wire = nil } }
     /// The payload made by ``withWireForm()``; every change of a field drops it.
     private var wire: Data?
 
@@ -64,6 +67,7 @@ public struct HandoffEnvelope: Sendable, Hashable {
     ///   - origin: Who made it.
     ///   - contentType: The media type of `data`.
     ///   - data: The encoded state.
+    ///   - incarnation: For a checkpoint, the writer's incarnation; `nil` for a handoff.
     public init(
         id: HandoffID = .random(),
         label: HandoffLabel,
@@ -71,9 +75,12 @@ public struct HandoffEnvelope: Sendable, Hashable {
         createdAt: Date = Date(),
         origin: HandoffOrigin,
         contentType: String = "application/json",
-        data: Data
+        data: Data,
+        incarnation: Int? = nil
     ) {
         precondition(vsn >= 0, "a handoff version must not be negative")
+        precondition(incarnation.map { $0 >= 1 } ?? true, "an incarnation is at least 1")
+        self.incarnation = incarnation
         self.id = id
         self.label = label
         self.vsn = vsn
@@ -97,6 +104,7 @@ public struct HandoffEnvelope: Sendable, Hashable {
             object.string("createdAt", RFC3339.format(createdAt))
             object.string("format", Self.format)
             object.string("id", id.rawValue)
+            if let incarnation { object.integer("incarnation", incarnation) }
             object.string("label", label.rawValue)
             object.integer("length", data.count)
             object.object("origin") { nested in
@@ -138,6 +146,7 @@ public struct HandoffEnvelope: Sendable, Hashable {
     public static func == (lhs: HandoffEnvelope, rhs: HandoffEnvelope) -> Bool {
         lhs.id == rhs.id && lhs.label == rhs.label && lhs.vsn == rhs.vsn && lhs.createdAt == rhs.createdAt
             && lhs.origin == rhs.origin && lhs.contentType == rhs.contentType && lhs.data == rhs.data
+            && lhs.incarnation == rhs.incarnation
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -148,6 +157,7 @@ public struct HandoffEnvelope: Sendable, Hashable {
         hasher.combine(origin)
         hasher.combine(contentType)
         hasher.combine(data)
+        hasher.combine(incarnation)
     }
 
     static func hex(_ digest: SHA256.Digest) -> String {

@@ -53,6 +53,8 @@ struct WireHeader {
     var contentType: HeaderValue?
     var length: HeaderValue?
     var sha256: HeaderValue?
+    /// Only on checkpoints (docs/PROTOCOL.md §9).
+    var incarnation: HeaderValue?
     /// How often the top-level object has a `format` member, and whether its (last) value was valid Unicode.
     var formatCount = 0
     var formatIsValidUnicode = true
@@ -204,6 +206,7 @@ struct HeaderReader {
             case "contentType": header.contentType = try reader.value(in: 1, path: key)
             case "length": header.length = try reader.value(in: 1, path: key)
             case "sha256": header.sha256 = try reader.value(in: 1, path: key)
+            case "incarnation": header.incarnation = try reader.value(in: 1, path: key)
             case "origin":
                 guard reader.peek == UInt8(ascii: "{") else {
                     header.origin = try reader.value(in: 1, path: key)

@@ -12,6 +12,10 @@ import Synchronization
 ///   handoff wins, every later one loses; zero-length messages without that property are ignored.
 ///
 /// Every participant sees the same order on a single-node broker, so every participant agrees on the winner.
+///
+/// Checkpoints (`{prefix}/checkpoints/{label}/{instance}`, docs/PROTOCOL.md §9) follow the same rule once their
+/// instance's status releases them; until then they are held. Rounds are kept by **key**: a handoff's id, or
+/// `@` + the instance for a checkpoint (`@` is not an id character, so the two never collide).
 final class HandoffRouter: Sendable {
     /// The MQTT 5 content type of handoff messages.
     static let contentType = "application/vnd.swift-handoff"
@@ -19,6 +23,8 @@ final class HandoffRouter: Sendable {
     static let unmergedPurposes: Set<String> = ["dead-letter", "already-merged"]
 
     struct Entry: Sendable {
+        /// Its round key: the handoff id, or `@` + the instance of a checkpoint.
+        var key: String
         var envelope: HandoffEnvelope
         /// The payload exactly as received (what a dead letter stores).
         var payload: Data
@@ -54,6 +60,11 @@ final class HandoffRouter: Sendable {
         var verdictOrder: [String] = []
         /// Being unwatched: waiting for the verdicts of claims in flight; no new claim starts.
         var stopping = false
+        /// Checkpoints of instances that have not released them, by key: the latest one of each (docs/PROTOCOL.md §9).
+        var held: [String: Entry] = [:]
+        /// Instances whose handoff of this label was seen: it replaces their checkpoint of the label, which is then
+        /// cleared, never merged (a successor never merges both).
+        var handedOffBy: Set<String> = []
 
         mutating func record(verdict: Verdict, for id: String) {
             verdicts[id] = verdict
@@ -96,6 +107,8 @@ final class HandoffRouter: Sendable {
         var shutDown = false
         /// Shutting down: waiting for the verdicts of claims in flight; no new claim starts.
         var stopping = false
+        /// Per other instance: its checkpoints written at an incarnation up to this one are released.
+        var releasedThrough: [String: Int] = [:]
 
         /// Runs `body` on a watched label's state in place; `nil` when the label is not watched.
         ///
@@ -113,9 +126,36 @@ final class HandoffRouter: Sendable {
     let origin: HandoffOrigin
     let logger: Logger
     let syncTopic: String
-    private let state = Mutex(State())
+    let state = Mutex(State())
     /// For tests: called by claim() between deciding to claim and registering its waiter, with the topic.
     let claimWillRegister = Mutex<(@Sendable (String) -> Void)?>(nil)
+    /// Told, on the network thread, when this participant's ownership of its checkpoints was taken (its own status
+    /// released them, or another instance claimed one of them): the checkpoint writer fences those labels.
+    let ownershipLost = Mutex<(@Sendable (OwnershipLoss) -> Void)?>(nil)
+
+    /// How this participant learns that successors took over its checkpoints.
+    enum OwnershipLoss: Sendable {
+        /// Its status (its Will, or a death declared by someone else) released its checkpoints up to `through`.
+        case released(through: Int, status: InstanceStatus)
+        /// Another instance claimed its checkpoint of `label`.
+        case checkpointClaimed(HandoffLabel, by: String)
+    }
+
+    /// The MQTT topic of round `key` of `label`.
+    func roundTopic(_ label: HandoffLabel, _ key: String) -> String {
+        key.hasPrefix("@") ? topics.checkpoint(label, instance: String(key.dropFirst())) : topics.handoff(label, id: key)
+    }
+
+    /// The last topic level of round `key`: the handoff id, or the instance of a checkpoint.
+    static func topicLevel(ofKey key: String) -> String {
+        key.hasPrefix("@") ? String(key.dropFirst()) : key
+    }
+
+    /// The round key of `envelope`: a checkpoint (it has an incarnation, and its topic names its origin's instance)
+    /// or a handoff (read from a handoff topic, where an incarnation is dropped).
+    func key(of envelope: HandoffEnvelope) -> String {
+        envelope.incarnation == nil ? envelope.id.rawValue : "@" + envelope.origin.instance
+    }
 
     init(client: MQTTClient, topics: HandoffTopics, options: MQTTHandoffTransport.Options, origin: HandoffOrigin, logger: Logger) {
         self.client = client
@@ -152,10 +192,10 @@ final class HandoffRouter: Sendable {
     /// ``HandoffError/notSubscribed(_:)``. Returns what this participant still held for the label.
     @discardableResult
     func stopWatching(_ label: HandoffLabel) -> Unsettled {
-        let prefix = topics.handoffFilter(label).dropLast()
+        let prefixes = [topics.handoffFilter(label).dropLast(), topics.checkpointFilter(label).dropLast()]
         let (watched, waiters) = state.withLock { state in
             let watched = state.watched.removeValue(forKey: label.topicLevel)
-            let topics = state.claims.keys.filter { $0.hasPrefix(prefix) }
+            let topics = state.claims.keys.filter { topic in prefixes.contains { topic.hasPrefix($0) } }
             return (watched, topics.compactMap { state.claims.removeValue(forKey: $0) })
         }
         watched?.continuation.finish()
@@ -216,7 +256,7 @@ final class HandoffRouter: Sendable {
             }
         }
         let properties = MQTTPublishProperties(messageExpiryInterval: options.handoffExpiry, contentType: Self.contentType)
-        let (client, topic) = (self.client, topics.handoff(label, id: id))
+        let (client, topic) = (self.client, roundTopic(label, id))
         try await withDeadline(timeout, operation: "return handoff '\(label)'/\(id)") {
             try await client.publish(topic, payload: payload, qos: .atLeastOnce, retain: true, properties: properties)
         }
@@ -231,9 +271,10 @@ final class HandoffRouter: Sendable {
     }
 
     func rawPayload(of envelope: HandoffEnvelope) -> Data {
-        let stored = state.withLock { state in
-            let watched = state.watched[envelope.label.topicLevel]
-            return (watched?.pending[envelope.id.rawValue] ?? watched?.won[envelope.id.rawValue])?.payload
+        let stored = state.withLock { state -> Data? in
+            guard let watched = state.watched[envelope.label.topicLevel] else { return nil }
+            let key = self.key(of: envelope)
+            return (watched.pending[key] ?? watched.won[key])?.payload
         }
         return stored ?? envelope.encoded()
     }
@@ -245,12 +286,18 @@ final class HandoffRouter: Sendable {
             markerDone(String(decoding: message.payload, as: UTF8.self), .success(()))
             return
         }
-        guard let (labelLevel, id) = topics.parseHandoff(message.topic) else { return }
-        guard let label = state.withLock({ $0.watched[String(labelLevel)]?.label }) else { return }
-        if message.payload.isEmpty {
-            routeClaim(label: label, id: String(id), topic: message.topic, properties: message.properties)
-        } else {
-            routeHandoff(label: label, id: String(id), payload: message.payload)
+        if let (labelLevel, id) = topics.parseHandoff(message.topic) {
+            guard let label = state.withLock({ $0.watched[String(labelLevel)]?.label }) else { return }
+            if message.payload.isEmpty {
+                routeClaim(label: label, id: String(id), topic: message.topic, properties: message.properties)
+            } else {
+                routeHandoff(label: label, id: String(id), payload: message.payload)
+            }
+        } else if let (labelLevel, instance) = topics.parseCheckpoint(message.topic) {
+            guard let label = state.withLock({ $0.watched[String(labelLevel)]?.label }) else { return }
+            routeCheckpoint(label: label, instance: String(instance), message: message)
+        } else if let instance = topics.parseInstance(message.topic) {
+            routeStatus(instance: String(instance), payload: message.payload)
         }
     }
 
@@ -258,7 +305,10 @@ final class HandoffRouter: Sendable {
         let envelope: HandoffEnvelope
         do {
             // Kept as received: dead letters and returned handoffs carry the payload verbatim.
-            envelope = try HandoffEnvelope.decode(payload, maximumSize: options.maximumPayloadSize).withReceivedPayload(payload)
+            var decoded = try HandoffEnvelope.decode(payload, maximumSize: options.maximumPayloadSize)
+            // An incarnation means something on checkpoints only (docs/PROTOCOL.md §9).
+            decoded.incarnation = nil
+            envelope = decoded.withReceivedPayload(payload)
         } catch {
             reject(label: label, id: id, payload: payload, reason: error.reason, detail: error.detail, roundOpen: isRoundOpen(label, id))
             return
@@ -280,16 +330,19 @@ final class HandoffRouter: Sendable {
                 watched.openRounds.insert(id)
                 if mergedHereBefore { return .resurrected }
                 guard envelope.origin.instance != origin.instance else { return .ignore }
+                watched.handedOffBy.insert(envelope.origin.instance)
                 // The same handoff again (re-sent retained copy after a resubscription): keep its claim state.
                 if watched.pending[id]?.payload != payload {
-                    watched.pending[id] = Entry(envelope: envelope, payload: payload)
+                    watched.pending[id] = Entry(key: id, envelope: envelope, payload: payload)
                 }
                 return .offer(watched.continuation)
             } ?? .ignore
         }
         switch outcome {
         case .ignore: break
-        case .offer(let notices): notices.yield(.available(label))
+        case .offer(let notices):
+            notices.yield(.available(label))
+            supersedeCheckpoint(label: label, of: envelope.origin.instance)
         case .resurrected: clearResurrected(label: label, id: id)
         }
     }
@@ -297,19 +350,19 @@ final class HandoffRouter: Sendable {
     /// A handoff this participant already merged is waiting again: the broker lost the clear (it saves after
     /// acknowledging, so a crash in between brings the retained message back). Claim it at once as
     /// `already-merged`, a claim that nobody merges, so that it is not merged a second time.
-    private func clearResurrected(label: HandoffLabel, id: String) {
-        logger.info("Clearing a handoff that was merged here before and came back", metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)"])
+    func clearResurrected(label: HandoffLabel, id: String, why: String = "Clearing a handoff that was merged here before and came back") {
+        logger.info("\(why)", metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)"])
         let properties = MQTTPublishProperties(userProperties: [
             MQTTUserProperty(HandoffProperty.claimBy, origin.instance),
             MQTTUserProperty(HandoffProperty.claimPurpose, "already-merged"),
         ])
-        let (client, topic) = (self.client, topics.handoff(label, id: id))
+        let (client, topic) = (self.client, roundTopic(label, id))
         Task {
             try? await client.publish(topic, payload: Data(), qos: .atLeastOnce, retain: true, properties: properties)
         }
     }
 
-    private func routeClaim(label: HandoffLabel, id: String, topic: String, properties: MQTTPublishProperties) {
+    func routeClaim(label: HandoffLabel, id: String, topic: String, properties: MQTTPublishProperties) {
         guard let claimer = properties.userProperty(HandoffProperty.claimBy), !claimer.isEmpty else {
             // A clear without a claim (another tool, an operator): not a claim. Whoever holds the handoff
             // can still claim it; see docs/PROTOCOL.md.
@@ -324,7 +377,9 @@ final class HandoffRouter: Sendable {
             let verdict = state.modifyWatched(label.topicLevel) { watched -> (entry: Entry?, continuation: AsyncStream<HandoffNotice>.Continuation)? in
                 guard watched.openRounds.remove(id) != nil else { return nil }
                 watched.record(verdict: Verdict(winner: claimer, merging: merging), for: id)
-                return (watched.pending.removeValue(forKey: id), watched.continuation)
+                let entry = watched.pending.removeValue(forKey: id)
+                watched.held[id] = nil
+                return (entry, watched.continuation)
             }
             guard let verdict = verdict ?? nil else { return (nil, nil) }
             let waiter = state.claims.removeValue(forKey: topic)
@@ -343,8 +398,8 @@ final class HandoffRouter: Sendable {
 
     func claim(_ envelope: HandoffEnvelope, timeout: Duration) async throws -> Bool {
         let label = envelope.label
-        let id = envelope.id.rawValue
-        let topic = topics.handoff(label, id: id)
+        let id = key(of: envelope)
+        let topic = roundTopic(label, id)
         enum Start { case decided(Bool), claim(UInt64) }
         let start = try state.withLock { state -> Start in
             guard !state.shutDown, !state.stopping else { throw HandoffError.shutdown }
@@ -456,7 +511,7 @@ final class HandoffRouter: Sendable {
             MQTTUserProperty(HandoffProperty.deadDetail, HandoffRejection.truncatedDetail(detail)),
             MQTTUserProperty(HandoffProperty.deadBy, origin.instance),
             MQTTUserProperty(HandoffProperty.deadAt, RFC3339.format(Date())),
-            MQTTUserProperty(HandoffProperty.deadTopic, topics.handoff(label, id: id)),
+            MQTTUserProperty(HandoffProperty.deadTopic, roundTopic(label, id)),
         ])
         let claimProperties = MQTTPublishProperties(userProperties: [
             MQTTUserProperty(HandoffProperty.claimBy, origin.instance),
@@ -471,13 +526,13 @@ final class HandoffRouter: Sendable {
                 }
             }
         }
-        let (client, topics) = (self.client, self.topics)
+        let (client, deadTopic, roundTopic) = (self.client, topics.deadLetter(label, id: Self.topicLevel(ofKey: id)), roundTopic(label, id))
         do {
             try await withDeadline(timeout, operation: "dead-letter '\(label)'/\(id)") {
-                try await client.publish(topics.deadLetter(label, id: id), payload: payload, qos: .atLeastOnce, retain: true, properties: deadProperties)
+                try await client.publish(deadTopic, payload: payload, qos: .atLeastOnce, retain: true, properties: deadProperties)
                 // Only once the dead letter is stored is the handoff taken out of the waiting ones.
                 guard claim else { return }
-                try await client.publish(topics.handoff(label, id: id), payload: Data(), qos: .atLeastOnce, retain: true, properties: claimProperties)
+                try await client.publish(roundTopic, payload: Data(), qos: .atLeastOnce, retain: true, properties: claimProperties)
             }
         } catch {
             guard claim else { throw error }
@@ -496,7 +551,7 @@ final class HandoffRouter: Sendable {
     }
 
     /// Whether a readable handoff of topic `id` is waiting without a verdict, as this participant saw it.
-    private func isRoundOpen(_ label: HandoffLabel, _ id: String) -> Bool {
+    func isRoundOpen(_ label: HandoffLabel, _ id: String) -> Bool {
         state.withLock { $0.watched[label.topicLevel]?.openRounds.contains(id) ?? false }
     }
 
@@ -504,7 +559,7 @@ final class HandoffRouter: Sendable {
     /// format this release cannot read, leave it for a participant that can), and report it. On the topic of an
     /// open round it neither opens nor decides a round: it is dead-lettered without a claim, so that the waiting
     /// handoff stays claimable by those who saw it.
-    private func reject(label: HandoffLabel, id: String, payload: Data, reason: HandoffRejection.Reason, detail: String, roundOpen: Bool) {
+    func reject(label: HandoffLabel, id: String, payload: Data, reason: HandoffRejection.Reason, detail: String, roundOpen: Bool) {
         guard reason != .unsupportedFormat else {
             logger.warning("Left a handoff of an unknown format in place", metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.detail": "\(detail)"])
             notify(label, .rejected(HandoffRejection(label: label, id: id, reason: reason, detail: detail, disposition: .leftInPlace)))
@@ -634,7 +689,9 @@ final class HandoffRouter: Sendable {
             // The broker kept the session, but if it restarted from its store, a handoff cleared after its
             // last save is back as a retained message that a kept subscription does not deliver again.
             // Subscribing again asks for the retained messages: what is really waiting is seen again.
-            let filters = state.withLock { state in state.watched.values.map { topics.handoffFilter($0.label) } }
+            let filters = [topics.instanceFilter] + state.withLock { state in
+                state.watched.values.flatMap { [topics.handoffFilter($0.label), topics.checkpointFilter($0.label)] }
+            }
             let client = self.client
             Task {
                 for filter in filters {
@@ -652,6 +709,7 @@ final class HandoffRouter: Sendable {
             for (level, var watched) in state.watched {
                 uncertain += watched.pending.values.filter { $0.claiming && !$0.deadLettering }
                 watched.pending = [:]
+                watched.held = [:]
                 watched.openRounds = []
                 watched.verdicts = [:]
                 watched.verdictOrder = []
@@ -668,7 +726,7 @@ final class HandoffRouter: Sendable {
         for entry in uncertain {
             Task {
                 try? await deadLetter(
-                    label: entry.envelope.label, id: entry.envelope.id.rawValue, payload: entry.payload, reason: .claimOutcomeUnknown,
+                    label: entry.envelope.label, id: entry.key, payload: entry.payload, reason: .claimOutcomeUnknown,
                     detail: "the broker session was lost while this participant's claim was in flight; another participant may also have merged it",
                     timeout: .seconds(10)
                 )

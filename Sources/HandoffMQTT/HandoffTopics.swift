@@ -5,7 +5,8 @@ import Handoff
 /// ```
 /// {prefix}/handoffs/{label}/{id}       one retained message per waiting handoff
 /// {prefix}/dead-letters/{label}/{id}   one retained message per rejected handoff
-/// {prefix}/checkpoints/{label}/{id}    reserved for Will-backed checkpoints
+/// {prefix}/checkpoints/{label}/{instance}  one retained checkpoint per live (or dead, unclaimed) instance
+/// {prefix}/instances/{instance}        one retained status per instance: its birth, or its Will
 /// {prefix}/sync/{instance}             a participant's own ordering markers (not retained)
 /// ```
 /// `{label}` is ``HandoffLabel/topicLevel`` (percent-encoded), `{id}` the handoff id verbatim.
@@ -37,15 +38,37 @@ public struct HandoffTopics: Sendable, Hashable {
     public func deadLetter(_ label: HandoffLabel, id: String) -> String { "\(prefix)/dead-letters/\(label.topicLevel)/\(id)" }
     public func deadLetterFilter(_ label: HandoffLabel) -> String { "\(prefix)/dead-letters/\(label.topicLevel)/+" }
     public func sync(instance: String) -> String { "\(prefix)/sync/\(instance)" }
+    public func checkpoint(_ label: HandoffLabel, instance: String) -> String { "\(prefix)/checkpoints/\(label.topicLevel)/\(instance)" }
+    public func checkpointFilter(_ label: HandoffLabel) -> String { "\(prefix)/checkpoints/\(label.topicLevel)/+" }
+    public func instance(_ instance: String) -> String { "\(prefix)/instances/\(instance)" }
+    public var instanceFilter: String { "\(prefix)/instances/+" }
+
+    /// Splits a checkpoint topic into its label level and instance level; `nil` for any other topic.
+    func parseCheckpoint(_ topic: String) -> (labelLevel: Substring, instance: Substring)? {
+        Self.split(topic, after: "\(prefix)/checkpoints/")
+    }
+
+    /// The instance level of a status topic; `nil` for any other topic.
+    func parseInstance(_ topic: String) -> Substring? {
+        let start = "\(prefix)/instances/"
+        guard topic.hasPrefix(start) else { return nil }
+        let instance = topic.dropFirst(start.count)
+        guard !instance.isEmpty, !instance.utf8.contains(UInt8(ascii: "/")) else { return nil }
+        return instance
+    }
+
+    private static func split(_ topic: String, after start: String) -> (Substring, Substring)? {
+        guard topic.hasPrefix(start) else { return nil }
+        let rest = topic.dropFirst(start.count)
+        guard let slash = rest.firstIndex(of: "/") else { return nil }
+        let last = rest[rest.index(after: slash)...]
+        guard !last.isEmpty, !last.utf8.contains(UInt8(ascii: "/")) else { return nil }
+        return (rest[..<slash], last)
+    }
 
     /// Splits a handoff topic into its label level and id level; `nil` for any other topic.
     func parseHandoff(_ topic: String) -> (labelLevel: Substring, id: Substring)? {
-        guard topic.hasPrefix(handoffsPrefix) else { return nil }
-        let rest = topic.dropFirst(handoffsPrefix.count)
-        guard let slash = rest.firstIndex(of: "/") else { return nil }
-        let id = rest[rest.index(after: slash)...]
-        guard !id.isEmpty, !id.utf8.contains(UInt8(ascii: "/")) else { return nil }
-        return (rest[..<slash], id)
+        Self.split(topic, after: handoffsPrefix)
     }
 }
 

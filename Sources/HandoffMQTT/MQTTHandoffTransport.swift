@@ -30,19 +30,26 @@ public final class MQTTHandoffTransport: HandoffTransport {
         /// for the verdicts of this participant's claims in flight, and then for the broker to store the handoffs
         /// it gives back or dead-letters (see ``Settlement``).
         public var settleTimeout: Duration
+        /// The MQTT 5 Will Delay Interval, in seconds, of the death notice on `{prefix}/instances/{instance}` that
+        /// releases this participant's checkpoints to successors when its connection dies without a DISCONNECT
+        /// (docs/PROTOCOL.md §9). A reconnect within the delay suppresses it. `nil`: no Will, no birth and no
+        /// checkpoints (``MQTTHandoffTransport/checkpoint(_:onlyIfChanged:timeout:)`` throws).
+        public var willDelay: UInt32?
 
         public init(
             prefix: String = "handoff",
             maximumPayloadSize: Int = 64 * 1024 * 1024,
             handoffExpiry: UInt32? = nil,
             sessionExpiry: UInt32 = 300,
-            settleTimeout: Duration = .seconds(2)
+            settleTimeout: Duration = .seconds(2),
+            willDelay: UInt32? = 5
         ) {
             self.prefix = prefix
             self.maximumPayloadSize = maximumPayloadSize
             self.handoffExpiry = handoffExpiry
             self.sessionExpiry = sessionExpiry
             self.settleTimeout = settleTimeout
+            self.willDelay = willDelay
         }
     }
 
@@ -71,7 +78,9 @@ public final class MQTTHandoffTransport: HandoffTransport {
     public let client: MQTTClient
     let router: HandoffRouter
     private let tasks: [Task<Void, Never>]
-    private let logger: Logger
+    let logger: Logger
+    /// This participant's own checkpoints and fencing.
+    let book = CheckpointBook()
     /// Unwatches still giving back or dead-lettering what they held: shutdown waits for them before it disconnects.
     private let settlingUnwatches = Mutex(0)
 
@@ -79,7 +88,11 @@ public final class MQTTHandoffTransport: HandoffTransport {
     ///
     /// The connection uses a persistent session (clean start off, ``Options/sessionExpiry``) with the client
     /// id `handoff-<origin.instance>`, so that the verdict of a claim interrupted by a lost connection is
-    /// delivered after the reconnect.
+    /// delivered after the reconnect. Each connection carries a Will on `{prefix}/instances/{instance}` (see
+    /// ``Options/willDelay``), and after each connect the participant publishes its birth there.
+    ///
+    /// The transport sets these fields of `configuration` (any value given is replaced): `protocolVersion` (5),
+    /// `clientID`, `cleanStart` (false), `sessionExpiryInterval` (``Options/sessionExpiry``) and `will`.
     public static func connect(
         configuration: MQTTConfiguration,
         options: Options = Options(),
@@ -92,11 +105,22 @@ public final class MQTTHandoffTransport: HandoffTransport {
         configuration.clientID = "handoff-\(origin.instance)"
         configuration.cleanStart = false
         configuration.sessionExpiryInterval = options.sessionExpiry
+        configuration.will = nil
         let client = try MQTTClient(configuration: configuration, logger: logger)
+        if let willDelay = options.willDelay {
+            let (topic, instance) = (topics.instance(origin.instance), origin.instance)
+            client.setWillProvider { connection in
+                MQTTConfiguration.Will(
+                    topic: topic, payload: InstanceStatus.dead(instance, incarnation: Int(connection)).encoded(), qos: .atLeastOnce,
+                    retain: true, properties: MQTTPublishProperties(contentType: "application/json"), delayInterval: willDelay
+                )
+            }
+        }
         let transport = MQTTHandoffTransport(client: client, topics: topics, options: options, origin: origin, logger: logger)
         do {
             try await client.connect()
             _ = try await client.subscribe(topics.sync(instance: origin.instance), options: MQTTSubscribeOptions(qos: .atLeastOnce))
+            try await transport.announce()
         } catch {
             await transport.shutdown()
             throw error
@@ -114,10 +138,46 @@ public final class MQTTHandoffTransport: HandoffTransport {
         // Installed before connect() so that nothing the broker sends is missed. Messages are routed on
         // libmosquitto's network thread, in the order received, without a hop to a task.
         client.setMessageHandler { message in router.route(message) }
+        let book = book
+        router.ownershipLost.withLock {
+            $0 = { loss in
+                for fencing in book.record(loss) {
+                    logger.error(
+                        "This participant no longer owns a label's state: successors took over its checkpoint. It stops checkpointing it and must not hand it off",
+                        metadata: ["handoff.label": "\(fencing.label)", "handoff.reason": "\(fencing.reason)"]
+                    )
+                }
+            }
+        }
         let events = client.events()
+        let announcer = Announcer(client: client, topics: topics, router: router, book: book, instance: origin.instance, enabled: options.willDelay != nil, logger: logger)
+        self.announcer = announcer
         self.tasks = [
-            Task { for await event in events { router.connectionChanged(event) } }
+            Task {
+                for await event in events {
+                    router.connectionChanged(event)
+                    switch event {
+                    case .connected(_, reconnect: true):
+                        do {
+                            try await announcer.announce()
+                        } catch {
+                            logger.warning("Could not announce this participant after the reconnect", metadata: ["handoff.error": "\(error)"])
+                        }
+                    case .disconnected:
+                        book.setWritable(nil)
+                    default:
+                        break
+                    }
+                }
+            }
         ]
+    }
+
+    private let announcer: Announcer
+
+    /// Reads this participant's own status back, then publishes its birth and allows checkpoints (see ``Announcer``).
+    func announce() async throws {
+        try await announcer.announce()
     }
 
     /// Disconnects from the broker. First it waits (at most ``Options/settleTimeout``) for the verdicts of this
@@ -135,9 +195,11 @@ public final class MQTTHandoffTransport: HandoffTransport {
             while self.settlingUnwatches.withLock({ $0 }) > 0, ContinuousClock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(5))
             }
+            await self.retireStatus(timeout: max(ContinuousClock.now.duration(to: deadline), .milliseconds(500)))
             return settlement
         }.value
         await client.shutdown()
+        book.finish()
         for task in tasks { await task.value }
         return settlement
     }
@@ -154,7 +216,10 @@ public final class MQTTHandoffTransport: HandoffTransport {
         let stream = router.startWatching(label)
         do {
             _ = try await client.subscribe(topics.handoffFilter(label), options: MQTTSubscribeOptions(qos: .atLeastOnce))
-            // Retained handoffs are sent right after the SUBACK; the marker comes after them.
+            if router.options.willDelay != nil {
+                _ = try await client.subscribe(topics.checkpointFilter(label), options: MQTTSubscribeOptions(qos: .atLeastOnce))
+            }
+            // Retained handoffs (and checkpoints) are sent right after the SUBACK; the marker comes after them.
             try await router.sync(timeout: .seconds(10))
         } catch {
             router.stopWatching(label)
@@ -178,6 +243,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
         }.value
         do {
             try await client.unsubscribe(topics.handoffFilter(label))
+            if router.options.willDelay != nil { try await client.unsubscribe(topics.checkpointFilter(label)) }
         } catch let error as MQTTError where error.code == .shutdown {
             return
         } catch {
@@ -195,7 +261,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
 
     public func release(_ envelope: HandoffEnvelope, timeout: Duration) async throws {
         do {
-            try await router.returnHandoff(label: envelope.label, id: envelope.id.rawValue, payload: envelope.encoded(), timeout: timeout)
+            try await router.returnHandoff(label: envelope.label, id: router.key(of: envelope), payload: envelope.encoded(), timeout: timeout)
         } catch let error as MQTTError {
             throw HandoffError.transportUnavailable("Could not give back handoff '\(envelope.label)'/\(envelope.id): \(error)")
         }
@@ -226,7 +292,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
 
     public func deadLetter(_ envelope: HandoffEnvelope, reason: HandoffRejection.Reason, detail: String, timeout: Duration) async throws {
         try await router.deadLetter(
-            label: envelope.label, id: envelope.id.rawValue, payload: router.rawPayload(of: envelope), reason: reason, detail: detail, timeout: timeout
+            label: envelope.label, id: router.key(of: envelope), payload: router.rawPayload(of: envelope), reason: reason, detail: detail, timeout: timeout
         )
     }
 
@@ -248,7 +314,7 @@ extension MQTTHandoffTransport {
         await withTaskGroup(of: Done.self) { group in
             for entry in unsettled.won {
                 group.addTask {
-                    let (envelope, id) = (entry.envelope, entry.envelope.id.rawValue)
+                    let (envelope, id) = (entry.envelope, entry.key)
                     do {
                         try await router.returnHandoff(label: envelope.label, id: id, payload: entry.payload, timeout: timeout)
                         return .returned(envelope)
@@ -259,7 +325,7 @@ extension MQTTHandoffTransport {
             }
             for entry in unsettled.unknown {
                 group.addTask {
-                    let (envelope, id) = (entry.envelope, entry.envelope.id.rawValue)
+                    let (envelope, id) = (entry.envelope, entry.key)
                     do {
                         try await router.deadLetter(
                             label: envelope.label, id: id, payload: entry.payload, reason: .claimOutcomeUnknown,

@@ -77,6 +77,24 @@ final class ClientCore: Sendable {
         var nextListener: UInt64 = 1
         /// The last warning or error libmosquitto logged (TLS failures are only explained there).
         var lastLoggedError: String?
+        /// Makes the Will of each connection (see `MQTTClient.setWillProvider`).
+        var willProvider: (@Sendable (UInt64) -> MQTTConfiguration.Will?)?
+        /// The number of the connection the Will now set belongs to.
+        var willConnection: UInt64 = 0
+        /// The number of the connection established last.
+        var connectionNumber: UInt64 = 0
+    }
+
+    /// Sets the Will of the next connection from the provider, if there is one (before the first connect, and on
+    /// the network thread after a lost connection, before libmosquitto reconnects).
+    func prepareNextWill() throws {
+        let next = state.withLock { state -> (UInt64, @Sendable (UInt64) -> MQTTConfiguration.Will?)? in
+            guard let provider = state.willProvider else { return nil }
+            state.willConnection += 1
+            return (state.willConnection, provider)
+        }
+        guard let (number, provider) = next else { return }
+        try handle.setWill(provider(number), protocolVersion: protocolVersion)
     }
 
     let state = Mutex(State())
@@ -89,8 +107,11 @@ final class ClientCore: Sendable {
     /// Set once after `mosquitto_new`; the handle is needed to resubscribe from the connect callback.
     let handle: MosquittoHandle
 
-    init(handle: MosquittoHandle, host: String, port: Int, logger: Logger) {
+    let protocolVersion: MQTTProtocolVersion
+
+    init(handle: MosquittoHandle, host: String, port: Int, protocolVersion: MQTTProtocolVersion, logger: Logger) {
         self.handle = handle
+        self.protocolVersion = protocolVersion
         self.host = host
         self.port = port
         self.endpoint = "\(host):\(port)"
@@ -188,6 +209,7 @@ final class ClientCore: Sendable {
             if error == nil {
                 let reconnect = state.hasConnected
                 state.hasConnected = true
+                state.connectionNumber = max(state.willConnection, 1)
                 state.status = .connected
                 event = .connected(sessionPresent: sessionPresent, reconnect: reconnect)
                 if reconnect && !sessionPresent {
@@ -256,6 +278,11 @@ final class ClientCore: Sendable {
         if shuttingDown {
             disconnected.signal()
         } else {
+            do {
+                try prepareNextWill()
+            } catch {
+                logger.error("Could not set the Will of the next connection", metadata: ["mqtt.broker": "\(endpoint)", "mqtt.error": "\(error)"])
+            }
             logger.info("Disconnected from the MQTT broker", metadata: ["mqtt.broker": "\(endpoint)", "mqtt.error": "\(error)"])
             for listener in listeners { listener.yield(.disconnected(error)) }
         }

@@ -53,7 +53,9 @@ public final class MQTTClient: Sendable {
         }
         let handle = MosquittoHandle(pointer: pointer)
         self.handle = handle
-        self.core = ClientCore(handle: handle, host: configuration.host, port: configuration.port, logger: logger)
+        self.core = ClientCore(
+            handle: handle, host: configuration.host, port: configuration.port, protocolVersion: configuration.protocolVersion, logger: logger
+        )
         do {
             try Self.configure(handle: handle, configuration)
         } catch {
@@ -105,6 +107,7 @@ public final class MQTTClient: Sendable {
             return true
         }
         guard canConnect else { throw ClientCore.shutdownError }
+        try core.prepareNextWill()
         let (handle, configuration) = (self.handle, self.configuration)
         // mosquitto_connect resolves the host and opens the TCP (and TLS) connection synchronously.
         let (rc, savedErrno): (Int32, Int32) = await runOnDedicatedThread(name: "mqtt-connect") {
@@ -309,6 +312,24 @@ public final class MQTTClient: Sendable {
     /// order received and before the message reaches the streams of ``messages()``; replaces any earlier
     /// handler. For swift-handoff's own modules, which route messages without a hop to a task: `handler` must
     /// be quick, must not block, and must not call ``shutdown()``.
+    /// Makes the Will of each connection: `provider(n)` is asked for the Will of connection `n` (1 for the first
+    /// ``connect()``, then one more after each lost connection, before the reconnect sends it), and replaces
+    /// `configuration.will`. Call it before ``connect()``. It runs on libmosquitto's network thread: keep it short.
+    ///
+    /// A Will is fixed at CONNECT, so this is how a Will can name the connection it belongs to (an incarnation, as
+    /// Sparkplug's bdSeq).
+    package func setWillProvider(_ provider: @escaping @Sendable (UInt64) -> MQTTConfiguration.Will?) {
+        core.state.withLock { state in
+            guard state.status == .idle else { return }
+            state.willProvider = provider
+        }
+    }
+
+    /// The number of the connection established last (1 for the first; see ``setWillProvider(_:)``), 0 before it.
+    package var connectionNumber: UInt64 {
+        core.state.withLock { $0.connectionNumber }
+    }
+
     package func setMessageHandler(_ handler: @escaping @Sendable (MQTTMessage) -> Void) {
         core.state.withLock { state in
             guard state.status != .shutDown else { return }
@@ -424,16 +445,7 @@ public final class MQTTClient: Sendable {
             }
             try check(mosquitto_tls_insecure_set(pointer, !tls.verifyHostname), "set TLS host name verification")
         }
-        if let will = configuration.will {
-            let properties = configuration.protocolVersion == .v5
-                ? try MosquittoPropertyList(publish: will.properties, willDelay: will.delayInterval) : MosquittoPropertyList()
-            let rc = will.payload.withUnsafeBytes { buffer in
-                mosquitto_will_set_v5(pointer, will.topic, Int32(buffer.count), buffer.baseAddress, will.qos.rawValue, will.retain, properties.pointer)
-            }
-            // will_set_v5 takes ownership of the properties only on success.
-            if rc == MOSQ_ERR_SUCCESS.rawValue { _ = properties.release() }
-            try check(rc, "set the Will on '\(will.topic)'")
-        }
+        try handle.setWill(configuration.will, protocolVersion: configuration.protocolVersion)
         let reconnect = configuration.reconnect
         try check(mosquitto_reconnect_delay_set(pointer, reconnect.initialDelay, reconnect.maximumDelay, true), "set the reconnect delay")
     }

@@ -26,6 +26,28 @@ struct MosquittoHandle: @unchecked Sendable {
     func unsubscribe(filter: String, mid: UnsafeMutablePointer<Int32>?) -> Int32 {
         mosquitto_unsubscribe_v5(pointer, mid, filter, nil)
     }
+
+    /// Sets (or, with `nil`, clears) the Will sent with the next CONNECT. Safe before the network thread starts and
+    /// from its callbacks (the reconnect that reads it runs on that thread after the callback returns).
+    func setWill(_ will: MQTTConfiguration.Will?, protocolVersion: MQTTProtocolVersion) throws {
+        func check(_ rc: Int32, _ what: String) throws(MQTTError) {
+            guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+                throw MQTTError(.invalidConfiguration, "Could not \(what): \(String(cString: mosquitto_strerror(rc)))")
+            }
+        }
+        guard let will else {
+            try check(mosquitto_will_clear(pointer), "clear the Will")
+            return
+        }
+        let properties = protocolVersion == .v5
+            ? try MosquittoPropertyList(publish: will.properties, willDelay: will.delayInterval) : MosquittoPropertyList()
+        let rc = will.payload.withUnsafeBytes { buffer in
+            mosquitto_will_set_v5(pointer, will.topic, Int32(buffer.count), buffer.baseAddress, will.qos.rawValue, will.retain, properties.pointer)
+        }
+        // will_set_v5 takes ownership of the properties only on success.
+        if rc == MOSQ_ERR_SUCCESS.rawValue { _ = properties.release() }
+        try check(rc, "set the Will on '\(will.topic)'")
+    }
 }
 
 extension MQTTSubscribeOptions {

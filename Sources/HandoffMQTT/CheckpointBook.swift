@@ -1,0 +1,138 @@
+import Handoff
+import Synchronization
+
+/// What this participant knows of its own checkpoints (docs/PROTOCOL.md §9): the last one stored per label, under
+/// which incarnation, which labels are fenced, and whether writing is allowed now.
+///
+/// Writing is allowed only on a connection whose status this participant has read back (after each connect it reads
+/// its own status topic up to an ordering marker before it publishes its birth): a checkpoint must never be stamped
+/// with an incarnation whose Will already released the label.
+final class CheckpointBook: Sendable {
+    struct Stored: Sendable {
+        var label: HandoffLabel
+        /// SHA-256 of the data, the version and the content type: what "unchanged" compares.
+        var fingerprint: String
+        var incarnation: Int
+    }
+
+    struct State {
+        var stored: [String: Stored] = [:]
+        var fenced: [String: HandoffFencing] = [:]
+        /// This instance's checkpoints up to this incarnation were released by its status.
+        var releasedThrough = 0
+        /// The incarnation checkpoints are written under now; `nil` while writing is not allowed.
+        var writableIncarnation: Int?
+        var listeners: [UInt64: AsyncStream<HandoffFencing>.Continuation] = [:]
+        var nextListener: UInt64 = 1
+        /// Shutting down: this participant releases its own checkpoints now, which fences nothing.
+        var retiring = false
+    }
+
+    let state = Mutex(State())
+
+    /// Stops writing for good: what this participant releases from now on is its own doing, not a fencing.
+    func retire() {
+        state.withLock { state in
+            state.retiring = true
+            state.writableIncarnation = nil
+        }
+    }
+
+    /// Allows writing under `incarnation` (after the birth of that connection), or stops it (`nil`).
+    func setWritable(_ incarnation: Int?) {
+        state.withLock { state in
+            guard !state.retiring else { return }
+            state.writableIncarnation = incarnation
+        }
+    }
+
+    /// What successors were told was released so far (repeated in every birth).
+    var releasedThrough: Int { state.withLock { $0.releasedThrough } }
+
+    /// Whether no checkpoint of this participant is stored.
+    var isEmpty: Bool { state.withLock { $0.stored.isEmpty } }
+
+    func isFenced(_ label: HandoffLabel) -> Bool {
+        state.withLock { $0.fenced[label.topicLevel] != nil }
+    }
+
+    /// Fences what a loss of ownership took; returns the labels newly fenced (reported once each).
+    @discardableResult
+    func record(_ loss: HandoffRouter.OwnershipLoss) -> [HandoffFencing] {
+        let (fenced, listeners) = state.withLock { state -> ([HandoffFencing], [AsyncStream<HandoffFencing>.Continuation]) in
+            var fenced: [HandoffFencing] = []
+            guard !state.retiring else { return ([], []) }
+            switch loss {
+            case .released(let through, let status):
+                state.releasedThrough = max(state.releasedThrough, through)
+                let why = status.state == .dead
+                    ? "this instance's death notice for connection \(status.incarnation) released its checkpoints up to connection \(through)"
+                    : "this instance's status says its checkpoints up to connection \(through) were released"
+                for (level, stored) in state.stored where stored.incarnation <= through && state.fenced[level] == nil {
+                    let fencing = HandoffFencing(label: stored.label, reason: why)
+                    state.fenced[level] = fencing
+                    fenced.append(fencing)
+                }
+            case .checkpointClaimed(let label, let claimer):
+                guard state.fenced[label.topicLevel] == nil else { break }
+                let fencing = HandoffFencing(label: label, reason: "instance \(claimer) claimed this instance's checkpoint")
+                state.fenced[label.topicLevel] = fencing
+                fenced.append(fencing)
+            }
+            return (fenced, fenced.isEmpty ? [] : Array(state.listeners.values))
+        }
+        for fencing in fenced {
+            for listener in listeners { listener.yield(fencing) }
+        }
+        return fenced
+    }
+
+    func fencing() -> AsyncStream<HandoffFencing> {
+        let (stream, continuation) = AsyncStream.makeStream(of: HandoffFencing.self)
+        let id = state.withLock { state in
+            defer { state.nextListener += 1 }
+            state.listeners[state.nextListener] = continuation
+            return state.nextListener
+        }
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.state.withLock { $0.listeners.removeValue(forKey: id) }
+        }
+        return stream
+    }
+
+    func finish() {
+        let listeners = state.withLock { state in
+            defer { state.listeners = [:] }
+            return Array(state.listeners.values)
+        }
+        for listener in listeners { listener.finish() }
+    }
+
+    /// What to do with a checkpoint of `label` with `fingerprint`.
+    enum Decision {
+        case write(incarnation: Int)
+        case skip(HandoffCheckpointOutcome)
+        case notWritable
+    }
+
+    func decide(_ label: HandoffLabel, fingerprint: String, onlyIfChanged: Bool) -> Decision {
+        state.withLock { state in
+            guard state.fenced[label.topicLevel] == nil else { return .skip(.fenced) }
+            guard let incarnation = state.writableIncarnation else { return .notWritable }
+            if onlyIfChanged, state.stored[label.topicLevel]?.fingerprint == fingerprint { return .skip(.unchanged) }
+            return .write(incarnation: incarnation)
+        }
+    }
+
+    /// Records a stored checkpoint; `false` if the label was fenced meanwhile (the write raced a release).
+    func stored(_ label: HandoffLabel, _ stored: Stored) -> Bool {
+        state.withLock { state in
+            state.stored[label.topicLevel] = stored
+            return state.fenced[label.topicLevel] == nil
+        }
+    }
+
+    func removed(_ label: HandoffLabel) {
+        state.withLock { _ = $0.stored.removeValue(forKey: label.topicLevel) }
+    }
+}

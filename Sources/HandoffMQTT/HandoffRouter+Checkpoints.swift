@@ -1,0 +1,144 @@
+import Foundation
+import Handoff
+import MosquittoClient
+
+/// Checkpoints and instance statuses (docs/PROTOCOL.md §9): a checkpoint of another instance is held while that
+/// instance lives; once the instance's status releases it (its Will, or a birth that repeats an earlier release), it
+/// is a waiting handoff like any other, claimed by the rule of §5 under the key `@{instance}`.
+extension HandoffRouter {
+    /// A message on `{prefix}/checkpoints/{label}/{instance}`.
+    func routeCheckpoint(label: HandoffLabel, instance: String, message: MQTTMessage) {
+        let key = "@" + instance
+        if message.payload.isEmpty {
+            if instance == origin.instance, let claimer = message.properties.userProperty(HandoffProperty.claimBy), claimer != instance {
+                // Someone else took this participant's checkpoint: it no longer owns the label's state.
+                ownershipLost.withLock { $0 }?(.checkpointClaimed(label, by: claimer))
+            }
+            routeClaim(label: label, id: key, topic: message.topic, properties: message.properties)
+            return
+        }
+        // This participant's own checkpoints are never claimed by it.
+        guard instance != origin.instance else { return }
+        let payload = message.payload
+        let envelope: HandoffEnvelope
+        do {
+            envelope = try HandoffEnvelope.decode(payload, maximumSize: options.maximumPayloadSize).withReceivedPayload(payload)
+        } catch {
+            rejectCheckpoint(label: label, instance: instance, payload: payload, reason: error.reason, detail: error.detail)
+            return
+        }
+        guard envelope.label == label, envelope.origin.instance == instance, let incarnation = envelope.incarnation else {
+            let detail = envelope.incarnation == nil
+                ? "a checkpoint without an incarnation"
+                : "the checkpoint names '\(envelope.label)' from instance \(envelope.origin.instance) but was published on the "
+                    + "checkpoint topic of '\(label)' of instance \(instance)"
+            rejectCheckpoint(label: label, instance: instance, payload: payload, reason: .labelMismatch, detail: detail)
+            return
+        }
+        enum Outcome { case hold, offer(AsyncStream<HandoffNotice>.Continuation), clear(String) }
+        let outcome = state.withLock { state -> Outcome in
+            let released = incarnation <= state.releasedThrough[instance, default: 0]
+            return state.modifyWatched(label.topicLevel) { watched -> Outcome in
+                let previous = watched.verdicts[key]
+                watched.verdicts[key] = nil
+                watched.openRounds.insert(key)
+                let entry = Entry(key: key, envelope: envelope, payload: payload)
+                if previous == Verdict(winner: origin.instance, merging: true) {
+                    // A checkpoint written after the one merged here (a late write of its fenced owner): the state it
+                    // adds was the dead owner's, not to be merged twice.
+                    return .clear("Clearing a checkpoint written after the one merged here")
+                }
+                if watched.handedOffBy.contains(instance) {
+                    guard released else {
+                        watched.held[key] = entry
+                        return .hold
+                    }
+                    return .clear("Clearing a checkpoint replaced by its owner's handoff")
+                }
+                guard released else {
+                    watched.held[key] = entry
+                    watched.pending[key] = nil
+                    return .hold
+                }
+                watched.held[key] = nil
+                if watched.pending[key]?.payload != payload { watched.pending[key] = entry }
+                return .offer(watched.continuation)
+            } ?? .hold
+        }
+        switch outcome {
+        case .hold: break
+        case .offer(let notices): notices.yield(.available(label))
+        case .clear(let why): clearResurrected(label: label, id: key, why: why)
+        }
+    }
+
+    /// An unreadable message on a checkpoint topic: ignored while its instance lives (it writes again), dead-lettered
+    /// once its instance has released its checkpoints.
+    private func rejectCheckpoint(label: HandoffLabel, instance: String, payload: Data, reason: HandoffRejection.Reason, detail: String) {
+        let released = state.withLock { $0.releasedThrough[instance, default: 0] > 0 }
+        guard released else {
+            logger.debug(
+                "Ignored an unreadable checkpoint of a live instance",
+                metadata: ["handoff.label": "\(label)", "handoff.instance": "\(instance)", "handoff.reason": "\(reason.rawValue)"]
+            )
+            return
+        }
+        let key = "@" + instance
+        reject(label: label, id: key, payload: payload, reason: reason, detail: detail, roundOpen: isRoundOpen(label, key))
+    }
+
+    /// A message on `{prefix}/instances/{instance}`: a birth or a Will. Releases the checkpoints it releases.
+    func routeStatus(instance: String, payload: Data) {
+        guard let status = InstanceStatus.decode(payload), status.instance == instance else { return }
+        let through = status.releasedThrough
+        guard instance != origin.instance else {
+            if through > 0 { ownershipLost.withLock { $0 }?(.released(through: through, status: status)) }
+            return
+        }
+        let key = "@" + instance
+        let (offers, clears) = state.withLock { state -> ([(HandoffLabel, AsyncStream<HandoffNotice>.Continuation)], [HandoffLabel]) in
+            guard through > state.releasedThrough[instance, default: 0] else { return ([], []) }
+            state.releasedThrough[instance] = through
+            var offers: [(HandoffLabel, AsyncStream<HandoffNotice>.Continuation)] = []
+            var clears: [HandoffLabel] = []
+            for level in state.watched.keys {
+                state.modifyWatched(level) { watched in
+                    guard let held = watched.held[key], let incarnation = held.envelope.incarnation, incarnation <= through else { return }
+                    watched.held[key] = nil
+                    if watched.handedOffBy.contains(instance) {
+                        clears.append(watched.label)
+                    } else {
+                        watched.pending[key] = held
+                        offers.append((watched.label, watched.continuation))
+                    }
+                }
+            }
+            return (offers, clears)
+        }
+        if !offers.isEmpty || !clears.isEmpty {
+            logger.info(
+                "An instance released its checkpoints",
+                metadata: [
+                    "handoff.instance": "\(instance)", "handoff.incarnation": "\(through)",
+                    "handoff.state": "\(status.state.rawValue)", "handoff.labels": "\(offers.count + clears.count)",
+                ]
+            )
+        }
+        for (label, notices) in offers { notices.yield(.available(label)) }
+        for label in clears { clearResurrected(label: label, id: key, why: "Clearing a checkpoint replaced by its owner's handoff") }
+    }
+
+    /// The handoff of `label` from `instance` replaces that instance's checkpoint of the label: a released one is
+    /// cleared (nobody merges it), a held one will be when it is released.
+    func supersedeCheckpoint(label: HandoffLabel, of instance: String) {
+        let key = "@" + instance
+        let released = state.withLock { state -> Bool in
+            state.modifyWatched(label.topicLevel) { watched in
+                guard let entry = watched.pending[key], !entry.claiming else { return false }
+                watched.pending[key] = nil
+                return true
+            } ?? false
+        }
+        if released { clearResurrected(label: label, id: key, why: "Clearing a checkpoint replaced by its owner's handoff") }
+    }
+}

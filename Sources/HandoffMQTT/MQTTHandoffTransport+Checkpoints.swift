@@ -1,0 +1,116 @@
+import Foundation
+import Handoff
+import Logging
+import MosquittoClient
+
+/// Checkpoints over MQTT (docs/PROTOCOL.md §9): retained on `{prefix}/checkpoints/{label}/{instance}`, stamped with
+/// the incarnation (connection number) they were written under, and released to successors by the instance's status
+/// on `{prefix}/instances/{instance}`: the Will of a connection that died, or a birth repeating an earlier release.
+extension MQTTHandoffTransport: HandoffCheckpointing {
+    public func checkpoint(_ envelope: HandoffEnvelope, onlyIfChanged: Bool = true, timeout: Duration) async throws -> HandoffCheckpointOutcome {
+        guard router.options.willDelay != nil else {
+            throw HandoffError.transportUnavailable("Checkpoints need the Will that releases them: set Options.willDelay")
+        }
+        guard envelope.origin.instance == origin.instance else {
+            throw HandoffError.encodingFailed(label: envelope.label, detail: "a checkpoint must come from this participant's instance \(origin.instance)")
+        }
+        let label = envelope.label
+        let fingerprint = "\(envelope.vsn) \(envelope.contentType) \(envelope.sha256)"
+        let incarnation: Int
+        switch book.decide(label, fingerprint: fingerprint, onlyIfChanged: onlyIfChanged) {
+        case .skip(let outcome): return outcome
+        case .notWritable:
+            throw HandoffError.transportUnavailable(
+                "Not checkpointing '\(label)': not connected to the broker (or not yet announced after a reconnect)")
+        case .write(let writable): incarnation = writable
+        }
+        var stamped = envelope
+        stamped.incarnation = incarnation
+        let payload = stamped.withWireForm().encoded()
+        let (client, topic) = (self.client, topics.checkpoint(label, instance: origin.instance))
+        let properties = MQTTPublishProperties(contentType: HandoffRouter.contentType)
+        do {
+            try await withDeadline(timeout, operation: "checkpoint '\(label)'") {
+                try await client.publish(topic, payload: payload, qos: .atLeastOnce, retain: true, properties: properties)
+            }
+        } catch let error as MQTTError {
+            throw HandoffError.transportUnavailable("Could not store the checkpoint of '\(label)': \(error)")
+        }
+        let stored = CheckpointBook.Stored(label: label, fingerprint: fingerprint, incarnation: incarnation)
+        return book.stored(label, stored) ? .written : .fenced
+    }
+
+    public func removeCheckpoint(_ label: HandoffLabel, timeout: Duration) async throws {
+        guard router.options.willDelay != nil else { return }
+        let properties = MQTTPublishProperties(userProperties: [
+            MQTTUserProperty(HandoffProperty.claimBy, origin.instance),
+            MQTTUserProperty(HandoffProperty.claimPurpose, "already-merged"),
+        ])
+        let (client, topic) = (self.client, topics.checkpoint(label, instance: origin.instance))
+        do {
+            try await withDeadline(timeout, operation: "remove the checkpoint of '\(label)'") {
+                try await client.publish(topic, payload: Data(), qos: .atLeastOnce, retain: true, properties: properties)
+            }
+        } catch let error as MQTTError {
+            throw HandoffError.transportUnavailable("Could not remove the checkpoint of '\(label)': \(error)")
+        }
+        book.removed(label)
+    }
+
+    public func isFenced(_ label: HandoffLabel) -> Bool {
+        book.isFenced(label)
+    }
+
+    public func fencing() -> AsyncStream<HandoffFencing> {
+        book.fencing()
+    }
+
+    /// At a graceful shutdown, after the handoffs: with no checkpoint left, the status is removed (nothing is left to
+    /// release); with some left (they were not replaced by handoffs), a death notice releases them to successors
+    /// now, as the Will would after a crash. The DISCONNECT that follows discards the Will.
+    func retireStatus(timeout: Duration) async {
+        guard router.options.willDelay != nil else { return }
+        book.retire()
+        let empty = book.isEmpty
+        let payload = empty ? Data() : InstanceStatus.dead(origin.instance, incarnation: Int(client.connectionNumber)).encoded()
+        let (client, topic) = (self.client, topics.instance(origin.instance))
+        do {
+            try await withDeadline(timeout, operation: "retire this participant's status") {
+                try await client.publish(topic, payload: payload, qos: .atLeastOnce, retain: true)
+            }
+        } catch {
+            logger.warning(
+                "Could not update this participant's status at shutdown",
+                metadata: ["handoff.error": "\(error)", "handoff.checkpoints_left": "\(!empty)"]
+            )
+        }
+    }
+}
+
+/// After each connect: reads this participant's own status back (a Will that fired while it was away fences the
+/// labels it released), publishes its birth, then allows checkpoints under the new connection's incarnation.
+struct Announcer: Sendable {
+    let client: MQTTClient
+    let topics: HandoffTopics
+    let router: HandoffRouter
+    let book: CheckpointBook
+    let instance: String
+    let enabled: Bool
+    let logger: Logger
+
+    func announce() async throws {
+        guard enabled else { return }
+        book.setWritable(nil)
+        let incarnation = Int(client.connectionNumber)
+        // Retained statuses, this instance's own included, arrive after the SUBACK; the marker after them.
+        _ = try await client.subscribe(topics.instanceFilter, options: MQTTSubscribeOptions(qos: .atLeastOnce))
+        try await router.sync(timeout: .seconds(10))
+        let birth = InstanceStatus.online(instance, incarnation: incarnation, released: book.releasedThrough)
+        try await client.publish(
+            topics.instance(instance), payload: birth.encoded(), qos: .atLeastOnce, retain: true,
+            properties: MQTTPublishProperties(contentType: "application/json")
+        )
+        book.setWritable(incarnation)
+        logger.debug("Announced this participant", metadata: ["handoff.instance": "\(instance)", "handoff.incarnation": "\(incarnation)"])
+    }
+}

@@ -1,0 +1,147 @@
+import Foundation
+import Handoff
+@testable import HandoffMQTT
+import MosquittoClient
+import MosquittoTestKit
+import Testing
+
+/// Checkpoints released by the broker's Will (docs/PROTOCOL.md §9), against a real mosquitto. A "crash" here is a
+/// predecessor whose connection dies without a DISCONNECT (a proxy cuts it and refuses it back), so the broker
+/// publishes its Will; tests with real SIGKILLed processes are in HandoffServiceTests.
+@Suite("Checkpoints released by the Will", .serialized, .timeLimit(.minutes(3)))
+struct CheckpointTests {
+    static func options(_ name: String, willDelay: UInt32 = 1) -> MQTTHandoffTransport.Options {
+        MQTTHandoffTransport.Options(prefix: "\(name)-\(UUID().uuidString.prefix(8))", willDelay: willDelay)
+    }
+
+    @Test("a live successor merges the last checkpoint of a predecessor whose connection died; it is claimed once")
+    func liveSuccessorMergesCheckpoint() async throws {
+        try await withMosquittoBroker { broker in
+            let options = Self.options("crash")
+            let label = try HandoffLabel("meter")
+            let proxy = try await TCPProxy.start(forwardingTo: broker.plainPort)
+            defer { proxy.stop() }
+            let predecessor = try await MQTTHandoffTransport.connect(
+                configuration: MQTTConfiguration(host: broker.host, port: proxy.port), options: options)
+            let owner = HandoffChannel<Int>(label: label, transport: predecessor)
+            #expect(try await owner.checkpoint(41) == .written)
+            #expect(try await owner.checkpoint(41) == .unchanged)
+            #expect(try await owner.checkpoint(42) == .written)
+
+            let direct = MQTTConfiguration(host: broker.host, port: broker.plainPort)
+            let successor = try await MQTTHandoffTransport.connect(configuration: direct, options: options)
+            let channel = HandoffChannel<Int>(label: label, transport: successor)
+            let notices = try await channel.subscribe()
+            // While the predecessor lives, its checkpoint is not offered.
+            #expect(try await channel.complete().handoffs.isEmpty)
+
+            let clock = ContinuousClock()
+            let crashed = clock.now
+            proxy.refuseNewConnections()
+            proxy.cutAllConnections()
+            var iterator = notices.makeAsyncIterator()
+            _ = await iterator.next()
+            let batch = try await channel.complete()
+            let released = crashed.duration(to: clock.now)
+            #expect(batch.handoffs.map(\.state) == [42])
+            #expect(batch.handoffs.first?.isCheckpoint == true)
+            #expect(batch.handoffs.first?.origin.instance == predecessor.origin.instance)
+            #expect(released < .seconds(3), "released after \(released) with a Will delay of 1 s")
+
+            // The predecessor was only partitioned: back on the network, it learns it was fenced.
+            let fencing = predecessor.fencing()
+            proxy.acceptNewConnections()
+            var fenced = fencing.makeAsyncIterator()
+            let report = await fenced.next()
+            #expect(report?.label == label)
+            #expect(predecessor.isFenced(label))
+            #expect(try await owner.checkpoint(43) == .fenced)
+
+            // A later successor finds nothing: the checkpoint was claimed once.
+            let late = try await MQTTHandoffTransport.connect(configuration: direct, options: options)
+            let lateChannel = HandoffChannel<Int>(label: label, transport: late)
+            _ = try await lateChannel.subscribe()
+            #expect(try await lateChannel.complete().handoffs.isEmpty)
+
+            await late.shutdown()
+            await successor.shutdown()
+            await predecessor.shutdown()
+        }
+    }
+
+    @Test("a successor started after the crash still finds and merges the released checkpoint")
+    func laterSuccessorMergesCheckpoint() async throws {
+        try await withMosquittoBroker { broker in
+            let options = Self.options("late")
+            let label = try HandoffLabel("buffer")
+            let proxy = try await TCPProxy.start(forwardingTo: broker.plainPort)
+            defer { proxy.stop() }
+            let predecessor = try await MQTTHandoffTransport.connect(
+                configuration: MQTTConfiguration(host: broker.host, port: proxy.port), options: options)
+            try await HandoffChannel<[String]>(label: label, transport: predecessor).checkpoint(["a", "b"])
+            proxy.refuseNewConnections()
+            proxy.cutAllConnections()
+            try await Task.sleep(for: .seconds(2))  // the Will (delay 1 s) has been published
+
+            let successor = try await MQTTHandoffTransport.connect(
+                configuration: MQTTConfiguration(host: broker.host, port: broker.plainPort), options: options)
+            let channel = HandoffChannel<[String]>(label: label, transport: successor)
+            _ = try await channel.subscribe()
+            let batch = try await channel.complete()
+            #expect(batch.handoffs.map(\.state) == [["a", "b"]])
+            await successor.shutdown()
+            await predecessor.shutdown()
+        }
+    }
+
+    @Test("a reconnect within the Will delay releases nothing")
+    func quickReconnectSuppressesTheWill() async throws {
+        try await withMosquittoBroker { broker in
+            let options = Self.options("blip", willDelay: 3)
+            let label = try HandoffLabel("blip")
+            let proxy = try await TCPProxy.start(forwardingTo: broker.plainPort)
+            defer { proxy.stop() }
+            let predecessor = try await MQTTHandoffTransport.connect(
+                configuration: MQTTConfiguration(host: broker.host, port: proxy.port), options: options)
+            try await HandoffChannel<Int>(label: label, transport: predecessor).checkpoint(7)
+            let successor = try await MQTTHandoffTransport.connect(
+                configuration: MQTTConfiguration(host: broker.host, port: broker.plainPort), options: options)
+            let channel = HandoffChannel<Int>(label: label, transport: successor)
+            _ = try await channel.subscribe()
+            proxy.cutAllConnections()  // reconnects within about a second
+            try await Task.sleep(for: .seconds(5))
+            try await successor.sync()
+            #expect(try await channel.complete().handoffs.isEmpty)
+            #expect(!predecessor.isFenced(label))
+            #expect(try await HandoffChannel<Int>(label: label, transport: predecessor).checkpoint(8) == .written)
+            await successor.shutdown()
+            await predecessor.shutdown()
+        }
+    }
+
+    @Test("a graceful shutdown hands off and removes its checkpoints: the successor merges the handoff only")
+    func gracefulShutdownMergesOnce() async throws {
+        try await withMosquittoBroker { broker in
+            let options = Self.options("graceful")
+            let label = try HandoffLabel("graceful")
+            let configuration = MQTTConfiguration(host: broker.host, port: broker.plainPort)
+            let predecessor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)
+            let owner = HandoffChannel<Int>(label: label, transport: predecessor)
+            try await owner.checkpoint(10)
+            try await owner.checkpoint(11)
+            let successor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)
+            let channel = HandoffChannel<Int>(label: label, transport: successor)
+            _ = try await channel.subscribe()
+            try await owner.initiate(12)
+            try await predecessor.removeCheckpoint(label, timeout: .seconds(5))
+            await predecessor.shutdown()
+            try await Task.sleep(for: .seconds(2))
+            try await successor.sync()
+            var merged: [ClaimedHandoff<Int>] = []
+            merged += try await channel.complete().handoffs
+            #expect(merged.map(\.state) == [12])
+            #expect(merged.first?.isCheckpoint == false)
+            await successor.shutdown()
+        }
+    }
+}
