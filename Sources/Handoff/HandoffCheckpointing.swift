@@ -26,7 +26,7 @@ public protocol HandoffCheckpointing: HandoffTransport {
 }
 
 /// What ``HandoffCheckpointing/checkpoint(_:onlyIfChanged:timeout:)`` did.
-public enum HandoffCheckpointOutcome: String, Sendable, Hashable {
+public enum HandoffCheckpointOutcome: String, Sendable, Hashable, CaseIterable {
     /// The checkpoint was stored.
     case written
     /// The state equals the last checkpoint stored: nothing was sent.

@@ -16,7 +16,10 @@ final class CheckpointBook: Sendable {
     }
 
     struct State {
+        /// Acknowledged checkpoints, by label level: what "unchanged" compares with.
         var stored: [String: Stored] = [:]
+        /// Labels with a checkpoint sent (acknowledged or not) and not removed: what may be on the broker.
+        var sent: Set<String> = []
         var fenced: [String: HandoffFencing] = [:]
         /// This instance's checkpoints up to this incarnation were released by its status.
         var releasedThrough = 0
@@ -49,8 +52,13 @@ final class CheckpointBook: Sendable {
     /// What successors were told was released so far (repeated in every birth).
     var releasedThrough: Int { state.withLock { $0.releasedThrough } }
 
-    /// Whether no checkpoint of this participant is stored.
-    var isEmpty: Bool { state.withLock { $0.stored.isEmpty } }
+    /// Whether no checkpoint of this participant may be on the broker.
+    var isEmpty: Bool { state.withLock { $0.sent.isEmpty } }
+
+    /// Whether a checkpoint of `label` may be on the broker.
+    func mayHaveCheckpoint(_ label: HandoffLabel) -> Bool {
+        state.withLock { $0.sent.contains(label.topicLevel) }
+    }
 
     func isFenced(_ label: HandoffLabel) -> Bool {
         state.withLock { $0.fenced[label.topicLevel] != nil }
@@ -120,6 +128,7 @@ final class CheckpointBook: Sendable {
             guard state.fenced[label.topicLevel] == nil else { return .skip(.fenced) }
             guard let incarnation = state.writableIncarnation else { return .notWritable }
             if onlyIfChanged, state.stored[label.topicLevel]?.fingerprint == fingerprint { return .skip(.unchanged) }
+            state.sent.insert(label.topicLevel)
             return .write(incarnation: incarnation)
         }
     }
@@ -133,6 +142,9 @@ final class CheckpointBook: Sendable {
     }
 
     func removed(_ label: HandoffLabel) {
-        state.withLock { _ = $0.stored.removeValue(forKey: label.topicLevel) }
+        state.withLock { state in
+            state.stored[label.topicLevel] = nil
+            state.sent.remove(label.topicLevel)
+        }
     }
 }

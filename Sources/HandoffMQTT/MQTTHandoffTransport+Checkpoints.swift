@@ -40,8 +40,9 @@ extension MQTTHandoffTransport: HandoffCheckpointing {
         return book.stored(label, stored) ? .written : .fenced
     }
 
+    /// Does nothing when this participant never sent a checkpoint of `label`.
     public func removeCheckpoint(_ label: HandoffLabel, timeout: Duration) async throws {
-        guard router.options.willDelay != nil else { return }
+        guard router.options.willDelay != nil, book.mayHaveCheckpoint(label) else { return }
         let properties = MQTTPublishProperties(userProperties: [
             MQTTUserProperty(HandoffProperty.claimBy, origin.instance),
             MQTTUserProperty(HandoffProperty.claimPurpose, "already-merged"),

@@ -50,6 +50,14 @@ public protocol HandoffParticipant: Actor {
     /// (for example to start work that must wait for the predecessor's state). Does nothing by default.
     func didMergeHandoffs(_ handoffs: [ClaimedHandoff<State>])
 
+    /// Called inside the actor's isolation when successors took this participant's state over while it still runs:
+    /// its process was partitioned from the broker for longer than the death-detection delay, so its last
+    /// checkpoint was released and merged elsewhere (see `HandoffCheckpointing`). The service stops checkpointing
+    /// the label and will not hand it off at shutdown. The state here is no longer the one successors build on:
+    /// stop acting on it (for example stop serving the label, or restart the process). Does nothing by default
+    /// (the service logs it at error).
+    func handoffOwnershipLost(_ fencing: HandoffFencing)
+
     /// The state to hand off, taken once at shutdown after merging has stopped; ``handoffState`` by default.
     /// Updates made after this call are not handed off: stop the participant's inputs before the
     /// ``HandoffService`` shuts down (place their services after it in the `ServiceGroup`).
@@ -65,6 +73,8 @@ extension HandoffParticipant {
     public static func validateHandoff(_ state: State) throws {}
     /// Does nothing.
     public func didMergeHandoffs(_ handoffs: [ClaimedHandoff<State>]) {}
+    /// Does nothing.
+    public func handoffOwnershipLost(_ fencing: HandoffFencing) {}
     /// ``handoffState``.
     public func stateForHandoff() -> State { handoffState }
 

@@ -57,6 +57,20 @@ extension HandoffService {
         deadline: ContinuousClock.Instant
     ) async {
         let clock = ContinuousClock()
+        let checkpoints = configuration.checkpointInterval == nil ? nil : checkpointTransport
+        if let checkpoints, checkpoints.isFenced(driver.label) {
+            collector.finish(
+                index,
+                HandoffShutdownOutcome(
+                    label: driver.label,
+                    kind: .fenced,
+                    duration: start.duration(to: clock.now),
+                    detail: "successors took this state over while the process ran (its checkpoint was released); "
+                        + "nothing was handed off, so that nothing is merged twice"
+                )
+            )
+            return
+        }
         let envelope: HandoffEnvelope
         do {
             envelope = try await driver.makeEnvelope(origin: transport.origin)
@@ -80,6 +94,18 @@ extension HandoffService {
         let bytes = envelope.data.count
         do {
             try await transport.initiate(envelope, timeout: remaining)
+            if let checkpoints {
+                // The handoff replaces the checkpoint: remove it so that no successor merges both (successors also
+                // clear a checkpoint whose owner's handoff they saw).
+                do {
+                    try await checkpoints.removeCheckpoint(driver.label, timeout: max(clock.now.duration(to: deadline), .milliseconds(100)))
+                } catch {
+                    logger.warning(
+                        "the checkpoint replaced by the handoff could not be removed; successors clear it",
+                        metadata: ["handoff.label": "\(driver.label)", "handoff.error": "\(error)"]
+                    )
+                }
+            }
             collector.finish(
                 index,
                 HandoffShutdownOutcome(
@@ -150,7 +176,7 @@ extension HandoffService {
             return "\(error); the broker was unreachable, the handoff was NOT stored"
         case .transportFailed:
             return "\(error); the handoff was NOT stored"
-        case .handedOff, .encodingFailed:
+        case .handedOff, .encodingFailed, .fenced:
             return error
         }
     }
@@ -187,6 +213,9 @@ extension HandoffService {
         if let file = outcome.fallbackFile { metadata["handoff.fallback_file"] = "\(file)" }
         if outcome.isHandedOff {
             logger.debug("state handed off", metadata: metadata)
+        } else if outcome.kind == .fenced {
+            metadata["handoff.detail"] = "\(outcome.detail ?? "")"
+            logger.warning("state not handed off: successors own it", metadata: metadata)
         } else {
             metadata["handoff.detail"] = "\(outcome.detail ?? "")"
             logger.error("state NOT handed off", metadata: metadata)

@@ -82,6 +82,11 @@ public final class HandoffService: Service, Sendable {
         Driver(participant, context: context)
     }
 
+    /// The transport as one that keeps checkpoints, when it does.
+    var checkpointTransport: (any HandoffCheckpointing)? {
+        transport as? any HandoffCheckpointing
+    }
+
     /// What the last shutdown did; `nil` until ``run()`` has returned.
     public var shutdownReport: HandoffShutdownReport? {
         state.withLock { $0.report }
@@ -102,6 +107,12 @@ public final class HandoffService: Service, Sendable {
         }
         precondition(!alreadyStarted, "HandoffService.run() can be called once")
         logger.info("handoff service started", metadata: ["handoff.participants": "\(drivers.count)"])
+        if configuration.checkpointInterval != nil, checkpointTransport == nil {
+            logger.warning(
+                "checkpoints are configured, but the transport keeps none: a crash hands off nothing",
+                metadata: ["handoff.transport": "\(type(of: transport))"]
+            )
+        }
 
         let shutdown = OneShotSignal()
         let graceful = await withGracefulShutdownHandler {
@@ -118,7 +129,13 @@ public final class HandoffService: Service, Sendable {
                         }
                     }
                 }
+                if let checkpoints = checkpointTransport, let interval = configuration.checkpointInterval {
+                    group.addTask { await self.checkpointUntilCancelled(into: checkpoints, every: interval) }
+                    group.addTask { await self.reportFencing(of: checkpoints) }
+                }
                 let graceful = await shutdown.wait()
+                // Checkpointing stops here, before the handoffs: the group waits for its last round (a checkpoint
+                // sent before a handoff's checkpoint removal reaches the broker first, on the same connection).
                 group.cancelAll()
                 return graceful
             }

@@ -22,6 +22,15 @@ extension HandoffService {
         /// The metrics backend; `nil` (the default) uses the process's `MetricsSystem` (the library never
         /// bootstraps one).
         public var metricsFactory: (any MetricsFactory)?
+        /// How often every participant's state is checkpointed while the service runs, so that a crash (SIGKILL,
+        /// OOM kill, power loss) loses at most this much: successors merge the last checkpoint of a process that
+        /// died without handing off. Needs a transport that keeps checkpoints (``HandoffCheckpointing``, such as
+        /// `MQTTHandoffTransport`). `nil` (the default): no checkpoints, a crash hands off nothing.
+        public var checkpointInterval: Duration?
+        /// Whether a state equal to the participant's last checkpoint is skipped (the default) or sent again.
+        public var checkpointOnlyWhenChanged: Bool
+        /// How many participants are checkpointed at once (their publishes are pipelined).
+        public var checkpointConcurrency: Int
 
         /// Creates a configuration; every parameter has the default described on its property.
         public init(
@@ -30,8 +39,16 @@ extension HandoffService {
             retryDelay: Duration = .milliseconds(500),
             codec: any HandoffStateCodec = JSONStateCodec(),
             fallbackDirectory: URL? = nil,
-            metricsFactory: (any MetricsFactory)? = nil
+            metricsFactory: (any MetricsFactory)? = nil,
+            checkpointInterval: Duration? = nil,
+            checkpointOnlyWhenChanged: Bool = true,
+            checkpointConcurrency: Int = 64
         ) {
+            precondition(checkpointInterval.map { $0 > .zero } ?? true, "the checkpoint interval must be positive")
+            precondition(checkpointConcurrency >= 1, "checkpointConcurrency must be at least 1")
+            self.checkpointInterval = checkpointInterval
+            self.checkpointOnlyWhenChanged = checkpointOnlyWhenChanged
+            self.checkpointConcurrency = checkpointConcurrency
             self.shutdownBudget = shutdownBudget
             self.operationTimeout = operationTimeout
             self.retryDelay = retryDelay

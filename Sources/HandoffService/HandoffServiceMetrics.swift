@@ -12,6 +12,9 @@ import Metrics
 /// | `handoff_rejected_total{reason}` | counter | handoffs dead-lettered or left for another reader; `reason` is a rejection reason code, or `merge-failed` |
 /// | `handoff_initiate_duration` | timer | from the shutdown signal to one handoff's acknowledgement |
 /// | `handoff_merge_duration` | timer | one complete-and-merge step of one participant |
+/// | `handoff_checkpoints_total{outcome}` | counter | checkpoints of participants: `written`, `unchanged`, `fenced` or `failed` |
+/// | `handoff_checkpoint_round_duration` | timer | one checkpoint round over every participant |
+/// | `handoff_fenced_total` | counter | participants whose state successors took over while they ran |
 struct HandoffServiceMetrics: Sendable {
     /// The rejection reason used when a merge strategy throws.
     static let mergeFailedReason = "merge-failed"
@@ -22,6 +25,10 @@ struct HandoffServiceMetrics: Sendable {
     let rejected: [String: Counter]
     let initiateDuration: Metrics.Timer
     let mergeDuration: Metrics.Timer
+    let checkpoints: [String: Counter]
+    let checkpointRoundDuration: Metrics.Timer
+    let fenced: Counter
+    static let checkpointFailed = "failed"
 
     init(factory: (any MetricsFactory)?) {
         let factory = factory ?? MetricsSystem.factory
@@ -43,6 +50,13 @@ struct HandoffServiceMetrics: Sendable {
         self.rejected = rejected
         initiateDuration = Metrics.Timer(label: "handoff_initiate_duration", factory: factory)
         mergeDuration = Metrics.Timer(label: "handoff_merge_duration", factory: factory)
+        var checkpoints: [String: Counter] = [:]
+        for outcome in HandoffCheckpointOutcome.allCases.map(\.rawValue) + [Self.checkpointFailed] {
+            checkpoints[outcome] = Counter(label: "handoff_checkpoints_total", dimensions: [("outcome", outcome)], factory: factory)
+        }
+        self.checkpoints = checkpoints
+        checkpointRoundDuration = Metrics.Timer(label: "handoff_checkpoint_round_duration", factory: factory)
+        fenced = Counter(label: "handoff_fenced_total", factory: factory)
     }
 
     func countRejected(_ reason: String) {

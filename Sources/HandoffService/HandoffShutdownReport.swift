@@ -20,6 +20,10 @@ public struct HandoffShutdownOutcome: Sendable, Hashable, CustomStringConvertibl
         case transportFailed = "transport-failed"
         /// The state could not be encoded; nothing was published and there is no envelope to keep.
         case encodingFailed = "encoding-failed"
+        /// Successors had taken this participant's state over while it ran (its checkpoint was released, see
+        /// ``HandoffParticipant/handoffOwnershipLost(_:)``): nothing was handed off, so that nothing is merged
+        /// twice. Not a state at risk: it is not among ``HandoffShutdownReport/failures``.
+        case fenced
     }
 
     /// The participant's label.
@@ -96,7 +100,7 @@ public struct HandoffShutdownReport: Sendable, Hashable {
     /// The outcomes whose handoff was acknowledged.
     public var handedOff: [HandoffShutdownOutcome] { outcomes.filter(\.isHandedOff) }
     /// The outcomes whose handoff was not acknowledged: each is a state at risk.
-    public var failures: [HandoffShutdownOutcome] { outcomes.filter { !$0.isHandedOff } }
+    public var failures: [HandoffShutdownOutcome] { outcomes.filter { !$0.isHandedOff && $0.kind != .fenced } }
     /// The outcome for `label`, if it was hosted.
     public func outcome(for label: HandoffLabel) -> HandoffShutdownOutcome? {
         outcomes.first { $0.label == label }

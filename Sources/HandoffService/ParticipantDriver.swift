@@ -24,6 +24,16 @@ protocol ParticipantDriver: Sendable {
     func mergeUntilCancelled(ready: @escaping @Sendable () -> Void) async
     /// Snapshots the participant's state and encodes it into an envelope from `origin`.
     func makeEnvelope(origin: HandoffOrigin) async throws(HandoffError) -> HandoffEnvelope
+    /// Tells the participant that successors took its state over (inside its isolation).
+    func ownershipLost(_ fencing: HandoffFencing) async
+}
+
+extension ParticipantDriver {
+    /// Snapshots the participant's state and stores it as its checkpoint.
+    func checkpoint(into transport: any HandoffCheckpointing, onlyIfChanged: Bool, timeout: Duration) async throws -> HandoffCheckpointOutcome {
+        guard !transport.isFenced(label) else { return .fenced }
+        return try await transport.checkpoint(try await makeEnvelope(origin: transport.origin), onlyIfChanged: onlyIfChanged, timeout: timeout)
+    }
 }
 
 /// The driver of a participant of type `P`.
@@ -200,6 +210,10 @@ final class Driver<P: HandoffParticipant>: ParticipantDriver {
                 metadata: metadata
             )
         }
+    }
+
+    func ownershipLost(_ fencing: HandoffFencing) async {
+        await participant.handoffOwnershipLost(fencing)
     }
 
     func makeEnvelope(origin: HandoffOrigin) async throws(HandoffError) -> HandoffEnvelope {
