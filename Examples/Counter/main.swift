@@ -1,6 +1,8 @@
 // swift-handoff in one screen: a counter that survives restarts and rolling deploys.
 // Run two of them against a broker (`counter-example mqtt://127.0.0.1:1883 my-counter`), stop one with SIGTERM or
 // Ctrl-C, and the other one (or the next one started) continues from its count.
+// With `--checkpoint-ms 200` it also survives `kill -9`: the others continue from its last checkpoint, released by the
+// broker's Will `--will-delay` seconds (default 5) after the connection died.
 import Foundation
 import Handoff
 import HandoffService
@@ -25,7 +27,12 @@ actor Counter: HandoffParticipant {
     }
 
     func didMergeHandoffs(_ handoffs: [ClaimedHandoff<Int>]) {
-        say("took over \(handoffs.map(\.state)): count is now \(handoffState)")
+        let from = handoffs.contains(where: \.isCheckpoint) ? " from a checkpoint" : ""
+        say("took over \(handoffs.map(\.state))\(from): count is now \(handoffState)")
+    }
+
+    func handoffOwnershipLost(_ fencing: HandoffFencing) {
+        say("fenced: \(fencing.reason)")
     }
 }
 
@@ -45,17 +52,34 @@ struct Ticker: Service {
     }
 }
 
-let arguments = CommandLine.arguments.dropFirst()
+/// `counter-example [URL] [LABEL] [--checkpoint-ms N] [--will-delay S]`
+/// Takes `--name N` out of `arguments`; returns N.
+func option(_ name: String, from arguments: inout [String]) -> Int? {
+    guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return nil }
+    defer { arguments.removeSubrange(index...(index + 1)) }
+    return Int(arguments[index + 1])
+}
+var arguments = Array(CommandLine.arguments.dropFirst())
+let checkpointMilliseconds = option("--checkpoint-ms", from: &arguments)
+let willDelay = option("--will-delay", from: &arguments).map(UInt32.init) ?? 5
 let counter = Counter(label: try HandoffLabel(arguments.dropFirst().first ?? "counter"))
 // 2. One broker connection per process, first in the group so that it closes last.
-let connection = try await MQTTHandoffTransportService.connect(
-    configuration: try MQTTConfiguration(url: arguments.first ?? "mqtt://127.0.0.1:1883")
-)
-// 3. The handoff service: merges what arrives, hands the count off at SIGTERM within 5 s.
+let connection: MQTTHandoffTransportService
+do {
+    connection = try await MQTTHandoffTransportService.connect(
+        configuration: try MQTTConfiguration(url: arguments.first ?? "mqtt://127.0.0.1:1883"),
+        options: .init(willDelay: willDelay)
+    )
+} catch {
+    FileHandle.standardError.write(Data("counter-example: \(error)\n".utf8))
+    exit(1)
+}
+// 3. The handoff service: merges what arrives, hands the count off at SIGTERM within 5 s (and, with
+// --checkpoint-ms, checkpoints it so that a crash loses at most that much).
 let handoffs = HandoffService(
     transport: connection.transport,
     participants: [counter],
-    configuration: .init(shutdownBudget: .seconds(5))
+    configuration: .init(shutdownBudget: .seconds(5), checkpointInterval: checkpointMilliseconds.map { .milliseconds($0) })
 )
 let group = ServiceGroup(
     services: [connection, handoffs, Ticker(counter: counter, handoffs: handoffs)],

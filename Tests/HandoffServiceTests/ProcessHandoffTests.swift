@@ -38,6 +38,53 @@ struct ProcessHandoffTests {
         }
     }
 
+    @Test("SIGKILL to a checkpointing counter: the live standby continues from its last checkpoint within the Will delay + 1 s")
+    func sigkillReleasesCheckpointToStandby() async throws {
+        try await withMosquittoBroker { broker in
+            let label = "crash-test-\(UUID().uuidString.prefix(8))"
+            let flags = ["--checkpoint-ms", "200", "--will-delay", "1"]
+            let primary = try ChildProcess("counter-example", [broker.plainURL, label] + flags)
+            #expect(await primary.waitForLine { number(after: "count ", in: $0).flatMap { $0 >= 10 ? $0 : nil } } != nil)
+            let standby = try ChildProcess("counter-example", [broker.plainURL, label] + flags)
+            #expect(await standby.waitForLine { number(after: "count ", in: $0) } != nil)
+
+            let clock = ContinuousClock()
+            primary.send(SIGKILL)
+            let killed = clock.now
+            _ = await primary.waitForExit()
+            let lastCounted = try #require(primary.output.compactMap { number(after: "count ", in: $0) }.last)
+            let recovered = await standby.waitForLine(upTo: .seconds(10)) { checkpointTakeover(in: $0) }
+            let elapsed = killed.duration(to: clock.now)
+            let value = try #require(recovered, "the standby took nothing over: \(standby.output.suffix(5))")
+            // At most one checkpoint interval (200 ms: two counts at 100 ms each, plus one in flight) is lost.
+            #expect(value <= lastCounted && value >= lastCounted - 3, "recovered \(value) of \(lastCounted)")
+            #expect(elapsed < .seconds(2), "merged \(elapsed) after the SIGKILL, with a Will delay of 1 s")
+            print("SIGKILL → standby merged \(value) of \(lastCounted) counted, after \(elapsed)")
+            standby.send(SIGTERM)
+            #expect(await standby.waitForExit() == 0)
+        }
+    }
+
+    @Test("SIGKILL with no standby running: a successor started 10 s later still continues from the last checkpoint")
+    func sigkillCheckpointWaitsForALaterSuccessor() async throws {
+        try await withMosquittoBroker { broker in
+            let label = "late-crash-test-\(UUID().uuidString.prefix(8))"
+            let flags = ["--checkpoint-ms", "200", "--will-delay", "1"]
+            let primary = try ChildProcess("counter-example", [broker.plainURL, label] + flags)
+            #expect(await primary.waitForLine { number(after: "count ", in: $0).flatMap { $0 >= 8 ? $0 : nil } } != nil)
+            primary.send(SIGKILL)
+            _ = await primary.waitForExit()
+            let lastCounted = try #require(primary.output.compactMap { number(after: "count ", in: $0) }.last)
+            try await Task.sleep(for: .seconds(10))
+            let successor = try ChildProcess("counter-example", [broker.plainURL, label] + flags)
+            let recovered = await successor.waitForLine(upTo: .seconds(10)) { checkpointTakeover(in: $0) }
+            let value = try #require(recovered, "the late successor took nothing over: \(successor.output.suffix(5))")
+            #expect(value <= lastCounted && value >= lastCounted - 3, "recovered \(value) of \(lastCounted)")
+            successor.send(SIGTERM)
+            #expect(await successor.waitForExit() == 0)
+        }
+    }
+
     @Test("the README's demo: edge gateway primary and standby, SIGTERM, totals match (exit status 0)")
     func edgeGatewayDemo() async throws {
         let demo = try ChildProcess("handoff-demo", ["--before", "2", "--after", "1"])
@@ -46,4 +93,10 @@ struct ProcessHandoffTests {
         #expect(demo.output.contains { $0.hasPrefix("TOTALS MATCH") })
         #expect(demo.output.contains { $0.contains("standby merged its state") })
     }
+}
+
+/// The state in a counter's "took over [N] from a checkpoint: …" line.
+private func checkpointTakeover(in line: String) -> Int? {
+    guard line.hasPrefix("took over ["), line.contains("from a checkpoint") else { return nil }
+    return Int(line.dropFirst("took over [".count).prefix { $0.isNumber })
 }
