@@ -689,7 +689,8 @@ final class HandoffRouter: Sendable {
             // The broker kept the session, but if it restarted from its store, a handoff cleared after its
             // last save is back as a retained message that a kept subscription does not deliver again.
             // Subscribing again asks for the retained messages: what is really waiting is seen again.
-            let filters = [topics.instanceFilter] + state.withLock { state in
+            // (The instance statuses are subscribed again by the announcement that follows every connect.)
+            let filters = state.withLock { state in
                 state.watched.values.flatMap { [topics.handoffFilter($0.label), topics.checkpointFilter($0.label)] }
             }
             let client = self.client

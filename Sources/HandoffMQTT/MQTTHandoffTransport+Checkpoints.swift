@@ -103,8 +103,10 @@ struct Announcer: Sendable {
         guard enabled else { return }
         book.setWritable(nil)
         let incarnation = Int(client.connectionNumber)
-        // Retained statuses, this instance's own included, arrive after the SUBACK; the marker after them.
-        _ = try await client.subscribe(topics.instanceFilter, options: MQTTSubscribeOptions(qos: .atLeastOnce))
+        // Retained statuses, this instance's own included, arrive after the SUBACK; the marker after them. QoS 0:
+        // statuses are retained and read again after every connect, so one missed while away is not lost, and the
+        // broker queues none of them for the sessions of participants that are gone.
+        _ = try await client.subscribe(topics.instanceFilter, options: MQTTSubscribeOptions(qos: .atMostOnce))
         try await router.sync(timeout: .seconds(10))
         let birth = InstanceStatus.online(instance, incarnation: incarnation, released: book.releasedThrough)
         try await client.publish(

@@ -100,6 +100,38 @@ public final class MosquittoBroker: Sendable {
             .appendingPathComponent("broker", isDirectory: true)
     }
 
+    /// A copy of the repository's `broker/` folder (in a new temporary folder; remove it when done) whose
+    /// mosquitto.conf saves its store by time (`autosave_interval 1800`, and on a graceful stop) instead of after every
+    /// change: for tests of many participants, where a save after each retained message, subscription and queued
+    /// message makes the broker slower with every participant (see broker/mosquitto.conf for what it can lose).
+    public static func timeSavedConfigDirectory() throws -> URL {
+        let source = defaultConfigDirectory()
+        let copy = FileManager.default.temporaryDirectory
+            .appendingPathComponent("mosquitto-time-saved-\(UUID().uuidString.prefix(8))", isDirectory: true)
+        try FileManager.default.createDirectory(at: copy, withIntermediateDirectories: true)
+        for name in ["passwd", "acl"] {
+            try FileManager.default.copyItem(at: source.appendingPathComponent(name), to: copy.appendingPathComponent(name))
+        }
+        let config = try String(contentsOf: source.appendingPathComponent("mosquitto.conf"), encoding: .utf8)
+        var replaced = 0
+        let lines = config.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+            if line.hasPrefix("autosave_on_changes ") {
+                replaced += 1
+                return "autosave_on_changes false"
+            }
+            if line.hasPrefix("autosave_interval ") {
+                replaced += 1
+                return "autosave_interval 1800"
+            }
+            return String(line)
+        }
+        guard replaced == 2 else {
+            throw MosquittoTestKitError(.invalidConfiguration, "broker/mosquitto.conf no longer sets autosave_on_changes and autosave_interval")
+        }
+        try lines.joined(separator: "\n").write(to: copy.appendingPathComponent("mosquitto.conf"), atomically: true, encoding: .utf8)
+        return copy
+    }
+
     /// Starts a private broker and returns once every listener accepts connections.
     ///
     /// - Parameter configDirectory: the folder holding `mosquitto.conf`, `passwd` and `acl`; by default

@@ -17,31 +17,9 @@ import Testing
 struct ScaleTests {
     static let participants = 10_000
 
-    /// A copy of the repository's broker/ folder whose mosquitto.conf saves by time, not after every change.
-    static func timeSavedBrokerConfig() throws -> URL {
-        let source = MosquittoBroker.defaultConfigDirectory()
-        let copy = temporaryDirectory("broker-config")
-        for name in ["passwd", "acl"] {
-            try FileManager.default.copyItem(
-                at: source.appendingPathComponent(name),
-                to: copy.appendingPathComponent(name)
-            )
-        }
-        let config = try String(contentsOf: source.appendingPathComponent("mosquitto.conf"), encoding: .utf8)
-        var lines = config.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        lines = lines.map { line in
-            if line.hasPrefix("autosave_on_changes ") { return "autosave_on_changes false" }
-            if line.hasPrefix("autosave_interval ") { return "autosave_interval 1800" }
-            return line
-        }
-        #expect(lines.contains("autosave_on_changes false"), "broker/mosquitto.conf no longer sets autosave_on_changes")
-        try lines.joined(separator: "\n").write(to: copy.appendingPathComponent("mosquitto.conf"), atomically: true, encoding: .utf8)
-        return copy
-    }
-
     @Test("10,000 participants in one process: all subscribe, all hand off at shutdown within the budget")
     func tenThousandLabels() async throws {
-        let configDirectory = try Self.timeSavedBrokerConfig()
+        let configDirectory = try MosquittoBroker.timeSavedConfigDirectory()
         defer { try? FileManager.default.removeItem(at: configDirectory) }
         try await withMosquittoBroker(configDirectory: configDirectory) { broker in
             let run = UUID().uuidString.prefix(8)

@@ -119,6 +119,99 @@ struct CheckpointTests {
         }
     }
 
+    @Test("a predecessor partitioned longer than keep-alive and Will delay (a blackhole): its checkpoint is merged, it is fenced and told")
+    func blackholePartitionFences() async throws {
+        try await withMosquittoBroker { broker in
+            let options = Self.options("blackhole")
+            let label = try HandoffLabel("blackhole")
+            let proxy = try await TCPProxy.start(forwardingTo: broker.plainPort)
+            defer { proxy.stop() }
+            var configuration = MQTTConfiguration(host: broker.host, port: proxy.port)
+            configuration.keepAlive = 5  // libmosquitto's smallest
+            let predecessor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)
+            let fencing = predecessor.fencing()
+            try await HandoffChannel<Int>(label: label, transport: predecessor).checkpoint(99)
+            let successor = try await MQTTHandoffTransport.connect(
+                configuration: MQTTConfiguration(host: broker.host, port: broker.plainPort), options: options)
+            let channel = HandoffChannel<Int>(label: label, transport: successor)
+            let notices = try await channel.subscribe()
+
+            // Nothing gets through, nothing is closed: the broker notices only by its keep-alive (1.5 × 5 s).
+            proxy.pause()
+            var iterator = notices.makeAsyncIterator()
+            _ = await iterator.next()
+            #expect(try await channel.complete().handoffs.map(\.state) == [99])
+            proxy.resume()
+
+            var reports = fencing.makeAsyncIterator()
+            let report = await reports.next()
+            #expect(report?.label == label, "the partitioned predecessor was not told it lost the label")
+            #expect(try await HandoffChannel<Int>(label: label, transport: predecessor).checkpoint(100) == .fenced)
+            await successor.shutdown()
+            await predecessor.shutdown()
+        }
+    }
+
+    @Test("8 successors race for the checkpoints of 200 crashed predecessors: each merged exactly once, none lost")
+    func eightSuccessorsTwoHundredCrashes() async throws {
+        // 200 sessions of crashed predecessors queue every status published after them: a broker that saves its
+        // store after every change gets slower with each one (see MosquittoBroker.timeSavedConfigDirectory()).
+        let configDirectory = try MosquittoBroker.timeSavedConfigDirectory()
+        defer { try? FileManager.default.removeItem(at: configDirectory) }
+        try await withMosquittoBroker(configDirectory: configDirectory) { broker in
+            let options = Self.options("crashes")
+            let label = try HandoffLabel("crash-race")
+            let direct = MQTTConfiguration(host: broker.host, port: broker.plainPort)
+            var successors: [MQTTHandoffTransport] = []
+            for _ in 0..<8 { successors.append(try await MQTTHandoffTransport.connect(configuration: direct, options: options)) }
+            let merges = Locked<[Int: [String]]>([:])  // value -> instances that merged it
+            let workers = successors.map { transport in
+                Task {
+                    let channel = HandoffChannel<Int>(label: label, transport: transport, timeout: .seconds(20))
+                    let notices = try await channel.subscribe()
+                    for await notice in notices {
+                        guard case .available = notice else { continue }
+                        let batch = try await channel.complete()
+                        merges.withLock { merges in
+                            for handoff in batch.handoffs { merges[handoff.state, default: []].append(transport.origin.instance) }
+                        }
+                    }
+                }
+            }
+            defer { for worker in workers { worker.cancel() } }
+
+            // Four waves of 50 predecessors, each wave behind its own proxy, crashed at once.
+            var predecessors: [MQTTHandoffTransport] = []
+            for wave in 0..<4 {
+                let proxy = try await TCPProxy.start(forwardingTo: broker.plainPort)
+                defer { proxy.stop() }
+                for index in 0..<50 {
+                    let predecessor = try await MQTTHandoffTransport.connect(
+                        configuration: MQTTConfiguration(host: broker.host, port: proxy.port), options: options)
+                    try await HandoffChannel<Int>(label: label, transport: predecessor).checkpoint(wave * 50 + index)
+                    predecessors.append(predecessor)
+                }
+                proxy.refuseNewConnections()
+                proxy.cutAllConnections()
+                _ = await eventually(upTo: .seconds(30)) { merges.withLock { $0.count } >= (wave + 1) * 50 }
+            }
+            let settled = await eventually(upTo: .seconds(30)) { merges.withLock { $0.count } == 200 }
+            try await Task.sleep(for: .milliseconds(500))  // a duplicate merge would show up here
+            let merged = merges.withLock { $0 }
+            #expect(settled, "\(merged.count) of 200 checkpoints merged")
+            #expect(Set(merged.keys) == Set(0..<200))
+            let twice = merged.filter { $0.value.count > 1 }
+            #expect(twice.isEmpty, "merged more than once: \(twice.prefix(5))")
+            let winners = Set(merged.values.compactMap(\.first))
+            print("200 crashes: merged by \(winners.count) of 8 successors")
+            for worker in workers { worker.cancel() }
+            for transport in successors { await transport.shutdown() }
+            await withTaskGroup(of: Void.self) { group in
+                for predecessor in predecessors { group.addTask { await predecessor.shutdown() } }
+            }
+        }
+    }
+
     @Test("a graceful shutdown hands off and removes its checkpoints: the successor merges the handoff only")
     func gracefulShutdownMergesOnce() async throws {
         try await withMosquittoBroker { broker in
