@@ -49,6 +49,9 @@ final class CheckpointBook: Sendable {
         }
     }
 
+    /// The incarnation checkpoints are written under now; `nil` while writing is not allowed.
+    var writableIncarnation: Int? { state.withLock { $0.writableIncarnation } }
+
     /// What successors were told was released so far (repeated in every birth).
     var releasedThrough: Int { state.withLock { $0.releasedThrough } }
 

@@ -97,6 +97,8 @@ extension HandoffRouter {
         }
         let key = "@" + instance
         let (offers, clears) = state.withLock { state -> ([(HandoffLabel, AsyncStream<HandoffNotice>.Continuation)], [HandoffLabel]) in
+            if status.incarnation >= state.lastStatus[instance]?.incarnation ?? 0 { state.lastStatus[instance] = status }
+            if status.state == .online { state.lastHeard[instance] = .now }
             guard through > state.releasedThrough[instance, default: 0] else { return ([], []) }
             state.releasedThrough[instance] = through
             var offers: [(HandoffLabel, AsyncStream<HandoffNotice>.Continuation)] = []
@@ -140,5 +142,28 @@ extension HandoffRouter {
             } ?? false
         }
         if released { clearResurrected(label: label, id: key, why: "Clearing a checkpoint replaced by its owner's handoff") }
+    }
+}
+
+extension HandoffRouter {
+    /// The instances whose checkpoints this participant holds, whose latest status says they are online, and that it
+    /// has not heard from (birth or heartbeat) for `lease`: their Will may have been lost (mosquitto 2.0 keeps
+    /// pending delayed Wills in memory only, so a broker restart loses them). Returns the death notice to publish
+    /// for each, the one their Will would have been.
+    func silentInstances(lease: Duration) -> [InstanceStatus] {
+        state.withLock { state in
+            let now = ContinuousClock.now
+            var holders: Set<String> = []
+            for watched in state.watched.values {
+                for key in watched.held.keys { holders.insert(String(key.dropFirst())) }
+            }
+            return holders.compactMap { instance -> InstanceStatus? in
+                guard let status = state.lastStatus[instance], status.state == .online,
+                    status.incarnation > state.releasedThrough[instance, default: 0],
+                    let heard = state.lastHeard[instance], heard.duration(to: now) > lease
+                else { return nil }
+                return .dead(instance, incarnation: status.incarnation)
+            }
+        }
     }
 }

@@ -109,6 +109,10 @@ final class HandoffRouter: Sendable {
         var stopping = false
         /// Per other instance: its checkpoints written at an incarnation up to this one are released.
         var releasedThrough: [String: Int] = [:]
+        /// Per other instance: its latest status, and when this participant last heard from it (a birth or a
+        /// heartbeat, or its own reconnect: it could not hear while disconnected).
+        var lastStatus: [String: InstanceStatus] = [:]
+        var lastHeard: [String: ContinuousClock.Instant] = [:]
 
         /// Runs `body` on a watched label's state in place; `nil` when the label is not watched.
         ///
@@ -685,6 +689,11 @@ final class HandoffRouter: Sendable {
 
     func connectionChanged(_ event: MQTTConnectionEvent) {
         guard case .connected(let sessionPresent, reconnect: true) = event else { return }
+        // Nothing could be heard while disconnected: the liveness lease of every instance starts again.
+        state.withLock { state in
+            let now = ContinuousClock.now
+            for instance in state.lastHeard.keys { state.lastHeard[instance] = now }
+        }
         guard !sessionPresent else {
             // The broker kept the session, but if it restarted from its store, a handoff cleared after its
             // last save is back as a retained message that a kept subscription does not deliver again.

@@ -35,6 +35,11 @@ public final class MQTTHandoffTransport: HandoffTransport {
         /// (docs/PROTOCOL.md §9). A reconnect within the delay suppresses it. `nil`: no Will, no birth and no
         /// checkpoints (``MQTTHandoffTransport/checkpoint(_:onlyIfChanged:timeout:)`` throws).
         public var willDelay: UInt32?
+        /// How long a participant may go unheard before successors holding its checkpoints declare it dead, in case
+        /// its Will was lost (mosquitto 2.0 keeps delayed Wills in memory only: a broker restart during the delay
+        /// loses them). Each participant repeats its birth (not retained) every third of it. `nil`: no heartbeats
+        /// and no declarations (a lost Will then leaves the checkpoints held until an operator releases them).
+        public var livenessLease: Duration?
 
         public init(
             prefix: String = "handoff",
@@ -42,8 +47,11 @@ public final class MQTTHandoffTransport: HandoffTransport {
             handoffExpiry: UInt32? = nil,
             sessionExpiry: UInt32 = 300,
             settleTimeout: Duration = .seconds(2),
-            willDelay: UInt32? = 5
+            willDelay: UInt32? = 5,
+            livenessLease: Duration? = .seconds(30)
         ) {
+            precondition(livenessLease.map { $0 > .zero } ?? true, "the liveness lease must be positive")
+            self.livenessLease = livenessLease
             self.prefix = prefix
             self.maximumPayloadSize = maximumPayloadSize
             self.handoffExpiry = handoffExpiry
@@ -121,6 +129,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
             try await client.connect()
             _ = try await client.subscribe(topics.sync(instance: origin.instance), options: MQTTSubscribeOptions(qos: .atLeastOnce))
             try await transport.announce()
+            transport.startHeartbeat()
         } catch {
             await transport.shutdown()
             throw error
@@ -174,6 +183,30 @@ public final class MQTTHandoffTransport: HandoffTransport {
     }
 
     private let announcer: Announcer
+    /// Repeats the birth and declares silent instances dead (``Options/livenessLease``).
+    private let heartbeat = Mutex<Task<Void, Never>?>(nil)
+
+    fileprivate func startHeartbeat() {
+        guard router.options.willDelay != nil, let lease = router.options.livenessLease else { return }
+        let (client, topics, router, book, instance, logger) = (self.client, topics, router, book, origin.instance, logger)
+        let task = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: lease / 3)
+                if let incarnation = book.writableIncarnation {
+                    let beat = InstanceStatus.online(instance, incarnation: incarnation, released: book.releasedThrough)
+                    try? await client.publish(topics.instance(instance), payload: beat.encoded(), qos: .atMostOnce)
+                }
+                for notice in router.silentInstances(lease: lease) {
+                    logger.warning(
+                        "Declaring an instance dead: not heard from within the liveness lease (its Will may have been lost); its checkpoints are released",
+                        metadata: ["handoff.instance": "\(notice.instance)", "handoff.incarnation": "\(notice.incarnation)", "handoff.lease": "\(lease)"]
+                    )
+                    try? await client.publish(topics.instance(notice.instance), payload: notice.encoded(), qos: .atLeastOnce, retain: true)
+                }
+            }
+        }
+        heartbeat.withLock { $0 = task }
+    }
 
     /// Reads this participant's own status back, then publishes its birth and allows checkpoints (see ``Announcer``).
     func announce() async throws {
@@ -187,6 +220,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
     @discardableResult
     public func shutdown() async -> Settlement {
         let (router, timeout) = (self.router, router.options.settleTimeout)
+        heartbeat.withLock { $0 }?.cancel()
         let settlement = await Task {
             let deadline = ContinuousClock.now + timeout
             let unsettled = await router.shutDown(settlingWithin: timeout)

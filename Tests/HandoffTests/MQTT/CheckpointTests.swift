@@ -212,6 +212,48 @@ struct CheckpointTests {
         }
     }
 
+    @Test(
+        "a broker crash during the Will delay loses the Will (mosquitto 2.0 keeps it in memory): the liveness lease releases the checkpoint, or nothing does",
+        arguments: [true, false]
+    )
+    func brokerCrashDuringTheWillDelay(withLease: Bool) async throws {
+        try await withMosquittoBroker { broker in
+            var options = Self.options("broker-crash", willDelay: 3)
+            options.livenessLease = withLease ? .seconds(4) : nil
+            let label = try HandoffLabel("broker-crash")
+            let proxy = try await TCPProxy.start(forwardingTo: broker.plainPort)
+            defer { proxy.stop() }
+            let predecessor = try await MQTTHandoffTransport.connect(
+                configuration: MQTTConfiguration(host: broker.host, port: proxy.port), options: options)
+            try await HandoffChannel<Int>(label: label, transport: predecessor).checkpoint(5)
+            let successor = try await MQTTHandoffTransport.connect(
+                configuration: MQTTConfiguration(host: broker.host, port: broker.plainPort), options: options)
+            let channel = HandoffChannel<Int>(label: label, transport: successor)
+            _ = try await channel.subscribe()
+
+            // The predecessor dies; before its Will is due, the broker is killed too, and restarted from its store.
+            proxy.refuseNewConnections()
+            proxy.cutAllConnections()
+            try await Task.sleep(for: .milliseconds(500))
+            await broker.kill()
+            try await broker.restart()
+
+            var merged: [Int] = []
+            _ = await eventually(upTo: .seconds(withLease ? 20 : 10)) {
+                merged += (try? await channel.complete().handoffs.map(\.state)) ?? []
+                return !merged.isEmpty
+            }
+            if withLease {
+                #expect(merged == [5], "the lease did not release the checkpoint of the predecessor whose Will was lost")
+            } else {
+                // What docs/PROTOCOL.md §9 says of mosquitto 2.0: the delayed Will died with the broker.
+                #expect(merged.isEmpty, "the Will survived the broker crash (mosquitto 2.1 persists Wills): update docs/PROTOCOL.md §9")
+            }
+            await successor.shutdown()
+            await predecessor.shutdown()
+        }
+    }
+
     @Test("a graceful shutdown hands off and removes its checkpoints: the successor merges the handoff only")
     func gracefulShutdownMergesOnce() async throws {
         try await withMosquittoBroker { broker in
