@@ -20,9 +20,12 @@ public struct JSONStateCodec: HandoffStateCodec {
     /// Creates the codec.
     public init() {}
 
-    /// Encodes `value` as JSON.
+    /// Encodes `value` as JSON, object keys sorted: equal states encode to equal bytes (Foundation's key order
+    /// otherwise changes from one call to the next), which is how a checkpoint of an unchanged state is skipped.
     public func encode<T: Encodable>(_ value: T) throws -> Data {
-        try JSONEncoder().encode(value)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return try encoder.encode(value)
     }
 
     /// Decodes a `type` from JSON.

@@ -58,7 +58,8 @@ struct ProcessHandoffTests {
             let value = try #require(recovered, "the standby took nothing over: \(standby.output.suffix(5))")
             // At most one checkpoint interval (200 ms: two counts at 100 ms each, plus one in flight) is lost.
             #expect(value <= lastCounted && value >= lastCounted - 3, "recovered \(value) of \(lastCounted)")
-            #expect(elapsed < .seconds(2), "merged \(elapsed) after the SIGKILL, with a Will delay of 1 s")
+            // mosquitto 2.0 sends due delayed Wills from its once-a-second housekeeping: a 1 s delay takes 1–2 s.
+            #expect(elapsed < .seconds(3), "merged \(elapsed) after the SIGKILL, with a Will delay of 1 s")
             print("SIGKILL → standby merged \(value) of \(lastCounted) counted, after \(elapsed)")
             standby.send(SIGTERM)
             #expect(await standby.waitForExit() == 0)

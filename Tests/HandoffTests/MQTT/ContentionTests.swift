@@ -19,7 +19,8 @@ struct ContentionTests {
             let options = MQTTHandoffTransport.Options(prefix: "race-\(UUID().uuidString.prefix(8))")
             let label = try HandoffLabel("race")
             let predecessor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)
-            let sender = HandoffChannel<Int>(label: label, transport: predecessor)
+            // 500 handoffs published at once on a broker that saves its store after each: allow for a loaded machine.
+            let sender = HandoffChannel<Int>(label: label, transport: predecessor, timeout: .seconds(60))
 
             // Half of the handoffs wait before any successor subscribes.
             var expected: Set<String> = []

@@ -166,7 +166,13 @@ struct MQTTHandoffIntegrationTests {
             let workers = successors.map { transport in
                 Task {
                     let channel = HandoffChannel<Tally>(label: label, transport: transport, timeout: .seconds(20))
-                    guard let notices = try? await channel.subscribe() else { return }
+                    // The broker may die while the channel subscribes: subscribe again until it is back.
+                    var subscribed: AsyncStream<HandoffNotice>?
+                    while subscribed == nil, !Task.isCancelled {
+                        subscribed = try? await channel.subscribe()
+                        if subscribed == nil { try? await Task.sleep(for: .milliseconds(200)) }
+                    }
+                    guard let notices = subscribed else { return }
                     func drain() async {
                         guard let batch = try? await channel.complete() else { return }
                         merged.withLock { merged in
