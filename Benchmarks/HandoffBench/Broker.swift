@@ -44,7 +44,9 @@ final class BenchBroker: Sendable {
         return URL(fileURLWithPath: found)
     }
 
-    static func start() async throws -> BenchBroker {
+    /// Starts a broker with ``settings``, plus `extraSettings` (the crash scenario adds `sys_interval 1` to read the
+    /// broker's own byte counters on `$SYS/broker/…`).
+    static func start(extraSettings: [String] = []) async throws -> BenchBroker {
         let executable = try executable()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("handoff-bench-\(getpid())-\(monotonicNow())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -53,7 +55,7 @@ final class BenchBroker: Sendable {
         // A free port can be taken between finding it and mosquitto binding it: try a few.
         for _ in 0..<5 {
             let port = try freePort()
-            let configuration = ["listener \(port) 127.0.0.1"] + settings
+            let configuration = ["listener \(port) 127.0.0.1"] + settings + extraSettings
             let file = directory.appendingPathComponent("mosquitto.conf")
             let log = directory.appendingPathComponent("mosquitto.log")
             let text = (configuration + ["log_dest file \(log.path)", "log_type error", "log_type warning"]).joined(separator: "\n") + "\n"

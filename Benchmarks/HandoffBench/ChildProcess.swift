@@ -91,6 +91,11 @@ final class ChildProcess: Sendable {
     func terminate() {
         if process.isRunning { process.terminate() }
     }
+
+    /// Sends `signal` (SIGKILL: a crash) to the child.
+    func kill(_ signal: Int32) {
+        if process.isRunning { _ = Glibc.kill(process.processIdentifier, signal) }
+    }
 }
 
 /// Runs `handoff-floor` for one scenario against the bench's broker and returns its JSON report.

@@ -15,7 +15,7 @@ struct HandoffBench: AsyncParsableCommand {
 }
 
 enum Scenario: String, CaseIterable, ExpressibleByArgument {
-    case latency, bulk, large, contention
+    case latency, bulk, large, contention, crash
 }
 
 struct Run: AsyncParsableCommand {
@@ -24,7 +24,7 @@ struct Run: AsyncParsableCommand {
         abstract: "Runs the scenarios (all by default) and prints a table and one JSON object."
     )
 
-    @Option(help: "Comma-separated scenarios: latency,bulk,large,contention.")
+    @Option(help: "Comma-separated scenarios: latency,bulk,large,contention,crash.")
     var scenarios: String = Scenario.allCases.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "latency: handoffs measured (default 2000; --quick 100).")
@@ -56,6 +56,18 @@ struct Run: AsyncParsableCommand {
 
     @Option(help: "contention: microseconds between live handoffs (default 10000).")
     var paceUs: Int = 10_000
+
+    @Option(help: "crash: labels checkpointed by the predecessor that is SIGKILLed (default 1000; --quick 100).")
+    var crashLabels: Int?
+
+    @Option(help: "crash: SIGKILLed predecessors, one after another (default 5; --quick 2).")
+    var crashRepetitions: Int?
+
+    @Option(help: "crash: labels of the checkpoint-cost rounds (default 10000; --quick 1000).")
+    var checkpointLabels: Int?
+
+    @Option(help: "crash: the Will delay of the predecessor, seconds (default 1).")
+    var willDelay: UInt32 = 1
 
     @Flag(help: "Tiny sizes for a smoke run (CI): under a minute.")
     var quick = false
@@ -91,7 +103,11 @@ struct Run: AsyncParsableCommand {
             rounds: rounds ?? 3,
             successors: successors ?? (quick ? 4 : 16),
             handoffs: handoffs ?? (quick ? 40 : 1000),
-            paceMicroseconds: quick && paceUs == 10_000 ? 2_000 : paceUs
+            paceMicroseconds: quick && paceUs == 10_000 ? 2_000 : paceUs,
+            crashLabels: crashLabels ?? (quick ? 100 : 1000),
+            crashRepetitions: crashRepetitions ?? (quick ? 2 : 5),
+            checkpointLabels: checkpointLabels ?? (quick ? 1000 : 10_000),
+            willDelay: willDelay
         )
         let floorExecutable = try FloorRunner.locate(floor)
         let broker = try await BenchBroker.start()
@@ -121,6 +137,23 @@ struct Run: AsyncParsableCommand {
                     try await ContentionScenario(
                         context: context, count: parameters.handoffs, successors: parameters.successors, size: parameters.stateSize,
                         paceMicroseconds: parameters.paceMicroseconds
+                    ).run()
+                )
+            case .crash:
+                // A broker of its own: the same settings, plus $SYS updates (the broker's byte counters).
+                let crashBroker = try await BenchBroker.start(extraSettings: CrashScenario.brokerSettings)
+                defer { crashBroker.stop() }
+                progress("crash: mosquitto with \(CrashScenario.brokerSettings.joined(separator: ", ")) on \(crashBroker.host):\(crashBroker.port)")
+                let crashContext = BenchContext(
+                    host: crashBroker.host, port: crashBroker.port, runID: context.runID,
+                    floor: FloorRunner(executable: floorExecutable, host: crashBroker.host, port: crashBroker.port, skip: swiftOnly),
+                    timeout: timeout
+                )
+                results.append(
+                    try await CrashScenario(
+                        context: crashContext, labels: parameters.crashLabels, repetitions: parameters.crashRepetitions,
+                        checkpointLabels: parameters.checkpointLabels, size: parameters.stateSize, willDelay: parameters.willDelay,
+                        brokerConfiguration: crashBroker.configuration
                     ).run()
                 )
             }
@@ -157,6 +190,10 @@ struct Parameters {
     var successors: Int
     var handoffs: Int
     var paceMicroseconds: Int
+    var crashLabels: Int
+    var crashRepetitions: Int
+    var checkpointLabels: Int
+    var willDelay: UInt32
 
     func json(quick: Bool) -> JSON {
         .object([
@@ -170,6 +207,10 @@ struct Parameters {
             ("contention_successors", .int(successors)),
             ("contention_handoffs", .int(handoffs)),
             ("contention_pace_us", .int(paceMicroseconds)),
+            ("crash_labels", .int(crashLabels)),
+            ("crash_repetitions", .int(crashRepetitions)),
+            ("checkpoint_labels", .int(checkpointLabels)),
+            ("will_delay_s", .int(Int(willDelay))),
         ])
     }
 }
@@ -181,6 +222,7 @@ struct RoleCommand: AsyncParsableCommand {
     enum Role: String, ExpressibleByArgument {
         case largePredecessor = "large-predecessor"
         case largeSuccessor = "large-successor"
+        case crashPredecessor = "crash-predecessor"
     }
 
     @Argument var role: Role
@@ -189,7 +231,10 @@ struct RoleCommand: AsyncParsableCommand {
     @Option var port: Int
     @Option var prefix: String
     @Option var size: Int
-    @Option var rounds: Int
+    @Option var rounds: Int = 1
+    @Option var labels: Int = 1
+    @Option var willDelay: UInt32 = 1
+    @Option var seq: Int = 0
 
     func run() async throws {
         bootstrapLogging()
@@ -197,6 +242,8 @@ struct RoleCommand: AsyncParsableCommand {
         switch role {
         case .largePredecessor: try await LargeRoles.predecessor(host: host, port: port, prefix: prefix, size: size, rounds: rounds, codec: codec)
         case .largeSuccessor: try await LargeRoles.successor(host: host, port: port, prefix: prefix, size: size, rounds: rounds, codec: codec)
+        case .crashPredecessor:
+            try await CrashRoles.predecessor(host: host, port: port, prefix: prefix, labels: labels, size: size, willDelay: willDelay, seq: seq)
         }
     }
 }
