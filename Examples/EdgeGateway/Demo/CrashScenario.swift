@@ -2,10 +2,10 @@ import EdgeGatewayKit
 import Foundation
 
 /// The crash scenario: both gateways checkpoint their state every `checkpointMs`; the primary is killed with
-/// SIGKILL (no handoff); `willDelay` seconds after its connection died the broker publishes its MQTT Will, and the
-/// standby merges the primary's last checkpoint and continues. The readings the primary counted after that
-/// checkpoint are lost. True when no reading was counted twice and no more were lost than one checkpoint interval
-/// of sensor traffic can carry.
+/// SIGKILL (no handoff) at a random point between two checkpoints; `willDelay` seconds after its connection died
+/// the broker publishes its MQTT Will, and the standby merges the primary's last checkpoint and continues. The
+/// readings the primary counted after that checkpoint are lost. True when no reading was counted twice and no more
+/// were lost than one checkpoint interval of sensor traffic can carry.
 func runCrashScenario(_ run: DemoRun, _ settings: DemoSettings) async throws -> Bool {
     let checkpoints = ["--checkpoint-ms", "\(settings.checkpointMs)", "--will-delay", "\(settings.willDelay)"]
     let primary = try await run.startGateway("primary", extraArguments: checkpoints, waitUntilActive: true)
@@ -15,9 +15,11 @@ func runCrashScenario(_ run: DemoRun, _ settings: DemoSettings) async throws -> 
     say("standby   edge-gateway pid \(standby.pid): waiting for a handoff, or for a dead primary's last checkpoint")
     let sensors = try run.startSensors(count: settings.sensors, rate: settings.rate)
     say("sensors   edge-sensors pid \(sensors.pid): \(settings.sensors) sensors x \(settings.rate) readings/s, numbered, QoS 1")
-    try await Task.sleep(for: .seconds(settings.before))
+    // Plus a random part of one checkpoint interval: the kill may land anywhere between two checkpoints.
+    let jitter = Int.random(in: 0..<settings.checkpointMs)
+    try await Task.sleep(for: .seconds(settings.before) + .milliseconds(jitter))
     let countedBefore = run.status("primary")?.counted.values.reduce(0, +) ?? 0
-    say("          ... \(settings.before) s of telemetry: the primary has counted about \(countedBefore) readings")
+    say("          ... \(String(format: "%.3f", Double(settings.before) + Double(jitter) / 1_000)) s of telemetry: the primary has counted about \(countedBefore) readings")
     say()
 
     // The crash.
