@@ -41,6 +41,9 @@ final class ChildProgram {
         return ok ? process.terminationStatus : nil
     }
 
+    /// Whether it has ended by a signal (such as SIGKILL) rather than by exiting.
+    var killedBySignal: Bool { !process.isRunning && process.terminationReason == .uncaughtSignal }
+
     /// Kills it if it still runs.
     func killIfRunning() {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }

@@ -4,7 +4,8 @@ import Handoff
 import HandoffService
 
 /// The gateway's state: per-sensor counts, min/max/mean and last-seen times. It is a handoff participant, so the
-/// state moves to the standby when the primary is told to stop.
+/// state moves to the standby when the primary is told to stop, and (with checkpoints) when the primary is killed:
+/// then the standby merges the primary's last checkpoint instead.
 actor Aggregator: HandoffParticipant {
     nonisolated let handoffLabel: HandoffLabel
     var handoffState = GatewayState()
@@ -31,13 +32,18 @@ actor Aggregator: HandoffParticipant {
     /// Readings counted per sensor.
     var counted: [String: Int] { handoffState.mapValues(\.count) }
 
+    /// The sequence number of the last reading counted, per sensor.
+    var lastSeq: [String: Int] { handoffState.mapValues(\.lastSeq) }
+
     func didMergeHandoffs(_ handoffs: [ClaimedHandoff<GatewayState>]) {
         guard let last = handoffs.last else { return }
         let takeover = Takeover(
             handoffID: last.id.rawValue,
             from: last.origin.instance,
             readings: handoffs.reduce(0) { $0 + $1.state.totalReadings },
-            mergedAt: Date().timeIntervalSince1970
+            mergedAt: Date().timeIntervalSince1970,
+            fromCheckpoint: last.isCheckpoint,
+            createdAt: last.createdAt.timeIntervalSince1970
         )
         self.takeover = takeover
         takeoverContinuation.yield(takeover)

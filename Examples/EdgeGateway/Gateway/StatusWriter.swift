@@ -25,6 +25,7 @@ struct StatusWriter: Service {
             role: role,
             active: active.value,
             counted: await aggregator.counted,
+            lastSeq: await aggregator.lastSeq,
             takeover: await aggregator.takeover
         )
         do {

@@ -9,7 +9,8 @@ import Synchronization
 /// Consumes the sensors' readings through a persistent MQTT session shared by primary and standby (a fixed client
 /// id, clean start off, a session expiry): while neither is connected the broker queues the readings, and the
 /// one that attaches next receives them. It attaches only once the gateway holds the latest state: the primary
-/// after taking over what was waiting at start, the standby after merging the primary's handoff.
+/// after taking over what was waiting at start, the standby after merging the primary's handoff (or, when the
+/// primary crashed, its last checkpoint).
 struct TelemetryConsumer: Service {
     enum Role: String { case primary, standby }
 
@@ -28,12 +29,15 @@ struct TelemetryConsumer: Service {
         case .primary:
             await handoffs.waitUntilReady()
         case .standby:
-            logger.info("standby: waiting for the primary's handoff before consuming telemetry")
+            logger.info("standby: waiting for the primary's handoff (or its last checkpoint) before consuming telemetry")
             var takeovers = aggregator.takeovers.cancelOnGracefulShutdown().makeAsyncIterator()
             guard let takeover = await takeovers.next() else { return }
             logger.info(
                 "standby: took over the primary's state",
-                metadata: ["handoff.id": "\(takeover.handoffID)", "readings": "\(takeover.readings)"]
+                metadata: [
+                    "handoff.id": "\(takeover.handoffID)", "readings": "\(takeover.readings)",
+                    "from_checkpoint": "\(takeover.fromCheckpoint)",
+                ]
             )
         }
         guard !Task.isShuttingDownGracefully else { return }

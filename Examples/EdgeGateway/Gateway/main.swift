@@ -3,13 +3,19 @@
 //
 //   edge-gateway --role primary|standby --broker mqtt://127.0.0.1:1883 [--gateway-id gateway-1]
 //                [--prefix telemetry] [--budget-ms 5000] [--status status.json] [--report report.json]
+//                [--checkpoint-ms 0] [--will-delay 5]
 //
 // Run a primary and a standby with the same --gateway-id. SIGTERM to the primary: it stops consuming, hands its
 // state off, and the standby merges it, then attaches to the same telemetry session and continues: the readings
 // published in between were queued by the broker, and redelivered ones are recognised by their sequence numbers.
+//
+// With --checkpoint-ms N (N > 0) the state is also checkpointed on the broker every N ms, so that a primary killed
+// without warning (SIGKILL) loses at most the readings of one interval: --will-delay seconds after its connection
+// died, the broker publishes its MQTT Will, and the standby merges the primary's last checkpoint and takes over.
 import EdgeGatewayKit
 import Foundation
 import Handoff
+import HandoffMQTT
 import HandoffService
 import Logging
 import MosquittoClient
@@ -26,11 +32,19 @@ do {
 
     // The state, as a handoff participant, and the process's one handoff connection (first: it closes last).
     let aggregator = Aggregator(label: try HandoffLabel("edge-gateway/\(gatewayID)"))
-    let connection = try await MQTTHandoffTransportService.connect(configuration: broker, logger: logger)
+    let checkpointMs = try options.int("checkpoint-ms", default: 0)
+    let connection = try await MQTTHandoffTransportService.connect(
+        configuration: broker,
+        options: MQTTHandoffTransport.Options(willDelay: UInt32(max(0, try options.int("will-delay", default: 5)))),
+        logger: logger
+    )
     let handoffs = HandoffService(
         transport: connection.transport,
         participants: [aggregator],
-        configuration: .init(shutdownBudget: .milliseconds(try options.int("budget-ms", default: 5_000))),
+        configuration: .init(
+            shutdownBudget: .milliseconds(try options.int("budget-ms", default: 5_000)),
+            checkpointInterval: checkpointMs > 0 ? .milliseconds(checkpointMs) : nil
+        ),
         logger: logger
     )
 

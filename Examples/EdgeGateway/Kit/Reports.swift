@@ -9,9 +9,10 @@ public struct SensorsReport: Codable, Sendable {
     public init(sent: [String: Int]) { self.sent = sent }
 }
 
-/// How a standby took over: written by the gateway when it merged its predecessor's handoff.
+/// How a standby took over: written by the gateway when it merged its predecessor's handoff, or the last checkpoint
+/// of a predecessor that died without handing off.
 public struct Takeover: Codable, Sendable {
-    /// The handoff's id.
+    /// The handoff's (or checkpoint's) id.
     public var handoffID: String
     /// The predecessor's instance.
     public var from: String
@@ -19,13 +20,19 @@ public struct Takeover: Codable, Sendable {
     public var readings: Int
     /// When the handoff was merged, seconds since 1970.
     public var mergedAt: Double
+    /// Whether it was the last checkpoint of a predecessor that crashed, rather than a handoff.
+    public var fromCheckpoint: Bool
+    /// When the predecessor made it (snapshotted its state), seconds since 1970, to the millisecond.
+    public var createdAt: Double
 
     /// Creates a takeover record.
-    public init(handoffID: String, from: String, readings: Int, mergedAt: Double) {
+    public init(handoffID: String, from: String, readings: Int, mergedAt: Double, fromCheckpoint: Bool = false, createdAt: Double = 0) {
         self.handoffID = handoffID
         self.from = from
         self.readings = readings
         self.mergedAt = mergedAt
+        self.fromCheckpoint = fromCheckpoint
+        self.createdAt = createdAt
     }
 }
 
@@ -37,14 +44,18 @@ public struct GatewayStatus: Codable, Sendable {
     public var active: Bool
     /// Readings counted, by sensor id.
     public var counted: [String: Int]
+    /// The sequence number of the last reading counted, by sensor id (with readings lost in a crash, `counted`
+    /// stays below what a sensor sent, but this one catches up).
+    public var lastSeq: [String: Int]
     /// How it took over, if it did.
     public var takeover: Takeover?
 
     /// Creates a status.
-    public init(role: String, active: Bool, counted: [String: Int], takeover: Takeover?) {
+    public init(role: String, active: Bool, counted: [String: Int], lastSeq: [String: Int] = [:], takeover: Takeover?) {
         self.role = role
         self.active = active
         self.counted = counted
+        self.lastSeq = lastSeq
         self.takeover = takeover
     }
 }
