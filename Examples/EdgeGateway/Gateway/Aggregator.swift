@@ -19,9 +19,19 @@ actor Aggregator: HandoffParticipant {
     nonisolated let takeovers: AsyncStream<Takeover>
     private let takeoverContinuation: AsyncStream<Takeover>.Continuation
 
+    /// Reports that the standby took this gateway's state over while it ran (it was partitioned from the broker
+    /// longer than the Will delay): it must stop consuming, the standby owns the readings now.
+    nonisolated let fencings: AsyncStream<HandoffFencing>
+    private let fencingContinuation: AsyncStream<HandoffFencing>.Continuation
+
     init(label: HandoffLabel) {
         handoffLabel = label
         (takeovers, takeoverContinuation) = AsyncStream.makeStream(of: Takeover.self, bufferingPolicy: .bufferingNewest(1))
+        (fencings, fencingContinuation) = AsyncStream.makeStream(of: HandoffFencing.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    func handoffOwnershipLost(_ fencing: HandoffFencing) {
+        fencingContinuation.yield(fencing)
     }
 
     /// Counts a reading unless its sequence number was counted already (a QoS 1 redelivery).

@@ -49,6 +49,16 @@ struct TelemetryConsumer: Service {
         active.withLock { $0 = true }
         logger.info("consuming telemetry", metadata: ["mqtt.client_id": "\(client.clientID)"])
 
+        // Fenced (the standby merged this gateway's last checkpoint while it was cut off): stop consuming, so that
+        // the two gateways do not take turns on the shared telemetry session.
+        let fenced = Task { [aggregator, logger] in
+            for await fencing in aggregator.fencings {
+                logger.error("fenced: the standby owns the state now; detaching from the telemetry session", metadata: ["reason": "\(fencing.reason)"])
+                await client.shutdown()
+                return
+            }
+        }
+        defer { fenced.cancel() }
         let decoder = JSONDecoder()
         await withGracefulShutdownHandler {
             // Ends when the client is shut down, after every reading already received has been counted.
