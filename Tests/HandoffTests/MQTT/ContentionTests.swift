@@ -14,7 +14,11 @@ struct ContentionTests {
 
     @Test("16 successors race for 1,000 handoffs: each is claimed by exactly one, none is lost, all agree on the winner")
     func sixteenSuccessorsThousandHandoffs() async throws {
-        try await withMosquittoBroker { broker in
+        // 17,000 retained changes: a broker that saves its store after each one makes this a test of the disk, and of
+        // the other suites running beside it; the claim rule does not depend on when the broker saves.
+        let configDirectory = try MosquittoBroker.timeSavedConfigDirectory()
+        defer { try? FileManager.default.removeItem(at: configDirectory) }
+        try await withMosquittoBroker(configDirectory: configDirectory) { broker in
             let configuration = MQTTConfiguration(host: broker.host, port: broker.plainPort)
             let options = MQTTHandoffTransport.Options(prefix: "race-\(UUID().uuidString.prefix(8))")
             let label = try HandoffLabel("race")
