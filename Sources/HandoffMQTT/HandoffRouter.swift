@@ -194,8 +194,7 @@ final class HandoffRouter: Sendable {
 
     /// Stops watching `label` at once: its stream finishes, claims waiting for a verdict fail with
     /// ``HandoffError/notSubscribed(_:)``. Returns what this participant still held for the label.
-    @discardableResult
-    func stopWatching(_ label: HandoffLabel) -> Unsettled {
+    private func stopWatching(_ label: HandoffLabel) -> Unsettled {
         let prefixes = [topics.handoffFilter(label).dropLast(), topics.checkpointFilter(label).dropLast()]
         let (watched, waiters) = state.withLock { state in
             let watched = state.watched.removeValue(forKey: label.topicLevel)

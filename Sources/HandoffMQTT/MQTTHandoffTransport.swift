@@ -256,7 +256,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
             // Retained handoffs (and checkpoints) are sent right after the SUBACK; the marker comes after them.
             try await router.sync(timeout: .seconds(10))
         } catch {
-            router.stopWatching(label)
+            // A label watched before may hold handoffs won or claimed: they are settled, not dropped.
+            await stopWatchingSettled(label)
             throw HandoffError.transportUnavailable("Could not subscribe to handoffs for '\(label)': \(error)")
         }
         return stream
@@ -266,6 +267,20 @@ public final class MQTTHandoffTransport: HandoffTransport {
     /// participant's claims in flight for the label; the handoffs it won and nobody merged are given back, claims
     /// without a verdict dead-lettered (see ``Settlement``). Cancelling the caller does not cut this short.
     public func unwatch(_ label: HandoffLabel) async throws {
+        await stopWatchingSettled(label)
+        do {
+            try await client.unsubscribe(topics.handoffFilter(label))
+            if router.options.willDelay != nil { try await client.unsubscribe(topics.checkpointFilter(label)) }
+        } catch let error as MQTTError where error.code == .shutdown {
+            return
+        } catch {
+            throw HandoffError.transportUnavailable("Could not unsubscribe from handoffs for '\(label)': \(error)")
+        }
+    }
+
+    /// Stops routing `label` once its claims in flight have their verdicts, then gives back or dead-letters what
+    /// it held; not cut short by the caller's cancellation.
+    private func stopWatchingSettled(_ label: HandoffLabel) async {
         let (router, timeout) = (self.router, router.options.settleTimeout)
         // Counted before the router is asked, so that a shutdown that finds the label gone waits for this one.
         settlingUnwatches.withLock { $0 += 1 }
@@ -275,14 +290,6 @@ public final class MQTTHandoffTransport: HandoffTransport {
             let unsettled = await router.stopWatching(label, settlingWithin: timeout)
             await self.settle(unsettled, until: deadline)
         }.value
-        do {
-            try await client.unsubscribe(topics.handoffFilter(label))
-            if router.options.willDelay != nil { try await client.unsubscribe(topics.checkpointFilter(label)) }
-        } catch let error as MQTTError where error.code == .shutdown {
-            return
-        } catch {
-            throw HandoffError.transportUnavailable("Could not unsubscribe from handoffs for '\(label)': \(error)")
-        }
     }
 
     public func pending(_ label: HandoffLabel) async throws -> [HandoffEnvelope] {
