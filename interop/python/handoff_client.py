@@ -17,6 +17,7 @@ Subcommands (all print or write JSON; `--help` on each for details):
     race         watch a label and claim every handoff that arrives until N verdicts are seen
                  (with --checkpoints also the released checkpoints of crashed participants, §9.3)
     garbage      publish malformed handoff payloads, with the dead-letter reason each should get
+    garbage-checkpoints  publish unreadable checkpoints (with this reader's reason for each), then release them
     dead-letters read the dead letters of a label and their reason user properties
     dump         print every retained message under a prefix, for debugging
     corpus       envelope edge cases with this reader's verdict on each (no broker)
@@ -533,10 +534,11 @@ def decode_envelope(
     Raises Rejection with the §7 reason of the first failing check, in the order §4 prescribes:
     size, header line, JSON object, format, header keys, data length, SHA-256, topic.
 
-    With `checkpoint`, the payload comes from a checkpoint topic (§9.2), whose last level `topic_id` is the
-    writer's instance: `incarnation` (an integer >= 1) is then required (check 5, else malformed), and check 8
-    compares the header's `label` and `origin.instance` with the topic's (the checkpoint's `id` is new for each
-    write and matches no topic level).
+    `incarnation`, where present, must be an integer >= 1 on any envelope (check 5, else malformed; its value
+    means nothing on a handoff). With `checkpoint`, the payload comes from a checkpoint topic (§9.2), whose last
+    level `topic_id` is the writer's instance: check 8 then compares the header's `label` and `origin.instance`
+    with the topic's and requires an `incarnation` (else label-mismatch: not a checkpoint of that topic); the
+    checkpoint's `id` is new for each write and matches no topic level.
     """
     if len(payload) > max_payload:
         raise Rejection("too-large", f"{len(payload)} bytes, over this reader's limit of {max_payload}")
@@ -546,9 +548,7 @@ def decode_envelope(
     header = _parse_header(payload[:newline])
     _check_header_fields(header)
     incarnation: Optional[int] = None
-    if checkpoint:
-        if header.get("incarnation") is None:
-            raise Rejection("malformed", "the checkpoint's header has no 'incarnation'")
+    if header.get("incarnation") is not None:
         incarnation = _integer(header["incarnation"], 1, INT64_MAX)
         if incarnation is None:
             raise Rejection("malformed", f"header 'incarnation' must be an integer 1...2^63-1, found {header['incarnation']!r}"[:200])
@@ -567,6 +567,8 @@ def decode_envelope(
             f"header label/origin.instance {header['label']!r}/{header['origin']['instance']!r} differ from the "
             f"checkpoint topic's {topic_label!r}/{topic_id!r}",
         )
+    if checkpoint and incarnation is None:
+        raise Rejection("label-mismatch", "an envelope without an 'incarnation' on a checkpoint topic: not a checkpoint")
     if not checkpoint and (header["id"] != topic_id or header["label"] != topic_label):
         raise Rejection(
             "label-mismatch",
@@ -580,7 +582,7 @@ def decode_envelope(
         origin=_plain_origin(header["origin"]),
         content_type=header["contentType"],
         data=data,
-        incarnation=incarnation,
+        incarnation=incarnation if checkpoint else None,
     )
 
 
@@ -1507,6 +1509,12 @@ def envelope_corpus() -> list[tuple[str, str, str, bytes]]:
         ("unknown key nested to 65 levels", nested(64)),
         ("unknown key nested to 5000 levels", nested(4999)),
         ("format newer, nested to 65 levels", nested(64).replace(b"swift-handoff/1", b"swift-handoff/2")),
+        # `incarnation` (§4, §9.2): a checkpoint's key, meaningless on a handoff.
+        ("incarnation 1 on a handoff", raw(b'"vsn":1}', b'"vsn":1,"incarnation":1}')),
+        ("incarnation null on a handoff", raw(b'"vsn":1}', b'"vsn":1,"incarnation":null}')),
+        ("incarnation 0 on a handoff", raw(b'"vsn":1}', b'"vsn":1,"incarnation":0}')),
+        ("incarnation string on a handoff", raw(b'"vsn":1}', b'"vsn":1,"incarnation":"1"}')),
+        ("incarnation 1.5 on a handoff", raw(b'"vsn":1}', b'"vsn":1,"incarnation":1.5}')),
     ]
     exact = header(pad="")
     exact["pad"] = "x" * (MAX_HEADER_BYTES - len(encode_header(exact)))
@@ -1819,6 +1827,58 @@ def command_garbage(args: argparse.Namespace) -> int:
     return 0
 
 
+def garbage_checkpoints(participant: Participant, label: str) -> list[tuple[str, str, bytes]]:
+    """(kind, writer instance, payload) of checkpoints that fail §4 or §9.2 on their topic, one writer each."""
+    cases: list[tuple[str, str, bytes]] = []
+
+    def checkpoint_of(instance: str, **overrides: Any) -> bytes:
+        envelope = Envelope(new_id(), label, 1, rfc3339_ms(), {"instance": instance}, "application/json", b'{"n":1}', 1)
+        header = envelope.header()
+        header.update(overrides)
+        return encode_header({k: v for k, v in header.items() if v is not _DROP}) + b"\n" + envelope.data
+
+    for kind, make in [
+        ("not-an-envelope", lambda i: b"\x00\xffnot a checkpoint"),
+        ("no-incarnation", lambda i: checkpoint_of(i, incarnation=_DROP)),
+        ("incarnation-0", lambda i: checkpoint_of(i, incarnation=0)),
+        ("other-instance", lambda i: checkpoint_of(i, origin={"instance": new_id()})),
+        ("other-label", lambda i: checkpoint_of(i, label=label + "-other")),
+        ("truncated", lambda i: checkpoint_of(i)[:-2]),
+    ]:
+        instance = new_id()
+        cases.append((kind, instance, make(instance)))
+    return cases
+
+
+def command_garbage_checkpoints(args: argparse.Namespace) -> int:
+    """Publishes unreadable checkpoints of a label (each by a made-up writer) with this reader's verdict on each;
+    once --release-file exists, publishes each writer's death notice (releasing them: §9.3 dead-letters them)."""
+    participant = _participant(args)
+    try:
+        cases = garbage_checkpoints(participant, args.label)
+        entries = []
+        for kind, instance, payload in cases:
+            topic = participant.topics.checkpoint(args.label, instance)
+            participant.publish(topic, payload, retain=True, content_type=ENVELOPE_CONTENT_TYPE)
+            try:
+                decode_envelope(payload, args.label, instance, checkpoint=True)
+                expect = "ok"
+            except Rejection as rejection:
+                expect = rejection.reason
+            entries.append({"kind": kind, "instance": instance, "payload": base64.b64encode(payload).decode(), "expect": expect})
+        _write_json(args.out, entries)
+        if args.release_file:
+            if not _wait_for_file(args.release_file, time.monotonic() + args.deadline):
+                print(f"error: {args.release_file} did not appear in time", file=sys.stderr)
+                return 2
+            for _, instance, _ in cases:
+                notice = InstanceStatus(instance, 1, "dead", 1)
+                participant.publish(participant.topics.status(instance), notice.encode(), retain=True)
+    finally:
+        participant.close()
+    return 0
+
+
 def command_dead_letters(args: argparse.Namespace) -> int:
     """Writes the label's dead letters: id -> payload (base64) and the §7 user properties."""
     participant = _participant(args)
@@ -1935,6 +1995,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     garbage.add_argument("--label", required=True)
     garbage.add_argument("--out")
     garbage.set_defaults(run=command_garbage)
+
+    garbage_cp = commands.add_parser("garbage-checkpoints", help="publish unreadable checkpoints, then release them")
+    _common(garbage_cp)
+    garbage_cp.add_argument("--label", required=True)
+    garbage_cp.add_argument("--release-file", help="once this file exists, publish the writers' death notices")
+    garbage_cp.add_argument("--deadline", type=float, default=60.0, help="seconds to wait for --release-file")
+    garbage_cp.add_argument("--out")
+    garbage_cp.set_defaults(run=command_garbage_checkpoints)
 
     dead = commands.add_parser("dead-letters", help="read a label's dead letters")
     _common(dead)
