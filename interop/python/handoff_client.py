@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -633,11 +634,15 @@ class InstanceStatus:
 def decode_status(payload: bytes, topic_instance: str) -> Optional[InstanceStatus]:
     """The status on `{prefix}/instances/{topic_instance}`, or None if a reader ignores it (§9.1): not a JSON
     object, another `format`, an `instance` other than the topic's, a key missing (null counts as absent, as in a
-    header) or of the wrong type. Integers are read like a header's (§4: exact decimal values, 1.0 is 1)."""
+    header) or of the wrong type. Integers are read like a header's (§4: exact decimal values, 1.0 is 1); of a
+    repeated key the first value counts (as for swift-handoff's reader)."""
     try:
         status = json.loads(
             payload.decode("utf-8-sig"),
-            parse_constant=_reject_constant, object_pairs_hook=_object, parse_int=JSONNumber, parse_float=JSONNumber,
+            parse_constant=_reject_constant,
+            object_pairs_hook=lambda pairs: dict(reversed(pairs)),
+            parse_int=JSONNumber,
+            parse_float=JSONNumber,
         )
     except (ValueError, RecursionError):
         return None
@@ -674,6 +679,7 @@ class Round:
     checkpoint: bool = False  # on a checkpoint topic (§9.3): `handoff_id` is then the writer's instance level
     envelope_id: Optional[str] = None  # the header's id, if readable
     incarnation: Optional[int] = None  # a readable checkpoint's incarnation
+    released_at_verdict: bool = False  # a checkpoint released (§9.3) when its verdict arrived
 
     @property
     def key(self) -> str:
@@ -971,6 +977,13 @@ class Participant:
         if current is not None and current.verdict is None and claimer:
             current.verdict = claimer
             current.verdict_purpose = first_property(user_properties(message), CLAIM_PURPOSE)
+            if checkpoint:
+                # Whether the checkpoint was released when its verdict came (statuses are tracked under this lock,
+                # in the order received): a claim that beat our own processing of the release still counts.
+                through = self._released_through.get(handoff_id, 0)
+                current.released_at_verdict = (
+                    current.incarnation <= through if current.incarnation is not None else through > 0
+                )
             self._decided.append(current)
 
     # -- watching (§6) ---------------------------------------------------------------------------------------
@@ -1198,7 +1211,7 @@ class Racer:
         still_held = []
         for round_ in self._held:
             if self.participant.current_round(round_.topic) is not round_ or round_.verdict is not None:
-                continue  # replaced by a newer write (a new round), or decided while held
+                continue  # replaced by a newer write (a new round), or decided (record_verdicts files it)
             through = self.participant.released_through(round_.handoff_id)
             if round_.readable:
                 assert round_.incarnation is not None
@@ -1262,6 +1275,14 @@ class Racer:
             key = (round_.topic, round_.number)
             if round_.verdict is None:
                 continue
+            if round_.checkpoint and key not in self._released and round_.released_at_verdict:
+                if round_.handoff_id != self.participant.instance:
+                    # Released, and decided by another's claim before this racer got to it: a verdict like any other.
+                    self._released.add(key)
+                    with contextlib.suppress(Rejection, ValueError):
+                        self._envelopes[key] = decode_envelope(
+                            round_.payload, decode_label(round_.label_level), round_.handoff_id, checkpoint=True
+                        )
             if round_.checkpoint and key not in self._released:
                 # Not released here (held, our own, or unreadable while its writer released nothing): its writer's
                 # own `already-merged` claim after a handoff (§9.6), or a disagreement on the release.
