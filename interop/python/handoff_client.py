@@ -13,8 +13,11 @@ which speaks MQTT 5.
 Subcommands (all print or write JSON; `--help` on each for details):
 
     initiate     hand off one or more states (retained QoS 1 publish, wait for the PUBACK)
+    checkpoint   keep checkpoints of a label (§9): Will, birth, checkpoints, then crash (no DISCONNECT)
     race         watch a label and claim every handoff that arrives until N verdicts are seen
+                 (with --checkpoints also the released checkpoints of crashed participants, §9.3)
     garbage      publish malformed handoff payloads, with the dead-letter reason each should get
+    garbage-checkpoints  publish unreadable checkpoints (with this reader's reason for each), then release them
     dead-letters read the dead letters of a label and their reason user properties
     dump         print every retained message under a prefix, for debugging
     corpus       envelope edge cases with this reader's verdict on each (no broker)
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -57,6 +61,7 @@ except ImportError:  # pragma: no cover - depends on the machine
 # Constants of the protocol
 
 FORMAT = "swift-handoff/1"  # §4
+STATUS_FORMAT = "swift-handoff-instance/1"  # §9.1
 MAX_HEADER_BYTES = 65_536  # §4
 DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024  # §7, swift-handoff's default size limit
 ENVELOPE_CONTENT_TYPE = "application/vnd.swift-handoff"  # §4, informative
@@ -201,6 +206,27 @@ class Topics:
     def sync(self, instance: str) -> str:
         return f"{self.prefix}/sync/{instance}"
 
+    def checkpoint(self, label: str, instance: str) -> str:
+        """§9.2: the latest checkpoint of `label` by `instance`."""
+        return f"{self.prefix}/checkpoints/{encode_label(label)}/{instance}"
+
+    def checkpoint_filter(self, label: str) -> str:
+        return f"{self.prefix}/checkpoints/{encode_label(label)}/+"
+
+    def status(self, instance: str) -> str:
+        """§9.1: the instance's status (birth, Will, death notice)."""
+        return f"{self.prefix}/instances/{instance}"
+
+    def status_filter(self) -> str:
+        return f"{self.prefix}/instances/+"
+
+    def status_instance(self, topic: str) -> Optional[str]:
+        """The `{instance}` level of a status topic under this prefix, or None for any other topic."""
+        start = f"{self.prefix}/instances/"
+        if not topic.startswith(start) or "/" in topic[len(start) :]:
+            return None
+        return topic[len(start) :]
+
     def split(self, topic: str) -> tuple[str, str, str]:
         """(kind, label level, id) of a topic under this prefix, e.g. ('handoffs', 'a%2Fb', '0f8f...')."""
         rest = topic[len(self.prefix) + 1 :] if topic.startswith(self.prefix + "/") else ""
@@ -249,13 +275,14 @@ class Envelope:
     origin: dict[str, Any]
     content_type: str
     data: bytes
+    incarnation: Optional[int] = None  # §9.2: only on a checkpoint
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
     def header(self) -> dict[str, Any]:
-        return {
+        header: dict[str, Any] = {
             "contentType": self.content_type,
             "createdAt": self.created_at,
             "format": FORMAT,
@@ -266,6 +293,9 @@ class Envelope:
             "sha256": self.sha256,
             "vsn": self.vsn,
         }
+        if self.incarnation is not None:
+            header["incarnation"] = self.incarnation
+        return header
 
     def encode(self) -> bytes:
         """header + "\\n" + data; the header is compact JSON with sorted keys (no raw newline)."""
@@ -494,12 +524,22 @@ def _is_origin(value: Any) -> bool:
 
 
 def decode_envelope(
-    payload: bytes, topic_label: str, topic_id: str, max_payload: int = DEFAULT_MAX_PAYLOAD
+    payload: bytes,
+    topic_label: str,
+    topic_id: str,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+    checkpoint: bool = False,
 ) -> Envelope:
     """The envelope in `payload`, read from the topic of (`topic_label`, `topic_id`).
 
     Raises Rejection with the §7 reason of the first failing check, in the order §4 prescribes:
     size, header line, JSON object, format, header keys, data length, SHA-256, topic.
+
+    `incarnation`, where present, must be an integer >= 1 on any envelope (check 5, else malformed; its value
+    means nothing on a handoff). With `checkpoint`, the payload comes from a checkpoint topic (§9.2), whose last
+    level `topic_id` is the writer's instance: check 8 then compares the header's `label` and `origin.instance`
+    with the topic's and requires an `incarnation` (else label-mismatch: not a checkpoint of that topic); the
+    checkpoint's `id` is new for each write and matches no topic level.
     """
     if len(payload) > max_payload:
         raise Rejection("too-large", f"{len(payload)} bytes, over this reader's limit of {max_payload}")
@@ -508,6 +548,11 @@ def decode_envelope(
         raise Rejection("malformed", f"no header line (newline) within the first {MAX_HEADER_BYTES + 1} bytes")
     header = _parse_header(payload[:newline])
     _check_header_fields(header)
+    incarnation: Optional[int] = None
+    if header.get("incarnation") is not None:
+        incarnation = _integer(header["incarnation"], 1, INT64_MAX)
+        if incarnation is None:
+            raise Rejection("malformed", f"header 'incarnation' must be an integer 1...2^63-1, found {header['incarnation']!r}"[:200])
     length = exact_integer(header["length"].text)
     assert length is not None
     data = payload[newline + 1 :]
@@ -517,7 +562,15 @@ def decode_envelope(
         raise Rejection("malformed", f"{len(data)} data bytes, more than the header's {length}")
     if hashlib.sha256(data).hexdigest() != header["sha256"].lower():
         raise Rejection("integrity-failure", "the SHA-256 of the data does not match the header")
-    if header["id"] != topic_id or header["label"] != topic_label:
+    if checkpoint and (header["origin"]["instance"] != topic_id or header["label"] != topic_label):
+        raise Rejection(
+            "label-mismatch",
+            f"header label/origin.instance {header['label']!r}/{header['origin']['instance']!r} differ from the "
+            f"checkpoint topic's {topic_label!r}/{topic_id!r}",
+        )
+    if checkpoint and incarnation is None:
+        raise Rejection("label-mismatch", "an envelope without an 'incarnation' on a checkpoint topic: not a checkpoint")
+    if not checkpoint and (header["id"] != topic_id or header["label"] != topic_label):
         raise Rejection(
             "label-mismatch",
             f"header label/id {header['label']!r}/{header['id']!r} differ from the topic's {topic_label!r}/{topic_id!r}",
@@ -530,6 +583,7 @@ def decode_envelope(
         origin=_plain_origin(header["origin"]),
         content_type=header["contentType"],
         data=data,
+        incarnation=incarnation if checkpoint else None,
     )
 
 
@@ -543,6 +597,65 @@ def decode_json_state(envelope: Envelope, readable_versions: set[int]) -> Any:
         return json.loads(envelope.data.decode("utf-8"), parse_constant=_reject_constant)
     except ValueError as error:
         raise Rejection("undecodable-state", f"the data is not JSON: {error}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The instance status (§9.1)
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    """A birth (`online`) or a death notice (`dead`) of one connection (incarnation) of a participant."""
+
+    instance: str
+    incarnation: int
+    state: str  # "online" or "dead"
+    released: int
+
+    @property
+    def released_through(self) -> int:
+        """§9.1: max(released, incarnation) for a death notice, released for a birth."""
+        return max(self.released, self.incarnation) if self.state == "dead" else self.released
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "format": STATUS_FORMAT,
+                "incarnation": self.incarnation,
+                "instance": self.instance,
+                "released": self.released,
+                "state": self.state,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode("utf-8")
+
+
+def decode_status(payload: bytes, topic_instance: str) -> Optional[InstanceStatus]:
+    """The status on `{prefix}/instances/{topic_instance}`, or None if a reader ignores it (§9.1): not a JSON
+    object, another `format`, an `instance` other than the topic's, a key missing (null counts as absent, as in a
+    header) or of the wrong type. Integers are read like a header's (§4: exact decimal values, 1.0 is 1); of a
+    repeated key the first value counts (as for swift-handoff's reader)."""
+    try:
+        status = json.loads(
+            payload.decode("utf-8-sig"),
+            parse_constant=_reject_constant,
+            object_pairs_hook=lambda pairs: dict(reversed(pairs)),
+            parse_int=JSONNumber,
+            parse_float=JSONNumber,
+        )
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(status, dict) or status.get("format") != STATUS_FORMAT:
+        return None
+    if status.get("instance") != topic_instance:
+        return None
+    incarnation = _integer(status.get("incarnation"), 1, INT64_MAX)
+    released = _integer(status.get("released"), 0, INT64_MAX)
+    state = status.get("state")
+    if incarnation is None or released is None or state not in ("online", "dead"):
+        return None
+    return InstanceStatus(topic_instance, incarnation, state, released)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -563,6 +676,17 @@ class Round:
     claimed: bool = False  # this participant published a claim in this round
     readable: bool = True  # the payload passed §4 "Reading an envelope"
     stray: bool = False  # a rejected payload on the topic of an open round: it opened no round (§5 rule 1)
+    checkpoint: bool = False  # on a checkpoint topic (§9.3): `handoff_id` is then the writer's instance level
+    envelope_id: Optional[str] = None  # the header's id, if readable
+    incarnation: Optional[int] = None  # a readable checkpoint's incarnation
+    released_at_verdict: bool = False  # a checkpoint released (§9.3) when its verdict arrived
+
+    @property
+    def key(self) -> str:
+        """What a race result is filed under: the handoff id, or a checkpoint's own id (its topic names its writer)."""
+        if not self.checkpoint:
+            return self.handoff_id
+        return self.envelope_id or f"{self.handoff_id}#{self.number}"
 
 
 def user_properties(message: mqtt.MQTTMessage) -> list[tuple[str, str]]:
@@ -600,6 +724,7 @@ class Participant:
         instance: Optional[str] = None,
         session_expiry: int = 300,
         timeout: float = 10.0,
+        will_delay: Optional[int] = None,
     ) -> None:
         validate_prefix(prefix)
         self.topics = Topics(prefix)
@@ -609,6 +734,10 @@ class Participant:
         self.host, self.port, self.timeout = host, port, timeout
         self.session_expiry = session_expiry
         self.origin = {"instance": self.instance, "host": socket.gethostname(), "pid": os.getpid()}
+        # §9.1: a participant that keeps checkpoints sends a Will with each CONNECT (None: no Will, no checkpoints).
+        self.will_delay = will_delay
+        if will_delay is not None and session_expiry < will_delay:
+            raise ValueError("the session expiry must be at least the Will delay (§9.1)")
 
         self._lock = threading.Condition()
         self._connected = False
@@ -621,6 +750,13 @@ class Participant:
         self._collectors: dict[str, dict[str, mqtt.MQTTMessage]] = {}  # filter prefix -> topic -> message
         self._markers: set[bytes] = set()
         self._sync_subscribed = False
+        # §9: the incarnation of the current connection, and of the next CONNECT (its Will names it).
+        self.incarnation = 0
+        self._next_incarnation = 1
+        self.born_incarnation = 0  # the incarnation whose birth was published (0: none on this connection)
+        self._statuses: dict[str, InstanceStatus] = {}  # instance -> its latest status (as read)
+        self._released_through: dict[str, int] = {}  # instance -> the highest "released through" seen
+        self._status_changed = False  # a "released through" went up since take_status_change()
 
         self._client = _new_client(f"handoff-{self.instance}")
         self._client.max_inflight_messages_set(100)
@@ -628,6 +764,7 @@ class Participant:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
+        self._set_will()
 
     # -- connection ----------------------------------------------------------------------------------------
 
@@ -660,6 +797,7 @@ class Participant:
         with self._lock:
             session_lost = self._connect_count > 0 and not flags.get("session present")
             self._connect_count += 1
+            self.incarnation = self._next_incarnation
             if session_lost:
                 # The broker kept no session: verdicts may have been missed. Forget every round; claims in
                 # flight then never get a verdict here, so they are never merged (§5). The waiting handoffs
@@ -672,9 +810,26 @@ class Participant:
             for topic_filter in [self.topics.sync(self.instance), *self._watched]:
                 client.subscribe(topic_filter, options=self._watch_options())
 
+    def _set_will(self) -> None:
+        """§9.1: the Will of the next CONNECT: the death notice of its incarnation, retained, QoS 1, delayed."""
+        if self.will_delay is None:
+            return
+        with self._lock:
+            incarnation = self._next_incarnation
+        properties = Properties(PacketTypes.WILLMESSAGE)
+        properties.WillDelayInterval = self.will_delay
+        properties.ContentType = "application/json"
+        notice = InstanceStatus(self.instance, incarnation, "dead", incarnation)
+        self._client.will_set(self.topics.status(self.instance), notice.encode(), qos=1, retain=True, properties=properties)
+
     def _on_disconnect(self, *_: Any) -> None:
         with self._lock:
             self._connected = False
+            self.born_incarnation = 0
+            # The next CONNECT is a new connection: a new incarnation, and a Will that names it (a Will is fixed at
+            # CONNECT, §9.1). paho reconnects from its network thread after this callback.
+            self._next_incarnation = max(self._next_incarnation, self.incarnation + 1)
+        self._set_will()
 
     def _on_subscribe(self, _: mqtt.Client, __: Any, mid: int, reason_codes: list[Any], ___: Any) -> None:
         with self._lock:
@@ -718,18 +873,18 @@ class Participant:
             raise TimeoutError(f"no PUBACK for {topic}")
 
     @staticmethod
-    def _watch_options() -> SubscribeOptions:
-        return SubscribeOptions(qos=1, noLocal=False, retainAsPublished=False, retainHandling=0)
+    def _watch_options(qos: int = 1) -> SubscribeOptions:
+        return SubscribeOptions(qos=qos, noLocal=False, retainAsPublished=False, retainHandling=0)
 
-    def subscribe(self, topic_filter: str) -> None:
-        """Subscribes with QoS 1, No Local 0, Retain Handling 0 and waits for a successful SUBACK."""
-        result, mid = self._client.subscribe(topic_filter, options=self._watch_options())
+    def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        """Subscribes with QoS 1 (or `qos`), No Local 0, Retain Handling 0 and waits for a successful SUBACK."""
+        result, mid = self._client.subscribe(topic_filter, options=self._watch_options(qos))
         if result != mqtt.MQTT_ERR_SUCCESS:
             raise ProtocolError(f"subscribe to {topic_filter} failed: {mqtt.error_string(result)}")
         self._wait(lambda: mid in self._subacks, f"SUBACK of {topic_filter}")
         codes = self._subacks.pop(mid)
-        if codes != [1]:
-            raise ProtocolError(f"subscription to {topic_filter} granted {codes}, not QoS 1")
+        if codes != [qos]:
+            raise ProtocolError(f"subscription to {topic_filter} granted {codes}, not QoS {qos}")
 
     def unsubscribe(self, topic_filter: str) -> None:
         self._client.unsubscribe(topic_filter)
@@ -753,6 +908,8 @@ class Participant:
         with self._lock:
             if topic == self.topics.sync(self.instance):
                 self._markers.add(bytes(message.payload))
+            elif self.topics.status_instance(topic) is not None:
+                self._track_status(self.topics.status_instance(topic) or "", bytes(message.payload))
             else:
                 for prefix, messages in self._collectors.items():
                     if topic.startswith(prefix):
@@ -761,27 +918,58 @@ class Participant:
                     kind, label_level, handoff_id = self.topics.split(topic)
                 except ValueError:
                     kind = ""
-                if kind == "handoffs":
-                    self._track(topic, label_level, handoff_id, message)
+                if kind in ("handoffs", "checkpoints"):
+                    self._track(topic, label_level, handoff_id, message, checkpoint=kind == "checkpoints")
             self._lock.notify_all()
 
-    def _track(self, topic: str, label_level: str, handoff_id: str, message: mqtt.MQTTMessage) -> None:
-        """Applies the rule of §5 to one message of a handoff topic (called with the lock held)."""
+    def _track_status(self, instance: str, payload: bytes) -> None:
+        """§9.1: keeps, per instance, the highest "released through" seen (it never goes down). A zero-length
+        message (a removed status) and a status a reader ignores change nothing. Called with the lock held."""
+        status = decode_status(payload, instance) if payload else None
+        if status is None:
+            return
+        self._statuses[instance] = status
+        if status.released_through > self._released_through.get(instance, 0):
+            self._released_through[instance] = status.released_through
+            self._status_changed = True
+
+    def released_through(self, instance: str) -> int:
+        """The highest "released through" seen for `instance` (0: nothing released)."""
+        with self._lock:
+            return self._released_through.get(instance, 0)
+
+    def take_status_change(self) -> bool:
+        """Whether some instance's "released through" went up since the last call."""
+        with self._lock:
+            changed, self._status_changed = self._status_changed, False
+            return changed
+
+    def _track(
+        self, topic: str, label_level: str, handoff_id: str, message: mqtt.MQTTMessage, checkpoint: bool = False
+    ) -> None:
+        """Applies the rule of §5 to one message of a handoff topic, or of a checkpoint topic (§9.3; there
+        `handoff_id` is the topic's instance level). Called with the lock held."""
         payload = bytes(message.payload)
         current = self._rounds.get(topic)
         if payload:
+            envelope: Optional[Envelope] = None
             try:
-                decode_envelope(payload, decode_label(label_level), handoff_id)
+                envelope = decode_envelope(payload, decode_label(label_level), handoff_id, checkpoint=checkpoint)
                 readable = True
             except (Rejection, ValueError):
                 readable = False
             if not readable and current is not None and current.readable and current.verdict is None:
                 # §5 rule 1: a rejected payload on the topic of an open round neither opens a round nor closes
                 # it; it is dead-lettered without a claim, and the waiting handoff stays claimable.
-                self._opened.append(Round(topic, label_level, handoff_id, payload, current.number, readable=False, stray=True))
+                self._opened.append(
+                    Round(topic, label_level, handoff_id, payload, current.number, readable=False, stray=True, checkpoint=checkpoint)
+                )
                 return
             number = current.number + 1 if current else 1
-            opened = Round(topic, label_level, handoff_id, payload, number, readable=readable)
+            opened = Round(
+                topic, label_level, handoff_id, payload, number, readable=readable, checkpoint=checkpoint,
+                envelope_id=envelope.id if envelope else None, incarnation=envelope.incarnation if envelope else None,
+            )
             self._rounds[topic] = opened
             self._opened.append(opened)
             return
@@ -789,15 +977,30 @@ class Participant:
         if current is not None and current.verdict is None and claimer:
             current.verdict = claimer
             current.verdict_purpose = first_property(user_properties(message), CLAIM_PURPOSE)
+            if checkpoint:
+                # Whether the checkpoint was released when its verdict came (statuses are tracked under this lock,
+                # in the order received): a claim that beat our own processing of the release still counts.
+                through = self._released_through.get(handoff_id, 0)
+                current.released_at_verdict = (
+                    current.incarnation <= through if current.incarnation is not None else through > 0
+                )
             self._decided.append(current)
 
     # -- watching (§6) ---------------------------------------------------------------------------------------
 
-    def watch(self, label: str) -> None:
-        """Subscribes to the label's handoffs; returns once every waiting one has arrived (sync marker)."""
-        topic_filter = self.topics.handoff_filter(label)
-        self.subscribe(topic_filter)
-        self._watched.add(topic_filter)
+    def watch(self, label: str, checkpoints: bool = False) -> None:
+        """Subscribes to the label's handoffs; returns once every waiting one has arrived (sync marker).
+
+        With `checkpoints` (§9.3), first to the statuses, and after the handoffs to the label's checkpoints: by A3
+        the retained statuses then arrive before the retained checkpoints (so that a released one is known as
+        such), and the handoffs before the checkpoints they replace (§9.6)."""
+        filters = [self.topics.status_filter()] if checkpoints else []
+        filters.append(self.topics.handoff_filter(label))
+        if checkpoints:
+            filters.append(self.topics.checkpoint_filter(label))
+        for topic_filter in filters:
+            self.subscribe(topic_filter)
+            self._watched.add(topic_filter)
         self.sync()
 
     def take_opened_rounds(self) -> list[Round]:
@@ -813,9 +1016,39 @@ class Participant:
             return decided
 
     def wait_for_rounds(self, timeout: float) -> None:
-        """Waits until a round was opened or decided since they were last taken, at most `timeout` seconds."""
+        """Waits until a round was opened or decided since they were last taken, or a status released
+        checkpoints, at most `timeout` seconds."""
         with self._lock:
-            self._lock.wait_for(lambda: bool(self._opened or self._decided), timeout)
+            self._lock.wait_for(lambda: bool(self._opened or self._decided or self._status_changed), timeout)
+
+    def current_round(self, topic: str) -> Optional[Round]:
+        with self._lock:
+            return self._rounds.get(topic)
+
+    # -- the instance status (§9.1) --------------------------------------------------------------------------
+
+    def announce(self) -> InstanceStatus:
+        """§9.1 "Birth", after a CONNECT: subscribes to the statuses (QoS 0), reads its own back up to an ordering
+        marker (§6), then publishes its birth (retained, QoS 1) with `released` = the highest "released through"
+        of its own statuses. Returns the birth; `released_through(self.instance)` tells whether it is fenced."""
+        with self._lock:
+            incarnation = self.incarnation
+        self.subscribe(self.topics.status_filter(), qos=0)
+        self.sync()
+        birth = InstanceStatus(self.instance, incarnation, "online", self.released_through(self.instance))
+        self.publish(self.topics.status(self.instance), birth.encode(), retain=True, content_type="application/json")
+        with self._lock:
+            if self.incarnation == incarnation and self._connected:
+                self.born_incarnation = incarnation
+        return birth
+
+    def heartbeat(self) -> None:
+        """§9.1 "Heartbeat": the birth again, not retained, QoS 0 (only once born on this connection)."""
+        with self._lock:
+            incarnation = self.born_incarnation
+        if incarnation:
+            beat = InstanceStatus(self.instance, incarnation, "online", self.released_through(self.instance))
+            self._client.publish(self.topics.status(self.instance), beat.encode(), qos=0, retain=False)
 
     # -- initiating (§4) -------------------------------------------------------------------------------------
 
@@ -893,7 +1126,7 @@ class Participant:
 
 @dataclass
 class RaceResult:
-    """What one racer saw of one handoff."""
+    """What one racer saw of one handoff, or of one released checkpoint."""
 
     winner: str
     purpose: Optional[str]
@@ -903,6 +1136,9 @@ class RaceResult:
     rejection: Optional[str] = None
     origin: Optional[str] = None
     raw: Optional[str] = None  # the data bytes, base64
+    checkpoint: Optional[bool] = None  # True for a checkpoint (§9)
+    incarnation: Optional[int] = None  # a checkpoint's incarnation
+    topic: Optional[str] = None  # a checkpoint's topic
 
     def as_json(self) -> dict[str, Any]:
         return {key: value for key, value in self.__dict__.items() if value is not None or key == "data"}
@@ -910,49 +1146,121 @@ class RaceResult:
 
 @dataclass
 class Racer:
-    """Claims every handoff of a label that it can read; merges the ones whose verdict names it."""
+    """Claims every handoff of a label that it can read; merges the ones whose verdict names it. With
+    `checkpoints`, also the checkpoints of the label once released by their writers' statuses (§9.3)."""
 
     participant: Participant
     label: str
     readable_versions: set[int]
     claim_delay: float = 0.0  # seconds each claim waits at least (to let other racers win some races)
     claim_jitter: float = 0.0  # seconds of random delay added to each claim
+    checkpoints: bool = False
     results: dict[str, RaceResult] = field(default_factory=dict)
+    held_verdicts: list[dict[str, Any]] = field(default_factory=list)  # verdicts on checkpoints it held (not released)
     _due: list[tuple[float, Round]] = field(default_factory=list)  # claims to publish, and when
-    _accepted: dict[str, tuple[Envelope, Any]] = field(default_factory=dict)  # topic -> envelope, state
-    _rejections: dict[str, Rejection] = field(default_factory=dict)  # topic -> why
+    _accepted: dict[tuple[str, int], tuple[Envelope, Any]] = field(default_factory=dict)  # (topic, round) -> envelope, state
+    _rejections: dict[tuple[str, int], Rejection] = field(default_factory=dict)  # (topic, round) -> why
+    _envelopes: dict[tuple[str, int], Envelope] = field(default_factory=dict)  # readable checkpoints, by round
+    _held: list[Round] = field(default_factory=list)  # checkpoint rounds not (yet) released (§9.3 rule 1)
+    _released: set[tuple[str, int]] = field(default_factory=set)  # checkpoint rounds released and decided upon
+    _handed_off: set[tuple[str, str]] = field(default_factory=set)  # (label level, origin instance) of handoffs seen (§9.6)
+    _merged_topics: set[str] = field(default_factory=set)  # checkpoint topics of which this racer merged a round (§9.7)
 
     def handle_opened(self) -> None:
-        """Decides what to do with each handoff that arrived, and claims the ones it wants."""
+        """Decides what to do with each handoff that arrived, and claims the ones it wants; checkpoints are
+        held until released."""
         for round_ in self.participant.take_opened_rounds():
+            if round_.checkpoint:
+                self._open_checkpoint(round_)
+                continue
             if round_.stray:
                 # Rejected on the topic of an open round: dead-letter it, keep the waiting handoff (§5 rule 1).
-                try:
-                    decode_envelope(round_.payload, decode_label(round_.label_level), round_.handoff_id)
-                except Rejection as rejection:
-                    if rejection.left_in_place:
-                        print(f"left in place: {round_.topic}: {rejection}", file=sys.stderr)
-                    else:
-                        self.participant.dead_letter(round_, rejection)
+                self._dead_letter_stray(round_)
                 continue
-            self._accepted.pop(round_.topic, None)
-            self._rejections.pop(round_.topic, None)
-            try:
-                envelope = decode_envelope(round_.payload, decode_label(round_.label_level), round_.handoff_id)
-                if envelope.origin.get("instance") == self.participant.instance:
-                    continue  # our own handoff: never claimed, but the round is still tracked
-                state = decode_json_state(envelope, self.readable_versions)
-            except Rejection as rejection:
-                self._rejections[round_.topic] = rejection
-                if rejection.left_in_place:
-                    print(f"left in place: {round_.topic}: {rejection}", file=sys.stderr)
-                else:
-                    self.participant.dead_letter(round_, rejection)
-                continue
-            self._accepted[round_.topic] = (envelope, state)
-            delay = self.claim_delay + random.uniform(0, self.claim_jitter)
-            self._due.append((time.monotonic() + delay, round_))
+            self._decide(round_)
+        self.release_due()
         self.claim_due()
+
+    def _dead_letter_stray(self, round_: Round) -> None:
+        try:
+            decode_envelope(round_.payload, decode_label(round_.label_level), round_.handoff_id, checkpoint=round_.checkpoint)
+        except Rejection as rejection:
+            if rejection.left_in_place:
+                print(f"left in place: {round_.topic}: {rejection}", file=sys.stderr)
+            else:
+                self.participant.dead_letter(round_, rejection)
+
+    def _open_checkpoint(self, round_: Round) -> None:
+        """§9.3: a checkpoint round is held until its writer's "released through" reaches its incarnation."""
+        if round_.handoff_id == self.participant.instance:
+            return  # rule 4: never claim its own checkpoints (the round is still tracked)
+        if round_.stray:
+            # Rejected while another checkpoint of the topic waits undecided: as for handoffs (§5 rule 1), it opens
+            # no round; like any unreadable checkpoint, it is only dead-lettered once its writer released something.
+            if self.participant.released_through(round_.handoff_id) > 0:
+                self._dead_letter_stray(round_)
+            return
+        self._held.append(round_)
+
+    def release_due(self) -> None:
+        """Decides upon the held checkpoint rounds that are released now (§9.3 rule 2); drops the ones replaced by
+        a newer checkpoint or decided meanwhile."""
+        self.participant.take_status_change()
+        if not self._held:
+            return
+        still_held = []
+        for round_ in self._held:
+            if self.participant.current_round(round_.topic) is not round_ or round_.verdict is not None:
+                continue  # replaced by a newer write (a new round), or decided (record_verdicts files it)
+            through = self.participant.released_through(round_.handoff_id)
+            if round_.readable:
+                assert round_.incarnation is not None
+                released = round_.incarnation <= through
+            else:
+                # A checkpoint that fails §4 cannot tell its incarnation: ignored while its writer released nothing,
+                # dead-lettered once it released any checkpoint.
+                released = through > 0
+            if not released:
+                still_held.append(round_)
+                continue
+            self._released.add((round_.topic, round_.number))
+            self._decide(round_)
+        self._held = still_held
+
+    def _decide(self, round_: Round) -> None:
+        """§7 for a handoff or a released checkpoint: reject, leave in place, or schedule a claim."""
+        key = (round_.topic, round_.number)
+        try:
+            envelope = decode_envelope(
+                round_.payload, decode_label(round_.label_level), round_.handoff_id, checkpoint=round_.checkpoint
+            )
+            origin = envelope.origin.get("instance")
+            if not round_.checkpoint:
+                # §9.6: a handoff of the label from `origin` replaces that instance's checkpoint of the label.
+                self._handed_off.add((round_.label_level, origin))
+                if origin == self.participant.instance:
+                    return  # our own handoff: never claimed, but the round is still tracked
+            else:
+                self._envelopes[key] = envelope
+                if (round_.label_level, origin) in self._handed_off:
+                    # §9.6: its writer handed the label off, then crashed before removing this checkpoint.
+                    self.participant.publish_claim(round_, PURPOSE_ALREADY_MERGED)
+                    return
+                if round_.topic in self._merged_topics:
+                    # §9.7 "Will vs. a late checkpoint": this racer merged an earlier round of this topic.
+                    self.participant.publish_claim(round_, PURPOSE_ALREADY_MERGED)
+                    return
+            state = decode_json_state(envelope, self.readable_versions)
+        except Rejection as rejection:
+            self._rejections[key] = rejection
+            if rejection.left_in_place:
+                print(f"left in place: {round_.topic}: {rejection}", file=sys.stderr)
+            else:
+                self.participant.dead_letter(round_, rejection)
+            return
+        self._accepted[key] = (envelope, state)
+        delay = self.claim_delay + random.uniform(0, self.claim_jitter)
+        self._due.append((time.monotonic() + delay, round_))
 
     def claim_due(self) -> None:
         """Publishes the merge claims whose delay is over."""
@@ -964,26 +1272,52 @@ class Racer:
     def record_verdicts(self) -> None:
         """Records each decided round once; merges (here: keeps the state of) the ones won for merging."""
         for round_ in self.participant.take_decided_rounds():
-            previous = self.results.get(round_.handoff_id)
+            key = (round_.topic, round_.number)
+            if round_.verdict is None:
+                continue
+            if round_.checkpoint and key not in self._released and round_.released_at_verdict:
+                if round_.handoff_id != self.participant.instance:
+                    # Released, and decided by another's claim before this racer got to it: a verdict like any other.
+                    self._released.add(key)
+                    with contextlib.suppress(Rejection, ValueError):
+                        self._envelopes[key] = decode_envelope(
+                            round_.payload, decode_label(round_.label_level), round_.handoff_id, checkpoint=True
+                        )
+            if round_.checkpoint and key not in self._released:
+                # Not released here (held, our own, or unreadable while its writer released nothing): its writer's
+                # own `already-merged` claim after a handoff (§9.6), or a disagreement on the release.
+                envelope = self._envelopes.get(key)
+                self.held_verdicts.append(
+                    {"topic": round_.topic, "round": round_.number, "winner": round_.verdict,
+                     "purpose": round_.verdict_purpose, "incarnation": round_.incarnation, "id": round_.envelope_id}
+                )
+                continue
+            previous = self.results.get(round_.key)
             # A later round of the same handoff (given back by a participant that won it and stopped before merging
             # it, §5 "Stopping") replaces the earlier verdict, unless this racer already merged the handoff.
-            if round_.verdict is None or (previous is not None and previous.merged):
+            if previous is not None and previous.merged:
                 continue
             won = round_.verdict == self.participant.instance
-            accepted = self._accepted.get(round_.topic)
-            rejection = self._rejections.get(round_.topic)
+            accepted = self._accepted.get(key)
+            rejection = self._rejections.get(key)
             merged = won and is_merge_purpose(round_.verdict_purpose) and accepted is not None
-            if won and accepted is None and rejection is None:
+            if won and accepted is None and rejection is None and is_merge_purpose(round_.verdict_purpose):
                 print(f"error: won {round_.topic} without having claimed it", file=sys.stderr)
-            self.results[round_.handoff_id] = RaceResult(
+            if merged and round_.checkpoint:
+                self._merged_topics.add(round_.topic)
+            envelope = accepted[0] if accepted else self._envelopes.get(key)
+            self.results[round_.key] = RaceResult(
                 winner=round_.verdict,
                 purpose=round_.verdict_purpose,
                 merged=merged,
                 data=accepted[1] if merged and accepted else None,
-                sha256=accepted[0].sha256 if accepted else None,
+                sha256=envelope.sha256 if envelope else None,
                 rejection=rejection.reason if rejection else None,
-                origin=accepted[0].origin.get("instance") if accepted else None,
-                raw=base64.b64encode(accepted[0].data).decode() if accepted else None,
+                origin=envelope.origin.get("instance") if envelope else None,
+                raw=base64.b64encode(envelope.data).decode() if envelope else None,
+                checkpoint=True if round_.checkpoint else None,
+                incarnation=round_.incarnation if round_.checkpoint else None,
+                topic=round_.topic if round_.checkpoint else None,
             )
 
     def run(self, expect: int, deadline: float) -> bool:
@@ -1196,6 +1530,12 @@ def envelope_corpus() -> list[tuple[str, str, str, bytes]]:
         ("unknown key nested to 65 levels", nested(64)),
         ("unknown key nested to 5000 levels", nested(4999)),
         ("format newer, nested to 65 levels", nested(64).replace(b"swift-handoff/1", b"swift-handoff/2")),
+        # `incarnation` (§4, §9.2): a checkpoint's key, meaningless on a handoff.
+        ("incarnation 1 on a handoff", raw(b'"vsn":1}', b'"vsn":1,"incarnation":1}')),
+        ("incarnation null on a handoff", raw(b'"vsn":1}', b'"vsn":1,"incarnation":null}')),
+        ("incarnation 0 on a handoff", raw(b'"vsn":1}', b'"vsn":1,"incarnation":0}')),
+        ("incarnation string on a handoff", raw(b'"vsn":1}', b'"vsn":1,"incarnation":"1"}')),
+        ("incarnation 1.5 on a handoff", raw(b'"vsn":1}', b'"vsn":1,"incarnation":1.5}')),
     ]
     exact = header(pad="")
     exact["pad"] = "x" * (MAX_HEADER_BYTES - len(encode_header(exact)))
@@ -1303,19 +1643,171 @@ def _wait_for_file(path: str, deadline: float) -> bool:
     return True
 
 
+class CheckpointWriter:
+    """Keeps the checkpoints of one label (§9.2) on a participant that connected with a Will (§9.1)."""
+
+    def __init__(self, participant: Participant, label: str, vsn: int) -> None:
+        assert participant.will_delay is not None, "a participant that keeps checkpoints needs a Will (§9.1)"
+        self.participant = participant
+        self.label = label
+        self.vsn = vsn
+        self.topic = participant.topics.checkpoint(label, participant.instance)
+        self.written: list[Envelope] = []
+        self.births: list[InstanceStatus] = []
+        self.fenced_because: Optional[str] = None
+        self._subscribed = False
+
+    def ensure_born(self) -> None:
+        """After each CONNECT, the birth comes before any checkpoint (§9.1)."""
+        participant = self.participant
+        participant._wait(lambda: participant._connected, "the connection")
+        if participant.born_incarnation != participant.incarnation:
+            self.births.append(participant.announce())
+        if not self._subscribed:
+            # Claims by others on our checkpoint topic fence us (§9.5); our own writes come back too (No Local 0).
+            participant.subscribe(self.topic)
+            participant.sync()
+            self._subscribed = True
+
+    def check_fenced(self) -> bool:
+        """§9.5: fenced once a status released our last checkpoint's incarnation, or another instance claimed it."""
+        if self.fenced_because is not None:
+            return True
+        participant = self.participant
+        released = participant.released_through(participant.instance)
+        last = self.written[-1].incarnation if self.written else None
+        if last is not None and last <= released:
+            self.fenced_because = f"our status released incarnation {released}, our last checkpoint is of {last}"
+        for round_ in participant.take_decided_rounds():
+            if round_.topic == self.topic and round_.verdict != participant.instance:
+                self.fenced_because = f"{round_.verdict} claimed our checkpoint ({round_.verdict_purpose})"
+        if self.fenced_because is not None:
+            print(f"error: fenced for {self.label!r}: {self.fenced_because}", file=sys.stderr)
+        return self.fenced_because is not None
+
+    def write(self, data: bytes) -> Optional[Envelope]:
+        """Publishes a checkpoint (retained, QoS 1, a new id, this connection's incarnation) and waits for its
+        PUBACK; None if fenced."""
+        self.ensure_born()
+        if self.check_fenced():
+            return None
+        participant = self.participant
+        envelope = participant.make_envelope(self.label, self.vsn, data)
+        envelope.incarnation = participant.born_incarnation
+        if not envelope.incarnation:
+            raise ProtocolError("disconnected before the checkpoint: not written (a late write, §9.2)")
+        participant.publish(self.topic, envelope.encode(), retain=True, content_type=ENVELOPE_CONTENT_TYPE)
+        self.written.append(envelope)
+        return envelope
+
+    def hand_off(self, data: bytes) -> Envelope:
+        """§9.6 then §9.1 "Graceful shutdown": the handoff, then our checkpoint removed by our own `already-merged`
+        claim, then our status removed (no checkpoint is left)."""
+        participant = self.participant
+        envelope = participant.make_envelope(self.label, self.vsn, data)
+        participant.initiate([envelope])
+        claim = [(CLAIM_BY, participant.instance), (CLAIM_PURPOSE, PURPOSE_ALREADY_MERGED)]
+        participant.publish(self.topic, b"", retain=True, user=claim)
+        participant.publish(participant.topics.status(participant.instance), b"", retain=True)
+        return envelope
+
+    def release(self) -> InstanceStatus:
+        """§9.1 "Graceful shutdown" with checkpoints left: publishes our own death notice (releasing them)."""
+        participant = self.participant
+        notice = InstanceStatus(participant.instance, participant.incarnation, "dead", participant.incarnation)
+        participant.publish(
+            participant.topics.status(participant.instance), notice.encode(), retain=True, content_type="application/json"
+        )
+        return notice
+
+
+def _checkpoint_json(participant: Participant, envelope: Envelope) -> dict[str, Any]:
+    return {
+        "id": envelope.id,
+        "label": envelope.label,
+        "topic": participant.topics.checkpoint(envelope.label, participant.instance),
+        "incarnation": envelope.incarnation,
+        "sha256": envelope.sha256,
+        "data": json.loads(envelope.data),
+    }
+
+
+def command_checkpoint(args: argparse.Namespace) -> int:
+    """§9: connects with a Will, publishes its birth, writes checkpoints of a label, then ends as told: `crash`
+    (the process exits without DISCONNECT, so the broker publishes the Will after its delay), `release` (publishes
+    its own death notice, then disconnects) or `handoff` (hands the last state off and removes its checkpoint)."""
+    participant = Participant(
+        args.host, args.port, args.prefix, timeout=args.timeout, will_delay=args.will_delay,
+        session_expiry=max(300, args.will_delay),
+    ).connect()
+    writer = CheckpointWriter(participant, args.label, args.vsn)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(args.heartbeat):
+            participant.heartbeat()
+
+    if args.heartbeat > 0:
+        threading.Thread(target=beat, daemon=True).start()
+
+    def state(index: int) -> bytes:
+        text = args.data.replace("{i}", str(args.start + index))
+        json.loads(text)  # the data must be JSON: it is sent as application/json
+        return text.encode("utf-8")
+
+    def summary() -> dict[str, Any]:
+        return {
+            "instance": participant.instance,
+            "incarnation": participant.incarnation,
+            "births": [json.loads(birth.encode()) for birth in writer.births],
+            "fenced": writer.fenced_because,
+            "checkpoints": [_checkpoint_json(participant, e) for e in writer.written],
+        }
+
+    index = 0
+    while index < args.count or (args.until_file and not os.path.exists(args.until_file)):
+        if index > 0 and args.interval > 0:
+            time.sleep(args.interval / 1000)
+        if writer.write(state(index)) is None:
+            break
+        index += 1
+    if args.ready_file:
+        _write_json(args.ready_file, summary())
+    if args.end_file and not _wait_for_file(args.end_file, time.monotonic() + args.deadline):
+        print(f"error: {args.end_file} did not appear in time", file=sys.stderr)
+        return 2
+    result = summary()
+    if args.end == "crash":
+        _write_json(args.out, result)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # no DISCONNECT: the kernel closes the socket, the broker sends the Will after its delay
+    stop.set()
+    if writer.fenced_because is None and args.end == "handoff" and writer.written:
+        handoff = writer.hand_off(writer.written[-1].data)
+        result["handoff"] = {"id": handoff.id, "topic": participant.topics.handoff(handoff.label, handoff.id)}
+    elif args.end == "release":
+        result["released"] = json.loads(writer.release().encode())
+    participant.close()
+    _write_json(args.out, result)
+    return 0
+
+
 def command_race(args: argparse.Namespace) -> int:
-    """Watches a label and claims until `--expect` verdicts were seen; writes what it saw per handoff id."""
+    """Watches a label and claims until `--expect` verdicts were seen; writes what it saw per handoff id (and,
+    with --checkpoints, per released checkpoint id)."""
     deadline = time.monotonic() + args.deadline
     participant = _participant(args)
     try:
-        participant.watch(args.label)
+        participant.watch(args.label, checkpoints=args.checkpoints)
         if args.ready_file:
             _write_json(args.ready_file, {"instance": participant.instance})
         if args.go_file and not _wait_for_file(args.go_file, deadline):
             print(f"error: {args.go_file} did not appear in time", file=sys.stderr)
             return 2
         racer = Racer(
-            participant, args.label, set(args.readable_versions), args.claim_delay / 1000, args.claim_jitter / 1000
+            participant, args.label, set(args.readable_versions), args.claim_delay / 1000, args.claim_jitter / 1000,
+            checkpoints=args.checkpoints,
         )
         complete = racer.run(args.expect, deadline)
         summary = {
@@ -1323,6 +1815,10 @@ def command_race(args: argparse.Namespace) -> int:
             "complete": complete,
             "handoffs": {key: value.as_json() for key, value in sorted(racer.results.items())},
         }
+        if args.checkpoints:
+            with participant._lock:
+                summary["releasedThrough"] = dict(participant._released_through)
+            summary["heldVerdicts"] = racer.held_verdicts
         _write_json(args.out, summary)
         if not complete:
             print(f"error: saw {len(racer.results)} verdicts of {args.expect} before the deadline", file=sys.stderr)
@@ -1347,6 +1843,58 @@ def command_garbage(args: argparse.Namespace) -> int:
                 for kind, handoff_id, payload, expect in cases
             ],
         )
+    finally:
+        participant.close()
+    return 0
+
+
+def garbage_checkpoints(participant: Participant, label: str) -> list[tuple[str, str, bytes]]:
+    """(kind, writer instance, payload) of checkpoints that fail §4 or §9.2 on their topic, one writer each."""
+    cases: list[tuple[str, str, bytes]] = []
+
+    def checkpoint_of(instance: str, **overrides: Any) -> bytes:
+        envelope = Envelope(new_id(), label, 1, rfc3339_ms(), {"instance": instance}, "application/json", b'{"n":1}', 1)
+        header = envelope.header()
+        header.update(overrides)
+        return encode_header({k: v for k, v in header.items() if v is not _DROP}) + b"\n" + envelope.data
+
+    for kind, make in [
+        ("not-an-envelope", lambda i: b"\x00\xffnot a checkpoint"),
+        ("no-incarnation", lambda i: checkpoint_of(i, incarnation=_DROP)),
+        ("incarnation-0", lambda i: checkpoint_of(i, incarnation=0)),
+        ("other-instance", lambda i: checkpoint_of(i, origin={"instance": new_id()})),
+        ("other-label", lambda i: checkpoint_of(i, label=label + "-other")),
+        ("truncated", lambda i: checkpoint_of(i)[:-2]),
+    ]:
+        instance = new_id()
+        cases.append((kind, instance, make(instance)))
+    return cases
+
+
+def command_garbage_checkpoints(args: argparse.Namespace) -> int:
+    """Publishes unreadable checkpoints of a label (each by a made-up writer) with this reader's verdict on each;
+    once --release-file exists, publishes each writer's death notice (releasing them: §9.3 dead-letters them)."""
+    participant = _participant(args)
+    try:
+        cases = garbage_checkpoints(participant, args.label)
+        entries = []
+        for kind, instance, payload in cases:
+            topic = participant.topics.checkpoint(args.label, instance)
+            participant.publish(topic, payload, retain=True, content_type=ENVELOPE_CONTENT_TYPE)
+            try:
+                decode_envelope(payload, args.label, instance, checkpoint=True)
+                expect = "ok"
+            except Rejection as rejection:
+                expect = rejection.reason
+            entries.append({"kind": kind, "instance": instance, "payload": base64.b64encode(payload).decode(), "expect": expect})
+        _write_json(args.out, entries)
+        if args.release_file:
+            if not _wait_for_file(args.release_file, time.monotonic() + args.deadline):
+                print(f"error: {args.release_file} did not appear in time", file=sys.stderr)
+                return 2
+            for _, instance, _ in cases:
+                notice = InstanceStatus(instance, 1, "dead", 1)
+                participant.publish(participant.topics.status(instance), notice.encode(), retain=True)
     finally:
         participant.close()
     return 0
@@ -1437,14 +1985,45 @@ def main(argv: Optional[list[str]] = None) -> int:
     race.add_argument("--claim-jitter", type=float, default=0.0, help="and by up to this many ms more, at random")
     race.add_argument("--ready-file", help="written once subscribed and synced")
     race.add_argument("--go-file", help="claim only once this file exists")
+    race.add_argument("--checkpoints", action="store_true", help="also claim the label's released checkpoints (§9.3)")
     race.add_argument("--out")
     race.set_defaults(run=command_race)
+
+    checkpoint = commands.add_parser("checkpoint", help="keep checkpoints of a label, then crash (§9)")
+    _common(checkpoint)
+    checkpoint.add_argument("--label", required=True)
+    checkpoint.add_argument("--vsn", type=int, default=1)
+    checkpoint.add_argument("--data", required=True, help="JSON; {i} is replaced by the write's index")
+    checkpoint.add_argument("--count", type=int, default=1, help="checkpoints to write (at least)")
+    checkpoint.add_argument("--start", type=int, default=0, help="the first index")
+    checkpoint.add_argument("--interval", type=float, default=0.0, help="ms between two writes")
+    checkpoint.add_argument("--until-file", help="keep writing (every --interval) until this file exists")
+    checkpoint.add_argument("--ready-file", help="written (what was written so far) after the writes")
+    checkpoint.add_argument("--end-file", help="after the writes, end only once this file exists")
+    checkpoint.add_argument(
+        "--end", choices=["crash", "release", "handoff"], default="crash",
+        help="crash: exit without DISCONNECT (the Will releases); release: publish its own death notice; "
+        "handoff: hand off the last state and remove the checkpoint (§9.6)",
+    )
+    checkpoint.add_argument("--will-delay", type=int, default=1, help="the Will Delay Interval, seconds")
+    checkpoint.add_argument("--heartbeat", type=float, default=10.0, help="seconds between heartbeats (0: none)")
+    checkpoint.add_argument("--deadline", type=float, default=120.0, help="seconds to wait for --end-file")
+    checkpoint.add_argument("--out")
+    checkpoint.set_defaults(run=command_checkpoint)
 
     garbage = commands.add_parser("garbage", help="publish malformed handoffs")
     _common(garbage)
     garbage.add_argument("--label", required=True)
     garbage.add_argument("--out")
     garbage.set_defaults(run=command_garbage)
+
+    garbage_cp = commands.add_parser("garbage-checkpoints", help="publish unreadable checkpoints, then release them")
+    _common(garbage_cp)
+    garbage_cp.add_argument("--label", required=True)
+    garbage_cp.add_argument("--release-file", help="once this file exists, publish the writers' death notices")
+    garbage_cp.add_argument("--deadline", type=float, default=60.0, help="seconds to wait for --release-file")
+    garbage_cp.add_argument("--out")
+    garbage_cp.set_defaults(run=command_garbage_checkpoints)
 
     dead = commands.add_parser("dead-letters", help="read a label's dead letters")
     _common(dead)
