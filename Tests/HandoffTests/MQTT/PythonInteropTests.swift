@@ -141,8 +141,9 @@ struct PythonInteropTests {
                 ))
             }
             var successors: [(transport: MQTTHandoffTransport, channel: HandoffChannel<RaceItem>, notices: AsyncStream<HandoffNotice>)] = []
-            for _ in 0..<Self.racersPerLanguage {
-                let transport = try await python.connectTransport()
+            for index in 0..<Self.racersPerLanguage {
+                // The first one stops mid-race (below): on a loaded machine, giving back what it won may take a while.
+                let transport = try await python.connectTransport(settleTimeout: .seconds(index == 0 ? 20 : 2))
                 let channel = HandoffChannel<RaceItem>(label: label, transport: transport, timeout: .seconds(10))
                 successors.append((transport, channel, try await channel.subscribe()))
             }
@@ -178,12 +179,12 @@ struct PythonInteropTests {
             #expect(expected.count == total)
 
             // One Swift successor stops in the middle of the race, as a pod of a rolling deploy does: its
-            // complete() is cancelled once it has won a few handoffs, then its transport shuts down. What it won and
+            // complete() is cancelled once it has won a handoff (or after 10 s), then its transport shuts down. What it won and
             // had not merged is given back (a new round) and taken by the others: nothing is lost.
             let stopped = successors[0]
             let stoppedInstance = stopped.transport.origin.instance
-            _ = await eventually(upTo: .seconds(20)) {
-                merges.withLock { merges in merges.values.count { $0.contains { $0.instance == stoppedInstance } } } >= 3
+            _ = await eventually(upTo: .seconds(10)) {
+                merges.withLock { merges in merges.values.count { $0.contains { $0.instance == stoppedInstance } } } >= 1
             }
             workers[0].cancel()
             _ = await workers[0].result
@@ -575,10 +576,10 @@ struct PythonClient {
     func removeFiles() { try? FileManager.default.removeItem(at: directory) }
 
     /// A Swift participant on the same broker and prefix.
-    func connectTransport() async throws -> MQTTHandoffTransport {
+    func connectTransport(settleTimeout: Duration = .seconds(2)) async throws -> MQTTHandoffTransport {
         try await MQTTHandoffTransport.connect(
             configuration: MQTTConfiguration(host: host, port: port),
-            options: .init(prefix: prefix)
+            options: .init(prefix: prefix, settleTimeout: settleTimeout)
         )
     }
 
