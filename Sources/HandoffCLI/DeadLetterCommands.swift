@@ -141,6 +141,8 @@ struct PurgeCommand: AsyncParsableCommand {
                 let what = chosen.count == 1 ? "the dead letter '\(chosen[0].label)'/\(chosen[0].key) (\(chosen[0].deadLetter?.reason ?? "-"))" : "\(chosen.count) dead letters"
                 FileHandle.standardError.write(Data("Delete \(what) for good? [y/N] ".utf8))
                 let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased()
+                // Typed answers end the prompt's line themselves; piped ones do not.
+                if isatty(STDIN_FILENO) == 0 { warn("") }
                 guard answer == "y" || answer == "yes" else { throw CLIError("not confirmed: nothing deleted (--yes skips the question)") }
             }
             for item in chosen {

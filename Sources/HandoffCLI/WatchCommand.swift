@@ -107,6 +107,10 @@ struct Rounds {
 
     mutating func route(_ message: MQTTMessage) {
         if let instance = topics.parseInstance(message.topic) {
+            if message.payload.isEmpty {
+                emit("instance", label: nil, key: instance, details: "status removed (stopped with no checkpoint left)", fields: ["state": "removed"])
+                return
+            }
             guard let status = InstanceStatusRecord.read(message.payload, instance: instance) else { return }
             let what = status.state == "dead"
                 ? "dead: connection \(status.incarnation) ended without a DISCONNECT; checkpoints released through incarnation \(status.releasedThrough)"
@@ -153,7 +157,7 @@ struct Rounds {
         if open.remove(message.topic) != nil {
             emit(event + "verdict", label: label, key: key, details: "won by \(claimer) (\(purpose))", fields: ["winner": claimer, "purpose": purpose])
         } else {
-            emit(event + "claim", label: label, key: key, details: "by \(claimer) (\(purpose)): lost, no open round (decided already, or opened before this watch)",
+            emit(event + "claim", label: label, key: key, details: "by \(claimer) (\(purpose)): not a verdict, no round open (decided already, unreadable, or opened before this watch)",
                  fields: ["claimer": claimer, "purpose": purpose])
         }
     }
