@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "edge-sensors", targets: ["edge-sensors"]),
         .executable(name: "handoff-demo", targets: ["handoff-demo"]),
         .executable(name: "handoff-bench", targets: ["handoff-bench"]),
+        .executable(name: "handoff", targets: ["HandoffCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -70,6 +71,25 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        // The operator CLI `handoff` (README "Operating it"): lists, shows and watches what waits on a broker, requeues,
+        // purges and claims, republishes fallback files. An executable of its own; the library does not depend on it.
+        .executableTarget(
+            name: "HandoffCLI",
+            dependencies: [
+                "Handoff",
+                "HandoffMQTT",
+                "MosquittoClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Drives the built `handoff` binary against private brokers.
+        .testTarget(
+            name: "HandoffCLITests",
+            dependencies: [
+                "Handoff", "HandoffMQTT", "MosquittoClient", "MosquittoTestKit", .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Private mosquitto brokers and a failure-injecting TCP proxy, for tests, demos and benchmarks.

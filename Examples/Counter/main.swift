@@ -13,6 +13,12 @@ import ServiceLifecycle
 /// Prints a line at once, also into a pipe.
 func say(_ line: String) { FileHandle.standardOutput.write(Data("\(line)\n".utf8)) }
 
+/// Ends the program with one line on standard error and status 1 (a wrong URL or label: no backtrace).
+func fail(_ error: any Error) -> Never {
+    FileHandle.standardError.write(Data("counter-example: \(error)\n".utf8))
+    exit(1)
+}
+
 /// 1. Adopt HandoffParticipant: a label, the state, and how handoffs merge (here: each one is added, once).
 actor Counter: HandoffParticipant {
     nonisolated let handoffLabel: HandoffLabel
@@ -62,7 +68,8 @@ func option(_ name: String, from arguments: inout [String]) -> Int? {
 var arguments = Array(CommandLine.arguments.dropFirst())
 let checkpointMilliseconds = option("--checkpoint-ms", from: &arguments)
 let willDelay = option("--will-delay", from: &arguments).map(UInt32.init) ?? 5
-let counter = Counter(label: try HandoffLabel(arguments.dropFirst().first ?? "counter"))
+let counter: Counter
+do { counter = Counter(label: try HandoffLabel(arguments.dropFirst().first ?? "counter")) } catch { fail(error) }
 // 2. One broker connection per process, first in the group so that it closes last.
 let connection: MQTTHandoffTransportService
 do {
@@ -71,8 +78,7 @@ do {
         options: .init(willDelay: willDelay)
     )
 } catch {
-    FileHandle.standardError.write(Data("counter-example: \(error)\n".utf8))
-    exit(1)
+    fail(error)
 }
 // 3. The handoff service: merges what arrives, hands the count off at SIGTERM within 5 s (and, with
 // --checkpoint-ms, checkpoints it so that a crash loses at most that much).
@@ -86,5 +92,5 @@ let group = ServiceGroup(
     gracefulShutdownSignals: [.sigterm, .sigint],
     logger: Logger(label: "counter")
 )
-try await group.run()
+do { try await group.run() } catch { fail(error) }
 say("handed off count \(await counter.handoffState): \(handoffs.shutdownReport?.outcomes.first?.description ?? "-")")

@@ -70,7 +70,8 @@ extension MQTTHandoffTransport: HandoffCheckpointing {
     /// release); with some left (they were not replaced by handoffs), a death notice releases them to successors
     /// now, as the Will would after a crash. The DISCONNECT that follows discards the Will.
     func retireStatus(timeout: Duration) async {
-        guard router.options.willDelay != nil else { return }
+        // A participant that never connected (its connect failed) has no status to retire.
+        guard router.options.willDelay != nil, client.connectionNumber > 0 else { return }
         book.retire()
         let empty = book.isEmpty
         let payload = empty ? Data() : InstanceStatus.dead(origin.instance, incarnation: Int(client.connectionNumber)).encoded()

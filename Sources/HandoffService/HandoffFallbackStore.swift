@@ -6,14 +6,14 @@ import Handoff
 ///
 /// Layout: `<directory>/<label as a topic level>/<handoff id>.handoff`, each file holding the envelope exactly as
 /// it would have been published (docs/PROTOCOL.md §4). The label's topic level is the same percent-encoding the
-/// MQTT topics use, so a file maps to its topic: an operator can republish it with
+/// MQTT topics use, so a file maps to its topic: an operator republishes the directory with the `handoff` CLI,
 ///
 /// ```
-/// mosquitto_pub -V 5 -q 1 -r -t '<prefix>/handoffs/<label level>/<id>' -f <file>
+/// handoff republish <directory>
 /// ```
 ///
-/// Republish only after checking that the broker does not hold it already (`mosquitto_sub --retained-only -t
-/// '<prefix>/handoffs/<label level>/<id>'`) and that no successor merged it: after a
+/// which publishes each file only if the broker does not hold it already (waiting or dead-lettered). Check first
+/// that no successor merged it: after a
 /// ``HandoffShutdownOutcome/Kind/budgetExceeded`` the publish may have reached the broker after all, and
 /// republishing a handoff that was merged would merge it twice. That is why nothing republishes these files
 /// automatically.

@@ -97,6 +97,7 @@ do {
     }
     logger.info("stopped", metadata: ["readings": "\(state.totalReadings)", "handoff": "\(handedOff?.outcome ?? "none")"])
 } catch {
-    logger.error("edge-gateway failed: \(error)")
+    // One line and status 1 (a wrong broker URL, an unreachable broker, bad options): no backtrace, no log noise.
+    FileHandle.standardError.write(Data("edge-gateway: error: \(error)\n".utf8))
     exit(1)
 }

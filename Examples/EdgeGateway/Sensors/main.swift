@@ -85,6 +85,7 @@ do {
     }
     logger.info("stopped", metadata: ["sent": "\(sent.values.reduce(0, +))"])
 } catch {
-    logger.error("edge-sensors failed: \(error)")
+    // One line and status 1 (a wrong broker URL, an unreachable broker, bad options): no backtrace, no log noise.
+    FileHandle.standardError.write(Data("edge-sensors: error: \(error)\n".utf8))
     exit(1)
 }

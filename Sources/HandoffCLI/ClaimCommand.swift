@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import Handoff
+import HandoffMQTT
+import MosquittoClient
+
+/// `handoff claim LABEL ID --to FILE`: takes one waiting handoff out by the claim rule of PROTOCOL.md §5, through
+/// `MQTTHandoffTransport` itself (watch, pending, claim), so that it wins or loses exactly like any successor.
+struct ClaimCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "claim",
+        abstract: "Claim a waiting handoff (exactly once, by the protocol's rule) and write it to a file.",
+        discussion: """
+            The file gets the envelope exactly as it was received (the format of a fallback file: `handoff republish` \
+            can publish it again), or with --state-only the state's bytes. FILE must not exist. Exits 1 if another \
+            participant wins the claim. If the file cannot be written after winning, the handoff is given back.
+            """
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "The label (the label itself, not its topic level).")
+    var label: String
+
+    @Argument(help: "The handoff id.")
+    var id: String
+
+    @Option(help: "Where to write it (must not exist).")
+    var to: String
+
+    @Flag(help: "Write only the state's bytes, not the whole envelope.")
+    var stateOnly = false
+
+    func run() async throws {
+        let label = try parseLabel(label)
+        guard let id = try? HandoffID(id) else { throw ValidationError("'\(id)' is not a handoff id (1–64 characters of A–Z a–z 0–9 _ -)") }
+        guard !FileManager.default.fileExists(atPath: to) else { throw CLIError("'\(to)' exists already; not overwriting it") }
+        // The file must be writable before anything is claimed: a won handoff has no other copy.
+        guard FileManager.default.createFile(atPath: to, contents: nil) else { throw CLIError("cannot create '\(to)'") }
+        do {
+            try await claim(label, id)
+        } catch {
+            try? FileManager.default.removeItem(atPath: to)
+            throw error
+        }
+    }
+
+    private func claim(_ label: HandoffLabel, _ id: HandoffID) async throws {
+        let timeout = try connection.stepTimeout()
+        let options = MQTTHandoffTransport.Options(
+            prefix: try connection.topics().prefix, sessionExpiry: 60, settleTimeout: .seconds(2), willDelay: nil, livenessLease: nil
+        )
+        let transport = try await MQTTHandoffTransport.connect(
+            configuration: try connection.configuration(), options: options, origin: .current(instance: BrokerSession.newInstance()), logger: connection.logger
+        )
+        do {
+            _ = try await transport.watch(label)
+            guard let envelope = try await transport.pending(label).first(where: { $0.id == id }) else {
+                throw CLIError("no handoff '\(label)'/\(id) waiting under prefix '\(options.prefix)' (see `handoff list --label '\(label)'`)")
+            }
+            guard try await transport.claim(envelope, timeout: timeout) else {
+                throw CLIError("lost: another participant claimed '\(label)'/\(id) first (its claim is the round's verdict); nothing written")
+            }
+            let bytes = stateOnly ? envelope.data : envelope.encoded()
+            do {
+                try bytes.write(to: URL(fileURLWithPath: to), options: .atomic)
+            } catch {
+                try await transport.release(envelope, timeout: timeout)
+                throw CLIError("won '\(label)'/\(id) but could not write '\(to)' (\(error.localizedDescription)); gave it back: it is waiting again")
+            }
+            say("claimed '\(label)'/\(id) (vsn \(envelope.vsn), \(envelope.data.count) bytes of \(envelope.contentType), from \(Format.origin(envelope.origin))); wrote \(bytes.count) bytes to \(to)")
+        } catch {
+            let settlement = await transport.shutdown()
+            for envelope in settlement.deadLettered { warn("handoff: the claim of '\(envelope.label)'/\(envelope.id) had no verdict in time: moved to the dead letters (claim-outcome-unknown)") }
+            for envelope in settlement.unstored { warn("handoff: '\(envelope.label)'/\(envelope.id) could not be given back nor dead-lettered") }
+            throw error
+        }
+        await transport.shutdown()
+    }
+}

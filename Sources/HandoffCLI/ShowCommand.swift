@@ -1,0 +1,83 @@
+import ArgumentParser
+import Foundation
+import Handoff
+import HandoffMQTT
+
+/// `handoff show LABEL ID`: one stored message, its header and state, verified.
+struct ShowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show",
+        abstract: "Show a waiting handoff, a checkpoint (ID: its instance) or a dead letter: header, state (when JSON), integrity.",
+        discussion: "Exits 1 when nothing is stored under LABEL and ID, or when what is stored fails the checks of docs/PROTOCOL.md §4."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "The label (the label itself, not its topic level).")
+    var label: String
+
+    @Argument(help: "The handoff id (of a handoff or a dead letter), or the instance of a checkpoint.")
+    var id: String
+
+    func run() async throws {
+        let label = try parseLabel(label)
+        let id = self.id
+        let found = try await BrokerSession.with(connection) { session -> [StoredItem] in
+            let topics = session.topics
+            let candidates: [(HandoffTopics.Kind, String)] = [
+                (.handoff, topics.handoff(label, id: id)), (.checkpoint, topics.checkpoint(label, instance: id)), (.deadLetter, topics.deadLetter(label, id: id)),
+            ]
+            let snapshot = try await Snapshot.read(session, label: label)
+            return candidates.compactMap { kind, topic in snapshot.items.first { $0.kind == kind && $0.topic == topic } }
+        }
+        guard !found.isEmpty else {
+            throw CLIError("nothing stored for '\(label)'/\(id) under prefix '\(try connection.topics().prefix)': no waiting handoff, checkpoint or dead letter (see `handoff list --label '\(label)'`)")
+        }
+        var failures: [String] = []
+        for (index, item) in found.enumerated() {
+            if index > 0 { say() }
+            show(item)
+            if let problem = item.problem { failures.append("\(item.kind.rawValue) \(item.topic): \(problem)") }
+        }
+        if !failures.isEmpty { throw CLIError(failures.joined(separator: "; ")) }
+    }
+
+    private func show(_ item: StoredItem) {
+        say("\(item.kind.rawValue) \(item.topic)")
+        say("  size        \(item.size) bytes")
+        if let letter = item.deadLetter {
+            say("  reason      \(letter.reason)")
+            if !letter.detail.isEmpty { say("  detail      \(letter.detail)") }
+            say("  rejected by \(letter.rejectedBy.isEmpty ? "-" : letter.rejectedBy) at \(letter.rejectedAt ?? "-")")
+            if let from = letter.fromTopic { say("  from        \(from)") }
+        }
+        if let release = item.release {
+            say("  status      \(Listing.status(item)), instance released through incarnation \(release.releasedThrough)")
+        }
+        // The header: the bytes before the first newline, pretty-printed when they are JSON.
+        let payload = item.payload
+        let headerEnd = payload.prefix(HandoffEnvelope.maximumHeaderSize + 1).firstIndex(of: 0x0A)
+        if let headerEnd {
+            let header = payload[payload.startIndex..<headerEnd]
+            say("header:")
+            say(indent(Format.prettyJSON(header) ?? String(decoding: header, as: UTF8.self)))
+        } else {
+            say("header:     (none: no newline within the first \(HandoffEnvelope.maximumHeaderSize + 1) bytes)")
+        }
+        guard let envelope = item.envelope, item.problem == nil else {
+            say("integrity:  FAILED: \(item.problem ?? "unreadable")")
+            return
+        }
+        say("integrity:  verified (sha256 \(envelope.sha256) of \(envelope.data.count) bytes)")
+        if Format.isJSON(envelope.contentType), let pretty = Format.prettyJSON(envelope.data) {
+            say("state (\(envelope.contentType), vsn \(envelope.vsn)):")
+            say(indent(pretty))
+        } else {
+            say("state:      \(envelope.data.count) bytes of \(envelope.contentType), not shown (`handoff claim` writes them to a file)")
+        }
+    }
+
+    private func indent(_ text: String) -> String {
+        text.split(separator: "\n", omittingEmptySubsequences: false).map { "  " + $0 }.joined(separator: "\n")
+    }
+}
