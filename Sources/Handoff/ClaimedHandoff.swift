@@ -18,6 +18,9 @@ public struct ClaimedHandoff<State: Sendable>: Sendable {
     /// Whether it is the last checkpoint of a process that died without handing off (``HandoffCheckpointing``),
     /// rather than a handoff: its state may be up to one checkpoint interval old.
     public var isCheckpoint: Bool
+    /// The envelope as the transport received it (its payload verbatim): what a dead letter stores if the merge
+    /// fails. `nil` for a claimed handoff made by hand.
+    package var envelope: HandoffEnvelope?
 
     /// Creates a claimed handoff.
     public init(

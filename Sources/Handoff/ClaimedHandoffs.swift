@@ -35,6 +35,8 @@ public struct ClaimedHandoffs<State: Codable & Sendable>: AsyncSequence, Sendabl
 final class HandoffConsumer<State: Codable & Sendable> {
     private let channel: HandoffChannel<State>
     private var notices: AsyncStream<HandoffNotice>.AsyncIterator?
+    /// The channel's subscription this iteration made.
+    private var generation: UInt64 = 0
     /// Waiting handoffs listed by the transport and not tried yet, oldest last (taken with popLast).
     private var queue: [HandoffEnvelope] = []
 
@@ -44,14 +46,17 @@ final class HandoffConsumer<State: Codable & Sendable> {
 
     deinit {
         guard notices != nil else { return }
-        // Unsubscribing gives back, through the transport, what a cut-short claim won after the consumer left.
-        let channel = channel
-        Task { try? await channel.unsubscribe() }
+        // Unsubscribing gives back, through the transport, what a cut-short claim won after the consumer left; not if
+        // the channel subscribed again since (a new iteration watches now).
+        let (channel, generation) = (channel, generation)
+        Task { await channel.unsubscribe(ifStill: generation) }
     }
 
     func next() async throws -> ClaimedHandoff<State>? {
         if notices == nil {
-            notices = try await channel.subscribe().makeAsyncIterator()
+            let (stream, generation) = try await channel.subscribeCounted()
+            notices = stream.makeAsyncIterator()
+            self.generation = generation
             // What waited before the subscription is known once watch returns.
             queue = try await channel.pendingEnvelopes().reversed()
         }

@@ -44,6 +44,8 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
     private let reportedDeferred = Mutex<Set<HandoffID>>([])
     /// Whether this channel subscribed and has not unsubscribed since.
     private let subscribed = Mutex(false)
+    /// Counts subscribe() calls: a ``ClaimedHandoffs`` iterator unsubscribes only if nobody subscribed after it.
+    private let generation = Mutex<UInt64>(0)
 
     /// Creates a channel.
     ///
@@ -91,9 +93,22 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
     public func subscribe() async throws -> AsyncStream<HandoffNotice> {
         let transport = transport
         let label = label
+        generation.withLock { $0 += 1 }
         let stream = try await withDeadline(timeout, operation: "subscribe") { try await transport.watch(label) }
         subscribed.withLock { $0 = true }
         return stream
+    }
+
+    /// Subscribes, and returns the subscription's generation with its stream.
+    func subscribeCounted() async throws -> (stream: AsyncStream<HandoffNotice>, generation: UInt64) {
+        let stream = try await subscribe()
+        return (stream, generation.withLock { $0 })
+    }
+
+    /// Unsubscribes unless the channel subscribed again after `generation` (another consumer watches now).
+    func unsubscribe(ifStill generation: UInt64) async {
+        guard self.generation.withLock({ $0 }) == generation else { return }
+        try? await unsubscribe()
     }
 
     /// Stops watching the label and finishes the stream; waiting handoffs stay where they are.
@@ -111,9 +126,13 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
     /// way out and must not take over other handoffs that it would then lose. (It never receives its own.)
     ///
     /// - Throws: ``HandoffError/encodingFailed(label:detail:)`` when the state cannot be encoded (nothing is
-    ///   published), or the transport's error (such as a timeout).
+    ///   published), ``HandoffError/fenced(_:)`` when successors took the label's state over (nothing is published),
+    ///   or the transport's error (such as a timeout).
     @discardableResult
     public func initiate(_ state: State) async throws -> HandoffEnvelope {
+        if let fencing = (transport as? any HandoffCheckpointing)?.fencing(of: label) {
+            throw HandoffError.fenced(fencing)
+        }
         let envelope = try envelope(for: state)
         if subscribed.withLock({ $0 }) {
             do {
@@ -232,17 +251,17 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
         }
 
         if try await transport.claim(envelope, timeout: timeout) {
-            batch.handoffs.append(
-                ClaimedHandoff(
-                    id: envelope.id,
-                    label: label,
-                    vsn: envelope.vsn,
-                    state: state,
-                    createdAt: envelope.createdAt,
-                    origin: envelope.origin,
-                    isCheckpoint: envelope.incarnation != nil
-                )
+            var claimed = ClaimedHandoff(
+                id: envelope.id,
+                label: label,
+                vsn: envelope.vsn,
+                state: state,
+                createdAt: envelope.createdAt,
+                origin: envelope.origin,
+                isCheckpoint: envelope.incarnation != nil
             )
+            claimed.envelope = envelope
+            batch.handoffs.append(claimed)
             logger.debug("handoff claimed", metadata: metadata)
         } else {
             logger.debug("handoff claimed by another participant", metadata: metadata)

@@ -21,6 +21,8 @@ public protocol HandoffCheckpointing: HandoffTransport {
     func removeCheckpoint(_ label: HandoffLabel, timeout: Duration) async throws
     /// Whether successors took over this participant's checkpoint of `label`.
     func isFenced(_ label: HandoffLabel) -> Bool
+    /// Why `label` is fenced; `nil` while it is not.
+    func fencing(of label: HandoffLabel) -> HandoffFencing?
     /// A new stream of the labels fenced from now on, each reported once.
     func fencing() -> AsyncStream<HandoffFencing>
 }

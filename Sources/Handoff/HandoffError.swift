@@ -19,6 +19,9 @@ public enum HandoffError: Error, Sendable, Hashable, CustomStringConvertible {
     case claimOutcomeUnknown(label: HandoffLabel, id: HandoffID, detail: String)
     /// The transport or channel was shut down.
     case shutdown
+    /// Successors took this label's state over while this participant ran (``HandoffCheckpointing``): handing it
+    /// off would have it merged twice.
+    case fenced(HandoffFencing)
 
     /// A sentence saying what went wrong and what to do about it.
     public var description: String {
@@ -45,6 +48,8 @@ public enum HandoffError: Error, Sendable, Hashable, CustomStringConvertible {
                 + "if it is still waiting, a later complete() tries it again"
         case .shutdown:
             return "the handoff transport was shut down; create a new one to continue"
+        case .fenced(let fencing):
+            return "not handing off '\(fencing.label)': successors own its state now (\(fencing.reason))"
         }
     }
 

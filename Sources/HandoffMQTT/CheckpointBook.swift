@@ -18,8 +18,9 @@ final class CheckpointBook: Sendable {
     struct State {
         /// Acknowledged checkpoints, by label level: what "unchanged" compares with.
         var stored: [String: Stored] = [:]
-        /// Labels with a checkpoint sent (acknowledged or not) and not removed: what may be on the broker.
-        var sent: Set<String> = []
+        /// Labels with a checkpoint sent (acknowledged or not) and not removed: what may be on the broker, and the
+        /// incarnation of the latest one sent (a death notice of that incarnation releases it, acknowledged or not).
+        var sent: [String: (label: HandoffLabel, incarnation: Int)] = [:]
         var fenced: [String: HandoffFencing] = [:]
         /// This instance's checkpoints up to this incarnation were released by its status.
         var releasedThrough = 0
@@ -60,11 +61,11 @@ final class CheckpointBook: Sendable {
 
     /// Whether a checkpoint of `label` may be on the broker.
     func mayHaveCheckpoint(_ label: HandoffLabel) -> Bool {
-        state.withLock { $0.sent.contains(label.topicLevel) }
+        state.withLock { $0.sent[label.topicLevel] != nil }
     }
 
-    func isFenced(_ label: HandoffLabel) -> Bool {
-        state.withLock { $0.fenced[label.topicLevel] != nil }
+    func fencing(of label: HandoffLabel) -> HandoffFencing? {
+        state.withLock { $0.fenced[label.topicLevel] }
     }
 
     /// Fences what a loss of ownership took; returns the labels newly fenced (reported once each).
@@ -79,8 +80,8 @@ final class CheckpointBook: Sendable {
                 let why = status.state == .dead
                     ? "this instance's death notice for connection \(status.incarnation) released its checkpoints up to connection \(through)"
                     : "this instance's status says its checkpoints up to connection \(through) were released"
-                for (level, stored) in state.stored where stored.incarnation <= through && state.fenced[level] == nil {
-                    let fencing = HandoffFencing(label: stored.label, reason: why)
+                for (level, sent) in state.sent where sent.incarnation <= through && state.fenced[level] == nil {
+                    let fencing = HandoffFencing(label: sent.label, reason: why)
                     state.fenced[level] = fencing
                     fenced.append(fencing)
                 }
@@ -131,7 +132,7 @@ final class CheckpointBook: Sendable {
             guard state.fenced[label.topicLevel] == nil else { return .skip(.fenced) }
             guard let incarnation = state.writableIncarnation else { return .notWritable }
             if onlyIfChanged, state.stored[label.topicLevel]?.fingerprint == fingerprint { return .skip(.unchanged) }
-            state.sent.insert(label.topicLevel)
+            state.sent[label.topicLevel] = (label, incarnation)
             return .write(incarnation: incarnation)
         }
     }
@@ -140,14 +141,14 @@ final class CheckpointBook: Sendable {
     func stored(_ label: HandoffLabel, _ stored: Stored) -> Bool {
         state.withLock { state in
             state.stored[label.topicLevel] = stored
-            return state.fenced[label.topicLevel] == nil
+            return state.fenced[label.topicLevel] == nil && stored.incarnation > state.releasedThrough
         }
     }
 
     func removed(_ label: HandoffLabel) {
         state.withLock { state in
             state.stored[label.topicLevel] = nil
-            state.sent.remove(label.topicLevel)
+            state.sent[label.topicLevel] = nil
         }
     }
 }

@@ -57,11 +57,13 @@ extension HandoffRouter {
                 }
                 guard released else {
                     watched.held[key] = entry
-                    watched.pending[key] = nil
+                    // A claim of this participant still in flight for the round before keeps its (marked) entry, so
+                    // that stopping waits for that claim's verdict.
+                    if watched.pending[key]?.claiming != true { watched.pending[key] = nil }
                     return .hold
                 }
                 watched.held[key] = nil
-                if watched.pending[key]?.payload != payload { watched.pending[key] = entry }
+                watched.replacePending(key, with: entry)
                 return .offer(watched.continuation)
             } ?? .hold
         }
@@ -110,7 +112,7 @@ extension HandoffRouter {
                     if watched.handedOffBy.contains(instance) {
                         clears.append(watched.label)
                     } else {
-                        watched.pending[key] = held
+                        watched.replacePending(key, with: held)
                         offers.append((watched.label, watched.continuation))
                     }
                 }

@@ -66,6 +66,29 @@ final class HandoffRouter: Sendable {
         /// cleared, never merged (a successor never merges both).
         var handedOffBy: Set<String> = []
 
+        /// Stores the waiting handoff of round `key`, unless the same payload is there already. A claim of this
+        /// participant in flight stays marked (its verdict decides the new round, and stopping must wait for it).
+        mutating func replacePending(_ key: String, with entry: Entry) {
+            guard let previous = pending[key] else {
+                pending[key] = entry
+                return
+            }
+            guard previous.payload != entry.payload else { return }
+            var entry = entry
+            entry.claiming = previous.claiming
+            entry.deadLettering = previous.deadLettering
+            pending[key] = entry
+        }
+
+        /// The verdict of round `key` as claim() answers it: whether this participant won it for merging. A win is
+        /// handed out once: it leaves the `won` table.
+        mutating func decided(_ key: String, by instance: String) -> Bool? {
+            guard let verdict = verdicts[key] else { return nil }
+            let won = verdict.merging && verdict.winner == instance
+            if won { self.won[key] = nil }
+            return won
+        }
+
         mutating func record(verdict: Verdict, for id: String) {
             verdicts[id] = verdict
             verdictOrder.append(id)
@@ -335,9 +358,7 @@ final class HandoffRouter: Sendable {
                 guard envelope.origin.instance != origin.instance else { return .ignore }
                 watched.handedOffBy.insert(envelope.origin.instance)
                 // The same handoff again (re-sent retained copy after a resubscription): keep its claim state.
-                if watched.pending[id]?.payload != payload {
-                    watched.pending[id] = Entry(key: id, envelope: envelope, payload: payload)
-                }
+                watched.replacePending(id, with: Entry(key: id, envelope: envelope, payload: payload))
                 return .offer(watched.continuation)
             } ?? .ignore
         }
@@ -410,7 +431,7 @@ final class HandoffRouter: Sendable {
             let start = state.modifyWatched(label.topicLevel) { watched -> Start? in
                 guard !watched.stopping else { return nil }
                 if watched.won.removeValue(forKey: id) != nil { return .decided(true) }
-                if let verdict = watched.verdicts[id] { return .decided(verdict.merging && verdict.winner == origin.instance) }
+                if let won = watched.decided(id, by: origin.instance) { return .decided(won) }
                 // Not waiting (never seen, or claimed by this process already): nothing to win.
                 guard watched.pending[id]?.claiming == false else { return .decided(false) }
                 watched.pending[id]?.claiming = true
@@ -440,6 +461,7 @@ final class HandoffRouter: Sendable {
                     }
                     enum Registration { case shutDown, cancelled, decided(Bool), waiting }
                     let cancelled = Task.isCancelled
+                    var superseded: ClaimWaiter?
                     let registration = state.withLock { state -> Registration in
                         guard !state.shutDown else { return .shutDown }
                         if cancelled {
@@ -449,12 +471,15 @@ final class HandoffRouter: Sendable {
                         }
                         // Another participant's claim may have arrived since this claim was decided on: its
                         // verdict is final, and no later message would resume a waiter registered now.
-                        if let verdict = state.watched[label.topicLevel]?.verdicts[id] {
-                            return .decided(verdict.merging && verdict.winner == origin.instance)
+                        if let won = state.modifyWatched(label.topicLevel, { $0.decided(id, by: origin.instance) }) ?? nil {
+                            return .decided(won)
                         }
-                        state.claims[topic] = ClaimWaiter(token: token, continuation: continuation, timer: timer)
+                        superseded = state.claims.updateValue(ClaimWaiter(token: token, continuation: continuation, timer: timer), forKey: topic)
                         return .waiting
                     }
+                    // (Only one claim of a topic is in flight at a time; should another one have been, it is answered.)
+                    superseded?.resume(with: .failure(HandoffError.claimOutcomeUnknown(
+                        label: label, id: envelope.id, detail: "a newer claim of the same topic took its place")))
                     switch registration {
                     case .shutDown:
                         timer.cancel()
@@ -697,16 +722,7 @@ final class HandoffRouter: Sendable {
             // The broker kept the session, but if it restarted from its store, a handoff cleared after its
             // last save is back as a retained message that a kept subscription does not deliver again.
             // Subscribing again asks for the retained messages: what is really waiting is seen again.
-            // (The instance statuses are subscribed again by the announcement that follows every connect.)
-            let filters = state.withLock { state in
-                state.watched.values.flatMap { [topics.handoffFilter($0.label), topics.checkpointFilter($0.label)] }
-            }
-            let client = self.client
-            Task {
-                for filter in filters {
-                    _ = try? await client.subscribe(filter, options: MQTTSubscribeOptions(qos: .atLeastOnce))
-                }
-            }
+            subscribeAgain()
             return
         }
         // The broker kept no session: what was published while we were away is lost to us, and the
@@ -728,6 +744,9 @@ final class HandoffRouter: Sendable {
             state.claims = [:]
             return (uncertain, waiters)
         }
+        // The client restored the subscriptions before this ran, so their retained messages may have been routed
+        // and just forgotten: subscribing again sends them again, now that nothing is left to forget.
+        subscribeAgain()
         logger.warning("Broker session lost; waiting handoffs are read again", metadata: ["handoff.claims_in_flight": "\(uncertain.count)"])
         for waiter in waiters {
             waiter.resume(with: .failure(HandoffError.transportUnavailable("the broker session was lost during the claim; the handoff was dead-lettered")))
@@ -739,6 +758,24 @@ final class HandoffRouter: Sendable {
                     detail: "the broker session was lost while this participant's claim was in flight; another participant may also have merged it",
                     timeout: .seconds(10)
                 )
+            }
+        }
+    }
+
+    /// Subscribes again to the filters of every label watched (and not being unwatched), handoffs before
+    /// checkpoints, so that their retained messages are delivered again. (The instance statuses are subscribed
+    /// again by the announcement that follows every connect.)
+    private func subscribeAgain() {
+        let checkpoints = options.willDelay != nil
+        let filters = state.withLock { state in
+            state.watched.values.filter { !$0.stopping }.flatMap { watched in
+                [topics.handoffFilter(watched.label)] + (checkpoints ? [topics.checkpointFilter(watched.label)] : [])
+            }
+        }
+        let client = self.client
+        Task {
+            for filter in filters {
+                _ = try? await client.subscribe(filter, options: MQTTSubscribeOptions(qos: .atLeastOnce))
             }
         }
     }

@@ -59,7 +59,11 @@ extension MQTTHandoffTransport: HandoffCheckpointing {
     }
 
     public func isFenced(_ label: HandoffLabel) -> Bool {
-        book.isFenced(label)
+        book.fencing(of: label) != nil
+    }
+
+    public func fencing(of label: HandoffLabel) -> HandoffFencing? {
+        book.fencing(of: label)
     }
 
     public func fencing() -> AsyncStream<HandoffFencing> {
@@ -104,17 +108,47 @@ struct Announcer: Sendable {
         guard enabled else { return }
         book.setWritable(nil)
         let incarnation = Int(client.connectionNumber)
-        // Retained statuses, this instance's own included, arrive after the SUBACK; the marker after them. QoS 0:
-        // statuses are retained and read again after every connect, so one missed while away is not lost, and the
-        // broker queues none of them for the sessions of participants that are gone.
+        // This instance's own status at QoS 1: a Will published while it was away is queued in its session and
+        // routed before the marker below, even if a late copy of an older birth overwrote the retained one since.
+        _ = try await client.subscribe(topics.instance(instance), options: MQTTSubscribeOptions(qos: .atLeastOnce))
+        // The others' at QoS 0: statuses are retained and read again after every connect, and the broker queues
+        // none of them for the sessions of participants that are gone.
         _ = try await client.subscribe(topics.instanceFilter, options: MQTTSubscribeOptions(qos: .atMostOnce))
         try await router.sync(timeout: .seconds(10))
+        // A newer connection announces itself; a birth of this one published late would overwrite its Will.
+        guard isCurrent(incarnation) else { return }
         let birth = InstanceStatus.online(instance, incarnation: incarnation, released: book.releasedThrough)
-        try await client.publish(
-            topics.instance(instance), payload: birth.encoded(), qos: .atLeastOnce, retain: true,
-            properties: MQTTPublishProperties(contentType: "application/json")
-        )
+        let (client, topic) = (self.client, topics.instance(instance))
+        try await withDeadline(.seconds(10), operation: "publish this participant's birth") {
+            try await client.publish(
+                topic, payload: birth.encoded(), qos: .atLeastOnce, retain: true, properties: MQTTPublishProperties(contentType: "application/json")
+            )
+        }
+        guard isCurrent(incarnation) else { return }
         book.setWritable(incarnation)
         logger.debug("Announced this participant", metadata: ["handoff.instance": "\(instance)", "handoff.incarnation": "\(incarnation)"])
+    }
+
+    /// Whether the connection of `incarnation` is the one up now.
+    private func isCurrent(_ incarnation: Int) -> Bool {
+        client.isConnected && Int(client.connectionNumber) == incarnation
+    }
+
+    /// ``announce()`` until it succeeds, the connection changes or the task is cancelled: until then nothing is
+    /// checkpointed, and no heartbeat tells successors this participant lives.
+    func announceRetrying() async {
+        var delay = Duration.milliseconds(500)
+        while !Task.isCancelled {
+            let incarnation = Int(client.connectionNumber)
+            do {
+                try await announce()
+                return
+            } catch {
+                logger.warning("Could not announce this participant; retrying", metadata: ["handoff.error": "\(error)", "handoff.retry_in": "\(delay)"])
+            }
+            do { try await Task.sleep(for: delay) } catch { return }
+            guard isCurrent(incarnation) else { return }
+            delay = min(delay * 2, .seconds(10))
+        }
     }
 }

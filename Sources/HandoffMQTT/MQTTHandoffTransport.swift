@@ -51,6 +51,10 @@ public final class MQTTHandoffTransport: HandoffTransport {
             livenessLease: Duration? = .seconds(30)
         ) {
             precondition(livenessLease.map { $0 > .zero } ?? true, "the liveness lease must be positive")
+            precondition(
+                willDelay.map { $0 <= sessionExpiry } ?? true,
+                "the session expiry must be at least the Will delay (the broker sends a Will when the session ends)"
+            )
             self.livenessLease = livenessLease
             self.prefix = prefix
             self.maximumPayloadSize = maximumPayloadSize
@@ -71,7 +75,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
         /// Claimed, but no verdict arrived in time: moved to the dead letters as `claim-outcome-unknown` (if this
         /// participant did win, nobody merged it; if another did, the dead letter is a redundant copy).
         public var deadLettered: [HandoffEnvelope] = []
-        /// Neither could be stored (the broker did not acknowledge in time): only the caller holds them now.
+        /// Neither was acknowledged in time: the caller may be the only one holding them, or the publish may still
+        /// have reached the broker (check before republishing one, as for any fallback file).
         /// ``MQTTHandoffTransportService`` writes them to its fallback directory.
         public var unstored: [HandoffEnvelope] = []
 
@@ -159,6 +164,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
             }
         }
         let events = client.events()
+        let announcing = announcing
         let announcer = Announcer(client: client, topics: topics, router: router, book: book, instance: origin.instance, enabled: options.willDelay != nil, logger: logger)
         self.announcer = announcer
         self.tasks = [
@@ -167,11 +173,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
                     router.connectionChanged(event)
                     switch event {
                     case .connected(_, reconnect: true):
-                        do {
-                            try await announcer.announce()
-                        } catch {
-                            logger.warning("Could not announce this participant after the reconnect", metadata: ["handoff.error": "\(error)"])
-                        }
+                        // In a task of its own: the next connection event must not wait for this one's broker round trips.
+                        announcing.replace(with: Task { await announcer.announceRetrying() })
                     case .disconnected:
                         book.setWritable(nil)
                     default:
@@ -183,6 +186,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
     }
 
     private let announcer: Announcer
+    /// The announcement after the latest reconnect, while it runs.
+    private let announcing = TaskSlot()
     /// Repeats the birth and declares silent instances dead (``Options/livenessLease``).
     private let heartbeat = Mutex<Task<Void, Never>?>(nil)
 
@@ -190,12 +195,15 @@ public final class MQTTHandoffTransport: HandoffTransport {
         guard router.options.willDelay != nil, let lease = router.options.livenessLease else { return }
         let (client, topics, router, book, instance, logger) = (self.client, topics, router, book, origin.instance, logger)
         let task = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: lease / 3)
+            while true {
+                do { try await Task.sleep(for: lease / 3) } catch { return }
                 if let incarnation = book.writableIncarnation {
                     let beat = InstanceStatus.online(instance, incarnation: incarnation, released: book.releasedThrough)
                     try? await client.publish(topics.instance(instance), payload: beat.encoded(), qos: .atMostOnce)
                 }
+                guard !router.silentInstances(lease: lease).isEmpty else { continue }
+                // Heartbeats already queued for this participant (after a pause of its own, say) count first.
+                guard (try? await router.sync(timeout: lease / 3)) != nil, !Task.isCancelled else { continue }
                 for notice in router.silentInstances(lease: lease) {
                     logger.warning(
                         "Declaring an instance dead: not heard from within the liveness lease (its Will may have been lost); its checkpoints are released",
@@ -221,6 +229,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
     public func shutdown() async -> Settlement {
         let (router, timeout) = (self.router, router.options.settleTimeout)
         heartbeat.withLock { $0 }?.cancel()
+        announcing.replace(with: nil)
         let settlement = await Task {
             let deadline = ContinuousClock.now + timeout
             let unsettled = await router.shutDown(settlingWithin: timeout)
@@ -402,6 +411,18 @@ extension MQTTHandoffTransport {
             ]
         )
         return settlement
+    }
+}
+
+/// Holds at most one task: a new one cancels the one before.
+final class TaskSlot: Sendable {
+    private let task = Mutex<Task<Void, Never>?>(nil)
+
+    func replace(with new: Task<Void, Never>?) {
+        task.withLock { task in
+            task?.cancel()
+            task = new
+        }
     }
 }
 

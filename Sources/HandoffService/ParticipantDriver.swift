@@ -168,7 +168,9 @@ final class Driver<P: HandoffParticipant>: ParticipantDriver {
         var metadata: Logger.Metadata = ["handoff.id": "\(handoff.id)", "handoff.error": "\(error)"]
         let envelope: HandoffEnvelope
         do {
-            envelope = HandoffEnvelope(
+            // The payload as received (a checkpoint keeps its incarnation, and so its topic); re-encoded only for a
+            // handoff made by hand.
+            envelope = try handoff.envelope ?? HandoffEnvelope(
                 id: handoff.id,
                 label: handoff.label,
                 vsn: P.handoffVersion,

@@ -1,4 +1,5 @@
 import Foundation
+import MosquittoTestKit
 import Synchronization
 import Testing
 
@@ -36,17 +37,9 @@ final class CLIProcess: Sendable {
         process.standardInput = inp
         let stdoutBuffer = self.stdoutBuffer
         let stderrBuffer = self.stderrBuffer
-        out.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            stdoutBuffer.value.withLock { $0.append(data) }
-            if data.isEmpty { handle.readabilityHandler = nil }
-        }
-        err.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            stderrBuffer.value.withLock { $0.append(data) }
-            if data.isEmpty { handle.readabilityHandler = nil }
-        }
         try process.run()
+        PipeDrain.start(out.fileHandleForReading, name: "handoff stdout") { data in stdoutBuffer.value.withLock { $0.append(data) } }
+        PipeDrain.start(err.fileHandleForReading, name: "handoff stderr") { data in stderrBuffer.value.withLock { $0.append(data) } }
         if let input { inp.fileHandleForWriting.write(Data(input.utf8)) }
         try? inp.fileHandleForWriting.close()
     }

@@ -1,4 +1,5 @@
 import Foundation
+import MosquittoTestKit
 import Synchronization
 import Testing
 
@@ -28,12 +29,8 @@ final class ChildProcess: Sendable {
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
         let buffer = buffer
-        pipe.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            buffer.append(data)
-            if data.isEmpty { handle.readabilityHandler = nil }
-        }
         try process.run()
+        PipeDrain.start(pipe.fileHandleForReading, name: product) { data in buffer.append(data) }
     }
 
     deinit {
