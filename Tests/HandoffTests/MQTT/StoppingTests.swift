@@ -137,6 +137,42 @@ struct StoppingTests {
         }
     }
 
+    @Test("A successor whose broker session expired while it was away sees the waiting handoffs again after the reconnect")
+    func sessionLostReadsWaitingHandoffsAgain() async throws {
+        try await withMosquittoBroker { broker in
+            let options = MQTTHandoffTransport.Options(prefix: "lost-\(UUID().uuidString.prefix(8))", sessionExpiry: 1, willDelay: 1)
+            let label = try HandoffLabel("session-lost")
+            let predecessor = try await MQTTHandoffTransport.connect(
+                configuration: MQTTConfiguration(host: broker.host, port: broker.plainPort), options: options)
+            let envelope = try await HandoffChannel<Int>(label: label, transport: predecessor).initiate(3)
+            let proxy = try await TCPProxy.start(forwardingTo: broker.plainPort)
+            defer { proxy.stop() }
+            var configuration = MQTTConfiguration(host: broker.host, port: proxy.port)
+            configuration.reconnect = .init(initialDelay: 1, maximumDelay: 1)
+            let successor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)
+            _ = try await successor.watch(label)
+            #expect(try await successor.pending(label).map(\.id) == [envelope.id])
+
+            // Away for longer than the session expiry: the broker forgets the session (and its subscriptions).
+            proxy.refuseNewConnections()
+            proxy.cutAllConnections()
+            try await Task.sleep(for: .seconds(3))
+            #expect(!successor.client.isConnected)
+            proxy.acceptNewConnections()
+            #expect(await eventually(upTo: .seconds(10)) { successor.client.isConnected })
+            // The reconnect's own work (forgetting the lost session, subscribing again) is done on its event task.
+            let seenAgain = await eventually(upTo: .seconds(10)) {
+                try? await successor.sync(timeout: .seconds(2))
+                return (try? await successor.pending(label).map(\.id)) == [envelope.id]
+            }
+            #expect(seenAgain, "the waiting handoff was forgotten with the lost session")
+            let channel = HandoffChannel<Int>(label: label, transport: successor)
+            #expect(try await channel.complete().handoffs.map(\.state) == [3])
+            await successor.shutdown()
+            await predecessor.shutdown()
+        }
+    }
+
     @Test("A claim cut short whose verdict names this participant is given back when the label is unwatched")
     func wonAfterTheCallerLeft() async throws {
         try await withMosquittoBroker { broker in
