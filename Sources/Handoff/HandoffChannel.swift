@@ -133,7 +133,8 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
         if let fencing = (transport as? any HandoffCheckpointing)?.fencing(of: label) {
             throw HandoffError.fenced(fencing)
         }
-        let envelope = try envelope(for: state)
+        // With its payload made once (the encoded state is not kept beside it).
+        let envelope = try envelope(for: state).withWireForm()
         if subscribed.withLock({ $0 }) {
             do {
                 try await unsubscribe()
@@ -165,7 +166,8 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
         return try await checkpoints.checkpoint(try envelope(for: state), onlyIfChanged: onlyIfChanged, timeout: timeout)
     }
 
-    /// The envelope of `state`, with its payload made once (the encoded state is not kept beside it).
+    /// The envelope of `state`. Not yet in wire form: a checkpointing transport stamps it first (which would drop a
+    /// wire form made here); ``initiate(_:)`` makes it once.
     private func envelope(for state: State) throws(HandoffError) -> HandoffEnvelope {
         let data: Data
         do {
@@ -174,7 +176,6 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
             throw HandoffError.encodingFailed(label: label, detail: String(describing: error))
         }
         return HandoffEnvelope(label: label, vsn: version, origin: transport.origin, contentType: codec.contentType, data: data)
-            .withWireForm()
     }
 
     /// Takes over the waiting handoffs (the original's `handoff_complete`); needs ``subscribe()`` first.

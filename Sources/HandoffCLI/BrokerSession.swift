@@ -129,26 +129,5 @@ extension HandoffTopics {
         }
         return nil
     }
-
-    /// The instance level of `{prefix}/instances/{instance}`.
-    func parseInstance(_ topic: String) -> String? {
-        let start = "\(prefix)/instances/"
-        guard topic.hasPrefix(start) else { return nil }
-        let rest = topic.dropFirst(start.count)
-        guard !rest.isEmpty, !rest.contains("/") else { return nil }
-        return String(rest)
-    }
 }
 
-/// The MQTT 5 user properties of PROTOCOL.md §5 and §7.
-enum ProtocolProperty {
-    static let claimBy = "handoff-claim-by"
-    static let claimPurpose = "handoff-claim-purpose"
-    static let deadReason = "handoff-dead-reason"
-    static let deadDetail = "handoff-dead-detail"
-    static let deadBy = "handoff-dead-by"
-    static let deadAt = "handoff-dead-at"
-    static let deadTopic = "handoff-dead-topic"
-    /// The MQTT 5 content type of handoff messages (informative, §4).
-    static let contentType = "application/vnd.swift-handoff"
-}

@@ -59,7 +59,7 @@ struct RepublishCommand: AsyncParsableCommand {
                     continue
                 }
                 do {
-                    try await session.publishRetained(handoffTopic, payload: file.payload, properties: MQTTPublishProperties(contentType: ProtocolProperty.contentType))
+                    try await session.publishRetained(handoffTopic, payload: file.payload, properties: MQTTPublishProperties(contentType: HandoffProperty.contentType))
                 } catch {
                     say("failed     \(subject): \(HandoffCommand.oneLine(error))")
                     failures += 1

@@ -31,11 +31,11 @@ struct DeadLetterInfo: Sendable, Codable {
     var fromTopic: String?
 
     init(_ properties: MQTTPublishProperties) {
-        reason = properties.userProperty(ProtocolProperty.deadReason) ?? "unknown"
-        detail = properties.userProperty(ProtocolProperty.deadDetail) ?? ""
-        rejectedBy = properties.userProperty(ProtocolProperty.deadBy) ?? ""
-        rejectedAt = properties.userProperty(ProtocolProperty.deadAt)
-        fromTopic = properties.userProperty(ProtocolProperty.deadTopic)
+        reason = properties.userProperty(HandoffProperty.deadReason) ?? "unknown"
+        detail = properties.userProperty(HandoffProperty.deadDetail) ?? ""
+        rejectedBy = properties.userProperty(HandoffProperty.deadBy) ?? ""
+        rejectedAt = properties.userProperty(HandoffProperty.deadAt)
+        fromTopic = properties.userProperty(HandoffProperty.deadTopic)
     }
 }
 
@@ -48,31 +48,12 @@ struct CheckpointRelease: Sendable, Codable {
     var released: Bool
 }
 
-/// One instance status of PROTOCOL.md §9.1 (unknown keys ignored, another format ignored).
-struct InstanceStatusRecord: Decodable, Sendable {
-    var format: String
-    var instance: String
-    var incarnation: Int
-    var state: String
-    var released: Int
-
-    var releasedThrough: Int { state == "dead" ? max(released, incarnation) : released }
-
-    static func read(_ payload: Data, instance: String) -> InstanceStatusRecord? {
-        guard let status = try? JSONDecoder().decode(InstanceStatusRecord.self, from: payload),
-            status.format == "swift-handoff-instance/1", status.instance == instance, status.incarnation >= 1, status.released >= 0,
-            ["online", "dead"].contains(status.state)
-        else { return nil }
-        return status
-    }
-}
-
 /// Everything retained under a prefix (or one label of it), read up to an ordering marker.
 struct Snapshot: Sendable {
     var items: [StoredItem] = []
     /// Topics the tool could not read, and why (a non-canonical label level, say).
     var problems: [(topic: String, problem: String)] = []
-    var statuses: [String: InstanceStatusRecord] = [:]
+    var statuses: [String: InstanceStatus] = [:]
 
     static func read(_ session: BrokerSession, label: HandoffLabel?, kinds: [HandoffTopics.Kind] = [.handoff, .checkpoint, .deadLetter]) async throws -> Snapshot {
         let topics = session.topics
@@ -82,8 +63,8 @@ struct Snapshot: Sendable {
         let messages = try await session.retained(filters)
         var snapshot = Snapshot()
         for message in messages {
-            if let instance = topics.parseInstance(message.topic) {
-                if let status = InstanceStatusRecord.read(message.payload, instance: instance) { snapshot.statuses[instance] = status }
+            if let instance = topics.parseInstance(message.topic).map(String.init) {
+                if let status = InstanceStatus.decode(message.payload, on: instance) { snapshot.statuses[instance] = status }
                 continue
             }
             guard let (kind, level, last) = topics.parse(message.topic) else {
@@ -103,7 +84,7 @@ struct Snapshot: Sendable {
             guard let incarnation = snapshot.items[index].envelope?.incarnation else { continue }
             let status = snapshot.statuses[snapshot.items[index].key]
             let through = status?.releasedThrough ?? 0
-            snapshot.items[index].release = CheckpointRelease(instanceState: status?.state, releasedThrough: through, released: incarnation <= through)
+            snapshot.items[index].release = CheckpointRelease(instanceState: status?.state.rawValue, releasedThrough: through, released: incarnation <= through)
         }
         snapshot.items.sort { ($0.label.rawValue, $0.createdAt, $0.key) < ($1.label.rawValue, $1.createdAt, $1.key) }
         return snapshot

@@ -106,16 +106,16 @@ struct Rounds {
     }
 
     mutating func route(_ message: MQTTMessage) {
-        if let instance = topics.parseInstance(message.topic) {
+        if let instance = topics.parseInstance(message.topic).map(String.init) {
             if message.payload.isEmpty {
                 emit("instance", label: nil, key: instance, details: "status removed (stopped with no checkpoint left)", fields: ["state": "removed"])
                 return
             }
-            guard let status = InstanceStatusRecord.read(message.payload, instance: instance) else { return }
-            let what = status.state == "dead"
+            guard let status = InstanceStatus.decode(message.payload, on: instance) else { return }
+            let what = status.state == .dead
                 ? "dead: connection \(status.incarnation) ended without a DISCONNECT; checkpoints released through incarnation \(status.releasedThrough)"
                 : "online: connection \(status.incarnation)\(status.released > 0 ? ", released through \(status.released)" : "")"
-            emit("instance", label: nil, key: instance, details: what, fields: ["state": status.state, "incarnation": "\(status.incarnation)", "releasedThrough": "\(status.releasedThrough)"])
+            emit("instance", label: nil, key: instance, details: what, fields: ["state": status.state.rawValue, "incarnation": "\(status.incarnation)", "releasedThrough": "\(status.releasedThrough)"])
             return
         }
         guard let (kind, level, key) = topics.parse(message.topic) else { return }
@@ -149,11 +149,11 @@ struct Rounds {
                  fields: ["vsn": "\(envelope.vsn)", "size": "\(item.size)", "origin": envelope.origin.instance])
             return
         }
-        guard let claimer = properties.userProperty(ProtocolProperty.claimBy), !claimer.isEmpty else {
+        guard let claimer = properties.userProperty(HandoffProperty.claimBy), !claimer.isEmpty else {
             emit(event + "cleared", label: label, key: key, details: "a clear without handoff-claim-by: not a claim", fields: [:])
             return
         }
-        let purpose = properties.userProperty(ProtocolProperty.claimPurpose) ?? "merge"
+        let purpose = properties.userProperty(HandoffProperty.claimPurpose) ?? "merge"
         if open.remove(message.topic) != nil {
             emit(event + "verdict", label: label, key: key, details: "won by \(claimer) (\(purpose))", fields: ["winner": claimer, "purpose": purpose])
         } else {

@@ -6,6 +6,9 @@ import MosquittoClient
 /// instance lives; once the instance's status releases it (its Will, or a birth that repeats an earlier release), it
 /// is a waiting handoff like any other, claimed by the rule of §5 under the key `@{instance}`.
 extension HandoffRouter {
+    /// What the log says when a checkpoint is cleared because its owner's handoff replaces it (§9.6).
+    static let replacedByHandoff = "Clearing a checkpoint replaced by its owner's handoff"
+
     /// A message on `{prefix}/checkpoints/{label}/{instance}`.
     func routeCheckpoint(label: HandoffLabel, instance: String, message: MQTTMessage) {
         let key = "@" + instance
@@ -53,7 +56,7 @@ extension HandoffRouter {
                         watched.held[key] = entry
                         return .hold
                     }
-                    return .clear("Clearing a checkpoint replaced by its owner's handoff")
+                    return .clear(Self.replacedByHandoff)
                 }
                 guard released else {
                     watched.held[key] = entry
@@ -91,7 +94,7 @@ extension HandoffRouter {
 
     /// A message on `{prefix}/instances/{instance}`: a birth or a Will. Releases the checkpoints it releases.
     func routeStatus(instance: String, payload: Data) {
-        guard let status = InstanceStatus.decode(payload), status.instance == instance else { return }
+        guard let status = InstanceStatus.decode(payload, on: instance) else { return }
         let through = status.releasedThrough
         guard instance != origin.instance else {
             if through > 0 { ownershipLost.withLock { $0 }?(.released(through: through, status: status)) }
@@ -129,21 +132,7 @@ extension HandoffRouter {
             )
         }
         for (label, notices) in offers { notices.yield(.available(label)) }
-        for label in clears { clearResurrected(label: label, id: key, why: "Clearing a checkpoint replaced by its owner's handoff") }
-    }
-
-    /// The handoff of `label` from `instance` replaces that instance's checkpoint of the label: a released one is
-    /// cleared (nobody merges it), a held one will be when it is released.
-    func supersedeCheckpoint(label: HandoffLabel, of instance: String) {
-        let key = "@" + instance
-        let released = state.withLock { state -> Bool in
-            state.modifyWatched(label.topicLevel) { watched in
-                guard let entry = watched.pending[key], !entry.claiming else { return false }
-                watched.pending[key] = nil
-                return true
-            } ?? false
-        }
-        if released { clearResurrected(label: label, id: key, why: "Clearing a checkpoint replaced by its owner's handoff") }
+        for label in clears { clearResurrected(label: label, id: key, why: Self.replacedByHandoff) }
     }
 }
 

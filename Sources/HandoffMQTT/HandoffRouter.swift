@@ -18,7 +18,7 @@ import Synchronization
 /// `@` + the instance for a checkpoint (`@` is not an id character, so the two never collide).
 final class HandoffRouter: Sendable {
     /// The MQTT 5 content type of handoff messages.
-    static let contentType = "application/vnd.swift-handoff"
+    static let contentType = HandoffProperty.contentType
     /// The claim purposes whose verdict nobody merges (docs/PROTOCOL.md §5).
     static let unmergedPurposes: Set<String> = ["dead-letter", "already-merged"]
 
@@ -347,7 +347,7 @@ final class HandoffRouter: Sendable {
             )
             return
         }
-        enum Outcome { case ignore, offer(AsyncStream<HandoffNotice>.Continuation), resurrected }
+        enum Outcome { case ignore, offer(AsyncStream<HandoffNotice>.Continuation, supersedes: String?), resurrected }
         let outcome = state.withLock { state -> Outcome in
             state.modifyWatched(label.topicLevel) { watched -> Outcome in
                 let mergedHereBefore = watched.verdicts[id] == Verdict(winner: origin.instance, merging: true)
@@ -359,14 +359,21 @@ final class HandoffRouter: Sendable {
                 watched.handedOffBy.insert(envelope.origin.instance)
                 // The same handoff again (re-sent retained copy after a resubscription): keep its claim state.
                 watched.replacePending(id, with: Entry(key: id, envelope: envelope, payload: payload))
-                return .offer(watched.continuation)
+                // It replaces its origin's checkpoint of the label: a released one waiting here is cleared, never merged
+                // (a held one is when it is released, docs/PROTOCOL.md §9.6).
+                let checkpoint = "@" + envelope.origin.instance
+                guard let released = watched.pending[checkpoint], !released.claiming else {
+                    return .offer(watched.continuation, supersedes: nil)
+                }
+                watched.pending[checkpoint] = nil
+                return .offer(watched.continuation, supersedes: checkpoint)
             } ?? .ignore
         }
         switch outcome {
         case .ignore: break
-        case .offer(let notices):
+        case .offer(let notices, let supersedes):
             notices.yield(.available(label))
-            supersedeCheckpoint(label: label, of: envelope.origin.instance)
+            if let supersedes { clearResurrected(label: label, id: supersedes, why: Self.replacedByHandoff) }
         case .resurrected: clearResurrected(label: label, id: id)
         }
     }

@@ -44,12 +44,12 @@ public struct HandoffTopics: Sendable, Hashable {
     public var instanceFilter: String { "\(prefix)/instances/+" }
 
     /// Splits a checkpoint topic into its label level and instance level; `nil` for any other topic.
-    func parseCheckpoint(_ topic: String) -> (labelLevel: Substring, instance: Substring)? {
+    package func parseCheckpoint(_ topic: String) -> (labelLevel: Substring, instance: Substring)? {
         Self.split(topic, after: "\(prefix)/checkpoints/")
     }
 
     /// The instance level of a status topic; `nil` for any other topic.
-    func parseInstance(_ topic: String) -> Substring? {
+    package func parseInstance(_ topic: String) -> Substring? {
         let start = "\(prefix)/instances/"
         guard topic.hasPrefix(start) else { return nil }
         let instance = topic.dropFirst(start.count)
@@ -67,23 +67,25 @@ public struct HandoffTopics: Sendable, Hashable {
     }
 
     /// Splits a handoff topic into its label level and id level; `nil` for any other topic.
-    func parseHandoff(_ topic: String) -> (labelLevel: Substring, id: Substring)? {
+    package func parseHandoff(_ topic: String) -> (labelLevel: Substring, id: Substring)? {
         Self.split(topic, after: handoffsPrefix)
     }
 }
 
 /// The MQTT 5 user property names of the protocol.
-enum HandoffProperty {
+package enum HandoffProperty {
     /// On a claim (a zero-length retained publish): the instance that claims.
-    static let claimBy = "handoff-claim-by"
+    package static let claimBy = "handoff-claim-by"
     /// On a claim: why it claims: `merge`, `dead-letter` or `already-merged`.
-    static let claimPurpose = "handoff-claim-purpose"
+    package static let claimPurpose = "handoff-claim-purpose"
     /// On a dead letter: the reason code, a human-readable detail, who rejected it, when, and from where.
-    static let deadReason = "handoff-dead-reason"
-    static let deadDetail = "handoff-dead-detail"
-    static let deadBy = "handoff-dead-by"
-    static let deadAt = "handoff-dead-at"
-    static let deadTopic = "handoff-dead-topic"
+    package static let deadReason = "handoff-dead-reason"
+    package static let deadDetail = "handoff-dead-detail"
+    package static let deadBy = "handoff-dead-by"
+    package static let deadAt = "handoff-dead-at"
+    package static let deadTopic = "handoff-dead-topic"
+    /// The MQTT 5 content type of handoff messages (informative, docs/PROTOCOL.md §4).
+    package static let contentType = "application/vnd.swift-handoff"
     /// On a sync marker: its nonce.
-    static let syncNonce = "handoff-sync"
+    package static let syncNonce = "handoff-sync"
 }

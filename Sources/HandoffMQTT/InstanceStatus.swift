@@ -10,36 +10,36 @@ import Foundation
 /// `released` is what successors act on: the instance's checkpoints written at an incarnation up to `released` are
 /// released to them (its owner is dead, or was declared dead and has been fenced). A Will releases its own
 /// incarnation; a birth repeats what earlier Wills released, so that a successor that starts later still knows.
-struct InstanceStatus: Sendable, Hashable, Codable {
-    enum State: String, Sendable, Codable {
+package struct InstanceStatus: Sendable, Hashable, Codable {
+    package enum State: String, Sendable, Codable {
         /// The instance is connected (a birth).
         case online
         /// The connection of `incarnation` died without a DISCONNECT (a Will), or the instance was declared dead.
         case dead
     }
 
-    static let currentFormat = "swift-handoff-instance/1"
+    package static let currentFormat = "swift-handoff-instance/1"
 
-    var format = Self.currentFormat
-    var instance: String
+    package var format = Self.currentFormat
+    package var instance: String
     /// The connection number (≥ 1) the status is about.
-    var incarnation: Int
-    var state: State
+    package var incarnation: Int
+    package var state: State
     /// Checkpoints of this instance written at an incarnation up to this one are released (0: none).
-    var released: Int
+    package var released: Int
 
     /// The birth of connection `incarnation`.
-    static func online(_ instance: String, incarnation: Int, released: Int) -> InstanceStatus {
+    package static func online(_ instance: String, incarnation: Int, released: Int) -> InstanceStatus {
         InstanceStatus(instance: instance, incarnation: incarnation, state: .online, released: released)
     }
 
     /// The Will of connection `incarnation`: it releases every checkpoint written up to that connection.
-    static func dead(_ instance: String, incarnation: Int) -> InstanceStatus {
+    package static func dead(_ instance: String, incarnation: Int) -> InstanceStatus {
         InstanceStatus(instance: instance, incarnation: incarnation, state: .dead, released: incarnation)
     }
 
     /// Compact JSON, keys sorted.
-    func encoded() -> Data {
+    package func encoded() -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         // Encoding plain strings and integers cannot fail.
@@ -47,15 +47,21 @@ struct InstanceStatus: Sendable, Hashable, Codable {
     }
 
     /// Reads a status; `nil` for anything that is not one of this format (other formats are ignored, not refused).
-    static func decode(_ payload: Data) -> InstanceStatus? {
+    package static func decode(_ payload: Data) -> InstanceStatus? {
         guard let status = try? JSONDecoder().decode(InstanceStatus.self, from: payload),
             status.format == currentFormat, status.incarnation >= 1, status.released >= 0
         else { return nil }
         return status
     }
 
+    /// Reads the status published on the status topic of `instance`; `nil` if it is not one, or names another instance.
+    package static func decode(_ payload: Data, on instance: some StringProtocol) -> InstanceStatus? {
+        guard let status = decode(payload), status.instance == instance else { return nil }
+        return status
+    }
+
     /// What successors may release: a dead status releases at least its own incarnation.
-    var releasedThrough: Int {
+    package var releasedThrough: Int {
         state == .dead ? max(released, incarnation) : released
     }
 }

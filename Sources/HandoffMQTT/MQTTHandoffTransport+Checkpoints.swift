@@ -26,7 +26,7 @@ extension MQTTHandoffTransport: HandoffCheckpointing {
         }
         var stamped = envelope
         stamped.incarnation = incarnation
-        let payload = stamped.withWireForm().encoded()
+        let payload = stamped.encoded()
         let (client, topic) = (self.client, topics.checkpoint(label, instance: origin.instance))
         let properties = MQTTPublishProperties(contentType: HandoffRouter.contentType)
         do {

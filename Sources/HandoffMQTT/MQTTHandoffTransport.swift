@@ -189,7 +189,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
     /// The announcement after the latest reconnect, while it runs.
     private let announcing = TaskSlot()
     /// Repeats the birth and declares silent instances dead (``Options/livenessLease``).
-    private let heartbeat = Mutex<Task<Void, Never>?>(nil)
+    private let heartbeat = TaskSlot()
 
     fileprivate func startHeartbeat() {
         guard router.options.willDelay != nil, let lease = router.options.livenessLease else { return }
@@ -213,7 +213,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
                 }
             }
         }
-        heartbeat.withLock { $0 = task }
+        heartbeat.replace(with: task)
     }
 
     /// Reads this participant's own status back, then publishes its birth and allows checkpoints (see ``Announcer``).
@@ -228,7 +228,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
     @discardableResult
     public func shutdown() async -> Settlement {
         let (router, timeout) = (self.router, router.options.settleTimeout)
-        heartbeat.withLock { $0 }?.cancel()
+        heartbeat.replace(with: nil)
         announcing.replace(with: nil)
         let settlement = await Task {
             let deadline = ContinuousClock.now + timeout
