@@ -101,7 +101,7 @@ extension HandoffEnvelope {
                 detail: "SHA-256 of the data is \(actualDigest), the header says \(expectedDigest)"
             )
         }
-        return HandoffEnvelope(
+        var envelope = HandoffEnvelope(
             validatedID: id,
             label: label,
             vsn: vsn,
@@ -111,6 +111,11 @@ extension HandoffEnvelope {
             data: data,
             incarnation: incarnation
         )
+        envelope.createdAtText = rawCreatedAt
+        envelope.digest = actualDigest
+        envelope.signature = WireHeader.seal(header.signature, "signature", valueName: "mac")
+        envelope.encryption = WireHeader.seal(header.encryption, "encryption", valueName: "nonce")
+        return envelope
     }
 
     /// The envelope exactly as read (its date is already whole milliseconds).

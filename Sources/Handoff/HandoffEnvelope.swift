@@ -42,19 +42,66 @@ public struct HandoffEnvelope: Sendable, Hashable {
     /// The version of the state's shape that `data` was written at.
     public var vsn: Int { didSet { wire = nil } }
     /// When it was made, in whole milliseconds.
-    public var createdAt: Date { didSet { wire = nil } }
+    public var createdAt: Date {
+        didSet {
+            wire = nil
+            createdAtText = nil
+        }
+    }
     /// Who made it.
     public var origin: HandoffOrigin { didSet { wire = nil } }
     /// The media type of `data`.
     public var contentType: String { didSet { wire = nil } }
     /// The encoded state. After ``decode(_:maximumSize:)`` this is a slice of the payload (no copy): its
     /// indices need not start at zero, so index it from `data.startIndex`.
-    public var data: Data { didSet { wire = nil } }
+    public var data: Data {
+        didSet {
+            wire = nil
+            digest = nil
+        }
+    }
     /// Set on checkpoints only: the incarnation (connection number, ≥ 1) of the writer when it wrote the checkpoint,
     /// which decides which of the writer's Wills releases it (docs/PROTOCOL.md §9). `nil` on handoffs.
     public var incarnation: Int? { didSet { wire = nil } }
+    /// The header's `signature` (docs/PROTOCOL.md §10.2): set by ``HandoffKeySet/seal(_:)`` or read by
+    /// ``decode(_:maximumSize:)``; written by ``encoded()`` when valid.
+    package var signature: SealField? { didSet { wire = nil } }
+    /// The header's `encryption` (docs/PROTOCOL.md §10.3): `data` is then ciphertext and tag until
+    /// ``HandoffKeySet/open(_:)`` decrypts it.
+    package var encryption: SealField? { didSet { wire = nil } }
+    /// `createdAt` exactly as the header read had it (what a signature covers); `nil` for an envelope made here.
+    package var createdAtText: String?
+    /// The SHA-256 of `data` in lower-case hex when already known (read and verified, or computed once by a writer).
+    package var digest: String?
     /// The payload made by ``withWireForm()``; every change of a field drops it.
     private var wire: Data?
+
+    /// A `signature` or `encryption` object of the header as read.
+    package enum SealField: Sendable, Hashable {
+        case valid(SealMember)
+        /// Present, but not an object of three strings: why.
+        case invalid(String)
+
+        package var member: SealMember? {
+            if case .valid(let member) = self { member } else { nil }
+        }
+    }
+
+    /// The members of a `signature` (`value`: the `mac`) or `encryption` (`value`: the `nonce`).
+    package struct SealMember: Sendable, Hashable {
+        package var alg: String
+        package var key: String
+        package var value: String
+
+        package init(alg: String, key: String, value: String) {
+            self.alg = alg
+            self.key = key
+            self.value = value
+        }
+    }
+
+    /// The `signature.mac` in lower case: what a signed claim of this envelope's round binds to (docs/PROTOCOL.md §10.5).
+    package var signatureMAC: String? { signature?.member?.value.lowercased() }
 
     /// Creates an envelope.
     ///
@@ -92,7 +139,7 @@ public struct HandoffEnvelope: Sendable, Hashable {
 
     /// The SHA-256 of ``data`` in lower-case hexadecimal (computed on each call).
     public var sha256: String {
-        Self.hex(SHA256.hash(data: data))
+        digest ?? Self.hex(SHA256.hash(data: data))
     }
 
     /// The payload in the wire format `swift-handoff/1` (see the type's documentation).
@@ -101,7 +148,14 @@ public struct HandoffEnvelope: Sendable, Hashable {
         var header = HeaderWriter()
         header.object { object in
             object.string("contentType", contentType)
-            object.string("createdAt", RFC3339.format(createdAt))
+            object.string("createdAt", createdAtText ?? RFC3339.format(createdAt))
+            if case .valid(let encryption)? = encryption {
+                object.object("encryption") { nested in
+                    nested.string("alg", encryption.alg)
+                    nested.string("key", encryption.key)
+                    nested.string("nonce", encryption.value)
+                }
+            }
             object.string("format", Self.format)
             object.string("id", id.rawValue)
             if let incarnation { object.integer("incarnation", incarnation) }
@@ -113,6 +167,13 @@ public struct HandoffEnvelope: Sendable, Hashable {
                 if let pid = origin.pid { nested.integer("pid", Int(pid)) }
             }
             object.string("sha256", sha256)
+            if case .valid(let signature)? = signature {
+                object.object("signature") { nested in
+                    nested.string("alg", signature.alg)
+                    nested.string("key", signature.key)
+                    nested.string("mac", signature.value)
+                }
+            }
             object.integer("vsn", vsn)
         }
         var payload = Data(capacity: header.bytes.count + 1 + data.count)

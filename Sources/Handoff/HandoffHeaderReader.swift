@@ -40,6 +40,15 @@ struct OriginMembers: Equatable {
     var pid: HeaderValue?
 }
 
+/// The members of a `signature` or `encryption` object (docs/PROTOCOL.md §10), as read: `value` is the `mac` or the
+/// `nonce`. `isObject` is false when the key holds something other than an object.
+struct SealMembers: Equatable {
+    var isObject = false
+    var alg: HeaderValue?
+    var key: HeaderValue?
+    var value: HeaderValue?
+}
+
 /// The header as read by ``HeaderReader``: the values of the keys of docs/PROTOCOL.md §4 (all optional, so that
 /// a missing one is reported by name, and checked one by one in the document's order).
 struct WireHeader {
@@ -55,6 +64,9 @@ struct WireHeader {
     var sha256: HeaderValue?
     /// Only on checkpoints (docs/PROTOCOL.md §9).
     var incarnation: HeaderValue?
+    /// Only on envelopes of keyed writers (docs/PROTOCOL.md §10); `nil` when absent or `null`.
+    var signature: SealMembers?
+    var encryption: SealMembers?
     /// How often the top-level object has a `format` member, and whether its (last) value was valid Unicode.
     var formatCount = 0
     var formatIsValidUnicode = true
@@ -101,6 +113,17 @@ struct WireHeader {
         in range: ClosedRange<Int>
     ) throws(HandoffEnvelopeError) -> Int? {
         try Self.integer(self[keyPath: key], name, in: range)
+    }
+
+    /// A `signature` or `encryption` member as the envelope keeps it: `nil` when absent, `.invalid` when it is not an
+    /// object of three strings (a keyed reader refuses it, docs/PROTOCOL.md §10.4; others ignore a signature).
+    static func seal(_ members: SealMembers?, _ name: String, valueName: String) -> HandoffEnvelope.SealField? {
+        guard let members else { return nil }
+        guard members.isObject else { return .invalid("'\(name)' is not an object") }
+        guard case .string(let alg)? = members.alg, case .string(let key)? = members.key, case .string(let value)? = members.value else {
+            return .invalid("'\(name)' needs the string members 'alg', 'key' and '\(valueName)'")
+        }
+        return .valid(HandoffEnvelope.SealMember(alg: alg, key: key, value: value))
     }
 
     /// The `origin` object, checked.
@@ -207,6 +230,8 @@ struct HeaderReader {
             case "length": header.length = try reader.value(in: 1, path: key)
             case "sha256": header.sha256 = try reader.value(in: 1, path: key)
             case "incarnation": header.incarnation = try reader.value(in: 1, path: key)
+            case "signature": header.signature = try reader.sealMembers(path: key, valueName: "mac")
+            case "encryption": header.encryption = try reader.sealMembers(path: key, valueName: "nonce")
             case "origin":
                 guard reader.peek == UInt8(ascii: "{") else {
                     header.origin = try reader.value(in: 1, path: key)
@@ -235,6 +260,26 @@ struct HeaderReader {
             case "host": members.host = try reader.value(in: 2, path: "origin.host")
             case "pid": members.pid = try reader.value(in: 2, path: "origin.pid")
             default: _ = try reader.value(in: 2, keep: false, path: "origin.\(key)")
+            }
+        }
+        return members
+    }
+
+    /// The value of `signature` or `encryption`: its `alg`, `key` and `valueName` members if it is an object, `nil`
+    /// for `null`.
+    private mutating func sealMembers(path: String, valueName: String) throws(SyntaxError) -> SealMembers? {
+        guard peek == UInt8(ascii: "{") else {
+            return try value(in: 1, path: path) == nil ? nil : SealMembers()
+        }
+        var members = SealMembers(isObject: true)
+        var seen = SeenKeys()
+        try object(depth: 2) { (key, reader: inout HeaderReader) throws(SyntaxError) in
+            if !seen.insert(key) { reader.note("repeated key '\(path).\(key)' in the header") }
+            switch key {
+            case "alg": members.alg = try reader.value(in: 2, path: "\(path).alg")
+            case "key": members.key = try reader.value(in: 2, path: "\(path).key")
+            case valueName: members.value = try reader.value(in: 2, path: "\(path).\(valueName)")
+            default: _ = try reader.value(in: 2, keep: false, path: "\(path).\(key)")
             }
         }
         return members

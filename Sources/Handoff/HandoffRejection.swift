@@ -28,6 +28,13 @@ public struct HandoffRejection: Error, Sendable, Hashable, CustomStringConvertib
         /// A claim was in flight when the broker lost this participant's session: it cannot know whether
         /// another participant also merged the handoff, so it keeps it as a dead letter instead of losing it.
         case claimOutcomeUnknown = "claim-outcome-unknown"
+        /// A keyed reader (docs/PROTOCOL.md §10) found no signature, or one that does not verify: the envelope may be
+        /// forged or tampered with.
+        case signatureInvalid = "signature-invalid"
+        /// The data is encrypted with a key this reader holds, but does not decrypt (docs/PROTOCOL.md §10.4).
+        case decryptionFailed = "decryption-failed"
+        /// Signed or encrypted with a key this reader does not hold: left in place for a participant that does.
+        case unknownKey = "unknown-key"
     }
 
     /// What became of a rejected handoff.

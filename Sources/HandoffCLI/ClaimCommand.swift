@@ -48,7 +48,8 @@ struct ClaimCommand: AsyncParsableCommand {
     private func claim(_ label: HandoffLabel, _ id: HandoffID) async throws {
         let timeout = try connection.stepTimeout()
         let options = MQTTHandoffTransport.Options(
-            prefix: try connection.topics().prefix, sessionExpiry: 60, settleTimeout: .seconds(2), willDelay: nil, livenessLease: nil
+            prefix: try connection.topics().prefix, sessionExpiry: 60, settleTimeout: .seconds(2), willDelay: nil, livenessLease: nil,
+            keys: try connection.keySet()
         )
         let transport = try await MQTTHandoffTransport.connect(
             configuration: try connection.configuration(), options: options, origin: .current(instance: BrokerSession.newInstance()), logger: connection.logger

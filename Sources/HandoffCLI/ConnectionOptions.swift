@@ -32,6 +32,12 @@ struct ConnectionOptions: ParsableArguments {
     @Flag(name: .customLong("no-verify-hostname"), help: "TLS: do not check that the certificate names the host (tests only; env HANDOFF_NO_VERIFY_HOSTNAME=1).")
     var noVerifyHostname = false
 
+    @Option(
+        name: .customLong("keys"),
+        help: "Key file of the prefix, 'KEYID BASE64SECRET' per line, the first one writing (env HANDOFF_KEYS_FILE; PROTOCOL.md §10): claims and republished handoffs are signed, what is read is verified and decrypted."
+    )
+    var keysFile: String?
+
     @Option(help: "Seconds to wait for the broker, per step (env HANDOFF_TIMEOUT; default 10).")
     var timeout: Double?
 
@@ -55,6 +61,23 @@ struct ConnectionOptions: ParsableArguments {
     /// The topic layout in use (a bad prefix is refused with the library's reason).
     func topics() throws -> HandoffTopics {
         try HandoffTopics(prefix: prefix ?? Self.environment("HANDOFF_PREFIX") ?? "handoff")
+    }
+
+    /// The key set of `--keys` (or `HANDOFF_KEYS_FILE`), if any.
+    func keySet() throws -> HandoffKeySet? {
+        guard let path = keysFile ?? Self.environment("HANDOFF_KEYS_FILE") else { return nil }
+        do {
+            return try HandoffKeySet(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw CLIError("\(error)")
+        }
+    }
+
+    /// `payload` as a keyed participant reads it: an envelope the keys verify is published as it is; an unsigned one
+    /// (a fallback file written before keys were configured) is signed with the writing key. Without keys: unchanged.
+    func signedForPublishing(_ payload: Data, _ envelope: HandoffEnvelope) throws -> Data {
+        guard let keys = try keySet(), envelope.signature == nil else { return payload }
+        return try keys.seal(envelope).encoded()
     }
 
     /// The per-step time limit.

@@ -89,7 +89,8 @@ struct RequeueCommand: AsyncParsableCommand {
             if try await session.retained(at: handoffTopic) != nil {
                 throw CLIError("a handoff '\(label)'/\(envelope.id) is waiting already (topic \(handoffTopic)); not requeued")
             }
-            try await session.publishRetained(handoffTopic, payload: message.payload, properties: MQTTPublishProperties(contentType: HandoffProperty.contentType))
+            let payload = try connection.signedForPublishing(message.payload, envelope)
+            try await session.publishRetained(handoffTopic, payload: payload, properties: MQTTPublishProperties(contentType: HandoffProperty.contentType))
             // Only once the handoff is stored is the dead letter removed: nothing is lost in between.
             try await session.publishRetained(deadTopic, payload: Data())
             say("requeued '\(label)'/\(envelope.id): waiting on \(handoffTopic) (vsn \(envelope.vsn), \(Format.size(message.payload.count))); dead letter removed")

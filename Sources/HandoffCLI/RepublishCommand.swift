@@ -59,7 +59,8 @@ struct RepublishCommand: AsyncParsableCommand {
                     continue
                 }
                 do {
-                    try await session.publishRetained(handoffTopic, payload: file.payload, properties: MQTTPublishProperties(contentType: HandoffProperty.contentType))
+                    let payload = try connection.signedForPublishing(file.payload, envelope)
+                    try await session.publishRetained(handoffTopic, payload: payload, properties: MQTTPublishProperties(contentType: HandoffProperty.contentType))
                 } catch {
                     say("failed     \(subject): \(HandoffCommand.oneLine(error))")
                     failures += 1

@@ -13,7 +13,9 @@ extension HandoffRouter {
     func routeCheckpoint(label: HandoffLabel, instance: String, message: MQTTMessage) {
         let key = "@" + instance
         if message.payload.isEmpty {
-            if instance == origin.instance, let claimer = message.properties.userProperty(HandoffProperty.claimBy), claimer != instance {
+            if instance == origin.instance, let claimer = message.properties.userProperty(HandoffProperty.claimBy), claimer != instance,
+                verifiesClaimOfOwnCheckpoint(label: label, topic: message.topic, claimer: claimer, properties: message.properties)
+            {
                 // Someone else took this participant's checkpoint: it no longer owns the label's state.
                 ownershipLost.withLock { $0 }?(.checkpointClaimed(label, by: claimer))
             }
@@ -25,7 +27,7 @@ extension HandoffRouter {
         let payload = message.payload
         let envelope: HandoffEnvelope
         do {
-            envelope = try HandoffEnvelope.decode(payload, maximumSize: options.maximumPayloadSize).withReceivedPayload(payload)
+            envelope = try open(HandoffEnvelope.decode(payload, maximumSize: options.maximumPayloadSize)).withReceivedPayload(payload)
         } catch {
             rejectCheckpoint(label: label, instance: instance, payload: payload, reason: error.reason, detail: error.detail)
             return
@@ -38,15 +40,30 @@ extension HandoffRouter {
             rejectCheckpoint(label: label, instance: instance, payload: payload, reason: .labelMismatch, detail: detail)
             return
         }
+        if let restoredBy = message.properties.userProperty(HandoffProperty.restoreBy) {
+            let unchanged = state.withLock { state in
+                state.modifyWatched(label.topicLevel) { Self.restoresOpenRound(&$0, key, payload: payload) } ?? false
+            }
+            guard !unchanged else { return }
+            if restoredBy == origin.instance {
+                // This participant's own restore of a round decided meanwhile: a stale restore (docs/PROTOCOL.md §10.6).
+                state.withLock { state in
+                    state.modifyWatched(label.topicLevel) { $0.openRounds[key] = Round(payload: payload, mac: envelope.signatureMAC) }
+                }
+                clearResurrected(label: label, id: key, mac: envelope.signatureMAC, why: "Clearing a stale restore of a checkpoint")
+                return
+            }
+        }
         enum Outcome { case hold, offer(AsyncStream<HandoffNotice>.Continuation), clear(String) }
         let outcome = state.withLock { state -> Outcome in
             let released = incarnation <= state.releasedThrough[instance, default: 0]
             return state.modifyWatched(label.topicLevel) { watched -> Outcome in
                 let previous = watched.verdicts[key]
                 watched.verdicts[key] = nil
-                watched.openRounds.insert(key)
-                let entry = Entry(key: key, envelope: envelope, payload: payload)
-                if previous == Verdict(winner: origin.instance, merging: true) {
+                watched.openRounds[key] = Round(payload: payload, mac: envelope.signatureMAC)
+                var entry = Entry(key: key, envelope: envelope, payload: payload)
+                if message.properties.userProperty(HandoffProperty.restoreBy) != nil { entry.claimableAt = .now + Self.restoreGrace }
+                if previous?.merged(by: origin.instance) ?? false {
                     // A checkpoint written after the one merged here (a late write of its fenced owner): the state it
                     // adds was the dead owner's, not to be merged twice.
                     return .clear("Clearing a checkpoint written after the one merged here")
@@ -73,7 +90,7 @@ extension HandoffRouter {
         switch outcome {
         case .hold: break
         case .offer(let notices): notices.yield(.available(label))
-        case .clear(let why): clearResurrected(label: label, id: key, why: why)
+        case .clear(let why): clearResurrected(label: label, id: key, mac: envelope.signatureMAC, why: why)
         }
     }
 
@@ -101,19 +118,19 @@ extension HandoffRouter {
             return
         }
         let key = "@" + instance
-        let (offers, clears) = state.withLock { state -> ([(HandoffLabel, AsyncStream<HandoffNotice>.Continuation)], [HandoffLabel]) in
+        let (offers, clears) = state.withLock { state -> ([(HandoffLabel, AsyncStream<HandoffNotice>.Continuation)], [(HandoffLabel, String?)]) in
             if status.incarnation >= state.lastStatus[instance]?.incarnation ?? 0 { state.lastStatus[instance] = status }
             if status.state == .online { state.lastHeard[instance] = .now }
             guard through > state.releasedThrough[instance, default: 0] else { return ([], []) }
             state.releasedThrough[instance] = through
             var offers: [(HandoffLabel, AsyncStream<HandoffNotice>.Continuation)] = []
-            var clears: [HandoffLabel] = []
+            var clears: [(HandoffLabel, String?)] = []
             for level in state.watched.keys {
                 state.modifyWatched(level) { watched in
                     guard let held = watched.held[key], let incarnation = held.envelope.incarnation, incarnation <= through else { return }
                     watched.held[key] = nil
                     if watched.handedOffBy.contains(instance) {
-                        clears.append(watched.label)
+                        clears.append((watched.label, held.envelope.signatureMAC))
                     } else {
                         watched.replacePending(key, with: held)
                         offers.append((watched.label, watched.continuation))
@@ -132,7 +149,7 @@ extension HandoffRouter {
             )
         }
         for (label, notices) in offers { notices.yield(.available(label)) }
-        for label in clears { clearResurrected(label: label, id: key, why: Self.replacedByHandoff) }
+        for (label, mac) in clears { clearResurrected(label: label, id: key, mac: mac, why: Self.replacedByHandoff) }
     }
 }
 

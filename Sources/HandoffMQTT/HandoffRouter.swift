@@ -32,6 +32,20 @@ final class HandoffRouter: Sendable {
         var claiming = false
         /// It is being dead-lettered by this participant: its claim is not one whose verdict must be awaited.
         var deadLettering = false
+        /// Its round was opened by a restore (docs/PROTOCOL.md §10.6): not to be claimed for merging before then.
+        var claimableAt: ContinuousClock.Instant?
+    }
+
+    /// An open round of one topic: a readable handoff (or released or held checkpoint) seen, no verdict yet.
+    struct Round {
+        /// The payload as received, to restore it after a clear that is not a claim; `nil` for this participant's own.
+        var payload: Data?
+        /// The envelope's `signature.mac`, which signed claims of the round bind to (docs/PROTOCOL.md §10.5).
+        var mac: String?
+        /// Restores this participant published for the round (at most ``HandoffRouter/maximumRestores``).
+        var restores = 0
+        /// A restore is due after its random delay; a restore seen in the meantime cancels it.
+        var restoreDue = false
     }
 
     /// What a participant that stops watching still holds and nobody else will: handoffs it won but did not hand
@@ -54,7 +68,7 @@ final class HandoffRouter: Sendable {
         var won: [String: Entry] = [:]
         /// Topics (by id) whose round is open: the handoff was seen, no claim yet. Claims on a topic whose
         /// round this participant did not see open (it subscribed after the first claim) are not verdicts.
-        var openRounds: Set<String> = []
+        var openRounds: [String: Round] = [:]
         /// Winners of recent rounds, by id, to answer late claim() calls.
         var verdicts: [String: Verdict] = [:]
         var verdictOrder: [String] = []
@@ -99,10 +113,17 @@ final class HandoffRouter: Sendable {
         }
     }
 
-    /// The first claim of a round: who won, and whether to merge it or to dead-letter it.
+    /// The first claim of a round: who won, and whether to merge it, dead-letter it, or nothing (`already-merged`).
     struct Verdict: Sendable, Hashable {
         var winner: String
         var merging: Bool
+        var alreadyMerged = false
+
+        /// Whether the round's handoff was merged by `instance` (or found merged before, and cleared by it): a new
+        /// round of the same payload is then a resurrection or a stale restore, to be claimed `already-merged`.
+        func merged(by instance: String) -> Bool {
+            winner == instance && (merging || alreadyMerged)
+        }
     }
 
     struct ClaimWaiter {
@@ -154,6 +175,9 @@ final class HandoffRouter: Sendable {
     let logger: Logger
     let syncTopic: String
     let state = Mutex(State())
+    /// The `signature.mac` of the last checkpoints this participant wrote, per label level: what a successor's signed
+    /// claim of them binds to.
+    let ownCheckpointMACs = Mutex<[String: [String]]>([:])
     /// For tests: called by claim() between deciding to claim and registering its waiter, with the topic.
     let claimWillRegister = Mutex<(@Sendable (String) -> Void)?>(nil)
     /// Told, on the network thread, when this participant's ownership of its checkpoints was taken (its own status
@@ -317,7 +341,7 @@ final class HandoffRouter: Sendable {
             if message.payload.isEmpty {
                 routeClaim(label: label, id: String(id), topic: message.topic, properties: message.properties)
             } else {
-                routeHandoff(label: label, id: String(id), payload: message.payload)
+                routeHandoff(label: label, id: String(id), payload: message.payload, properties: message.properties)
             }
         } else if let (labelLevel, instance) = topics.parseCheckpoint(message.topic) {
             guard let label = state.withLock({ $0.watched[String(labelLevel)]?.label }) else { return }
@@ -327,11 +351,11 @@ final class HandoffRouter: Sendable {
         }
     }
 
-    private func routeHandoff(label: HandoffLabel, id: String, payload: Data) {
+    private func routeHandoff(label: HandoffLabel, id: String, payload: Data, properties: MQTTPublishProperties) {
         let envelope: HandoffEnvelope
         do {
             // Kept as received: dead letters and returned handoffs carry the payload verbatim.
-            var decoded = try HandoffEnvelope.decode(payload, maximumSize: options.maximumPayloadSize)
+            var decoded = try open(HandoffEnvelope.decode(payload, maximumSize: options.maximumPayloadSize))
             // An incarnation means something on checkpoints only (docs/PROTOCOL.md §9).
             decoded.incarnation = nil
             envelope = decoded.withReceivedPayload(payload)
@@ -347,18 +371,25 @@ final class HandoffRouter: Sendable {
             )
             return
         }
-        enum Outcome { case ignore, offer(AsyncStream<HandoffNotice>.Continuation, supersedes: String?), resurrected }
+        let restoredBy = properties.userProperty(HandoffProperty.restoreBy)
+        enum Outcome { case ignore, offer(AsyncStream<HandoffNotice>.Continuation, supersedes: (key: String, mac: String?)?), resurrected(mac: String?) }
         let outcome = state.withLock { state -> Outcome in
             state.modifyWatched(label.topicLevel) { watched -> Outcome in
-                let mergedHereBefore = watched.verdicts[id] == Verdict(winner: origin.instance, merging: true)
+                if restoredBy != nil, Self.restoresOpenRound(&watched, id, payload: payload) { return .ignore }
+                let mergedHereBefore = watched.verdicts[id]?.merged(by: origin.instance) ?? false
                 // A handoff on this topic opens a new round: earlier claims no longer count.
                 watched.verdicts[id] = nil
-                watched.openRounds.insert(id)
-                if mergedHereBefore { return .resurrected }
-                guard envelope.origin.instance != origin.instance else { return .ignore }
+                let mine = envelope.origin.instance == origin.instance
+                watched.openRounds[id] = Round(payload: mine ? nil : payload, mac: envelope.signatureMAC)
+                // Merged here before (a resurrection after a broker crash, or a stale restore), or this participant's
+                // own restore of a round that was decided meanwhile (docs/PROTOCOL.md §10.6).
+                if mergedHereBefore || restoredBy == origin.instance { return .resurrected(mac: envelope.signatureMAC) }
+                guard !mine else { return .ignore }
                 watched.handedOffBy.insert(envelope.origin.instance)
                 // The same handoff again (re-sent retained copy after a resubscription): keep its claim state.
-                watched.replacePending(id, with: Entry(key: id, envelope: envelope, payload: payload))
+                var entry = Entry(key: id, envelope: envelope, payload: payload)
+                if restoredBy != nil { entry.claimableAt = .now + Self.restoreGrace }
+                watched.replacePending(id, with: entry)
                 // It replaces its origin's checkpoint of the label: a released one waiting here is cleared, never merged
                 // (a held one is when it is released, docs/PROTOCOL.md §9.6).
                 let checkpoint = "@" + envelope.origin.instance
@@ -366,28 +397,27 @@ final class HandoffRouter: Sendable {
                     return .offer(watched.continuation, supersedes: nil)
                 }
                 watched.pending[checkpoint] = nil
-                return .offer(watched.continuation, supersedes: checkpoint)
+                return .offer(watched.continuation, supersedes: (checkpoint, released.envelope.signatureMAC))
             } ?? .ignore
         }
         switch outcome {
         case .ignore: break
         case .offer(let notices, let supersedes):
             notices.yield(.available(label))
-            if let supersedes { clearResurrected(label: label, id: supersedes, why: Self.replacedByHandoff) }
-        case .resurrected: clearResurrected(label: label, id: id)
+            if let supersedes { clearResurrected(label: label, id: supersedes.key, mac: supersedes.mac, why: Self.replacedByHandoff) }
+        case .resurrected(let mac): clearResurrected(label: label, id: id, mac: mac)
         }
     }
 
     /// A handoff this participant already merged is waiting again: the broker lost the clear (it saves after
     /// acknowledging, so a crash in between brings the retained message back). Claim it at once as
     /// `already-merged`, a claim that nobody merges, so that it is not merged a second time.
-    func clearResurrected(label: HandoffLabel, id: String, why: String = "Clearing a handoff that was merged here before and came back") {
+    func clearResurrected(
+        label: HandoffLabel, id: String, mac: String?, why: String = "Clearing a handoff that was merged here before and came back"
+    ) {
         logger.info("\(why)", metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)"])
-        let properties = MQTTPublishProperties(userProperties: [
-            MQTTUserProperty(HandoffProperty.claimBy, origin.instance),
-            MQTTUserProperty(HandoffProperty.claimPurpose, "already-merged"),
-        ])
         let (client, topic) = (self.client, roundTopic(label, id))
+        let properties = claimProperties(topic: topic, purpose: "already-merged", roundMAC: mac)
         Task {
             try? await client.publish(topic, payload: Data(), qos: .atLeastOnce, retain: true, properties: properties)
         }
@@ -395,19 +425,32 @@ final class HandoffRouter: Sendable {
 
     func routeClaim(label: HandoffLabel, id: String, topic: String, properties: MQTTPublishProperties) {
         guard let claimer = properties.userProperty(HandoffProperty.claimBy), !claimer.isEmpty else {
-            // A clear without a claim (another tool, an operator): not a claim. Whoever holds the handoff
-            // can still claim it; see docs/PROTOCOL.md.
-            logger.debug("Ignored a clear without a claim", metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)"])
+            // A clear without a claim (another tool, an operator, an attacker): not a claim. Whoever holds the handoff
+            // can still claim it, and restores it for later subscribers (docs/PROTOCOL.md §10.6).
+            restoreAfterClear(label: label, id: id, why: "a zero-length message without handoff-claim-by")
             return
+        }
+        let purpose = properties.userProperty(HandoffProperty.claimPurpose)
+        if let keys = options.keys {
+            let mac = state.withLock { $0.watched[label.topicLevel]?.openRounds[id]?.mac }
+            let signature = properties.userProperty(HandoffProperty.claimSignature)
+            guard keys.verifiesClaim(signature, topic: topic, claimBy: claimer, purpose: purpose, roundMAC: mac) else {
+                // Not a claim either (docs/PROTOCOL.md §10.5): forged, or by a participant whose keys this one does not hold.
+                restoreAfterClear(
+                    label: label, id: id, why: signature == nil ? "an unsigned claim by \(claimer)" : "a claim by \(claimer) whose signature does not verify"
+                )
+                return
+            }
         }
         let mine = claimer == origin.instance
         // Only `dead-letter` and `already-merged` claims are not merged: a claim without a purpose, with `merge` or
         // with a purpose this release does not know is a merge, so that its winner never drops the handoff.
-        let merging = !Self.unmergedPurposes.contains(properties.userProperty(HandoffProperty.claimPurpose) ?? "merge")
+        let merging = !Self.unmergedPurposes.contains(purpose ?? "merge")
+        let verdict = Verdict(winner: claimer, merging: merging, alreadyMerged: purpose == "already-merged")
         let (waiter, notify) = state.withLock { state -> (ClaimWaiter?, AsyncStream<HandoffNotice>.Continuation?) in
             let verdict = state.modifyWatched(label.topicLevel) { watched -> (entry: Entry?, continuation: AsyncStream<HandoffNotice>.Continuation)? in
-                guard watched.openRounds.remove(id) != nil else { return nil }
-                watched.record(verdict: Verdict(winner: claimer, merging: merging), for: id)
+                guard watched.openRounds.removeValue(forKey: id) != nil else { return nil }
+                watched.record(verdict: verdict, for: id)
                 let entry = watched.pending.removeValue(forKey: id)
                 watched.held[id] = nil
                 return (entry, watched.continuation)
@@ -431,7 +474,11 @@ final class HandoffRouter: Sendable {
         let label = envelope.label
         let id = key(of: envelope)
         let topic = roundTopic(label, id)
-        enum Start { case decided(Bool), claim(UInt64) }
+        // A round opened by a restore waits out its grace first (docs/PROTOCOL.md §10.6).
+        if let claimableAt = state.withLock({ $0.watched[label.topicLevel]?.pending[id]?.claimableAt }), claimableAt > .now {
+            try await Task.sleep(until: claimableAt)
+        }
+        enum Start { case decided(Bool), claim(UInt64, mac: String?) }
         let start = try state.withLock { state -> Start in
             guard !state.shutDown, !state.stopping else { throw HandoffError.shutdown }
             let token = state.nextToken
@@ -440,22 +487,19 @@ final class HandoffRouter: Sendable {
                 if watched.won.removeValue(forKey: id) != nil { return .decided(true) }
                 if let won = watched.decided(id, by: origin.instance) { return .decided(won) }
                 // Not waiting (never seen, or claimed by this process already): nothing to win.
-                guard watched.pending[id]?.claiming == false else { return .decided(false) }
+                guard let entry = watched.pending[id], !entry.claiming else { return .decided(false) }
                 watched.pending[id]?.claiming = true
-                return .claim(token)
+                return .claim(token, mac: watched.openRounds[id]?.mac ?? entry.envelope.signatureMAC)
             }
             guard let start = start ?? nil else { throw HandoffError.notSubscribed(label) }
             if case .claim = start { state.nextToken += 1 }
             return start
         }
-        guard case .claim(let token) = start else {
+        guard case .claim(let token, let mac) = start else {
             if case .decided(let won) = start { return won }
             return false
         }
-        let properties = MQTTPublishProperties(userProperties: [
-            MQTTUserProperty(HandoffProperty.claimBy, origin.instance),
-            MQTTUserProperty(HandoffProperty.claimPurpose, "merge"),
-        ])
+        let properties = claimProperties(topic: topic, purpose: "merge", roundMAC: mac)
         claimWillRegister.withLock { $0 }?(topic)
         do {
             // The caller's task waits for the verdict itself (no task in between: the verdict resumes it directly);
@@ -548,10 +592,10 @@ final class HandoffRouter: Sendable {
             MQTTUserProperty(HandoffProperty.deadAt, RFC3339.format(Date())),
             MQTTUserProperty(HandoffProperty.deadTopic, roundTopic(label, id)),
         ])
-        let claimProperties = MQTTPublishProperties(userProperties: [
-            MQTTUserProperty(HandoffProperty.claimBy, origin.instance),
-            MQTTUserProperty(HandoffProperty.claimPurpose, "dead-letter"),
-        ])
+        let roundMAC = state.withLock { state in
+            state.watched[label.topicLevel].flatMap { $0.openRounds[id]?.mac ?? $0.pending[id]?.envelope.signatureMAC }
+        }
+        let claimProperties = claimProperties(topic: roundTopic(label, id), purpose: "dead-letter", roundMAC: roundMAC)
         // While it is being dead-lettered, it is not offered again.
         if claim {
             state.withLock { state in
@@ -587,7 +631,7 @@ final class HandoffRouter: Sendable {
 
     /// Whether a readable handoff of topic `id` is waiting without a verdict, as this participant saw it.
     func isRoundOpen(_ label: HandoffLabel, _ id: String) -> Bool {
-        state.withLock { $0.watched[label.topicLevel]?.openRounds.contains(id) ?? false }
+        state.withLock { $0.watched[label.topicLevel]?.openRounds[id] != nil }
     }
 
     /// A message on a handoff topic that is not a readable envelope: dead-letter it (or, for a newer
@@ -595,8 +639,13 @@ final class HandoffRouter: Sendable {
     /// open round it neither opens nor decides a round: it is dead-lettered without a claim, so that the waiting
     /// handoff stays claimable by those who saw it.
     func reject(label: HandoffLabel, id: String, payload: Data, reason: HandoffRejection.Reason, detail: String, roundOpen: Bool) {
-        guard reason != .unsupportedFormat else {
-            logger.warning("Left a handoff of an unknown format in place", metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.detail": "\(detail)"])
+        // It replaced the retained copy of a waiting handoff: put that back (docs/PROTOCOL.md §10.6).
+        if roundOpen { restoreAfterClear(label: label, id: id, why: "an unreadable payload (\(reason.rawValue)) in its place") }
+        guard reason != .unsupportedFormat, reason != .unknownKey else {
+            logger.warning(
+                reason == .unknownKey ? "Left a handoff signed or encrypted with an unknown key in place" : "Left a handoff of an unknown format in place",
+                metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.detail": "\(detail)"]
+            )
             notify(label, .rejected(HandoffRejection(label: label, id: id, reason: reason, detail: detail, disposition: .leftInPlace)))
             return
         }
@@ -742,7 +791,7 @@ final class HandoffRouter: Sendable {
                 uncertain += watched.pending.values.filter { $0.claiming && !$0.deadLettering }
                 watched.pending = [:]
                 watched.held = [:]
-                watched.openRounds = []
+                watched.openRounds = [:]
                 watched.verdicts = [:]
                 watched.verdictOrder = []
                 state.watched[level] = watched

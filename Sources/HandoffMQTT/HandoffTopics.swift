@@ -78,6 +78,10 @@ package enum HandoffProperty {
     package static let claimBy = "handoff-claim-by"
     /// On a claim: why it claims: `merge`, `dead-letter` or `already-merged`.
     package static let claimPurpose = "handoff-claim-purpose"
+    /// On a claim of a keyed participant: `hmac-sha256:KEYID:MAC` (docs/PROTOCOL.md §10.5).
+    package static let claimSignature = "handoff-claim-signature"
+    /// On a restore: the instance that published the waiting handoff again after a clear that was not a claim (§10.6).
+    package static let restoreBy = "handoff-restore-by"
     /// On a dead letter: the reason code, a human-readable detail, who rejected it, when, and from where.
     package static let deadReason = "handoff-dead-reason"
     package static let deadDetail = "handoff-dead-detail"

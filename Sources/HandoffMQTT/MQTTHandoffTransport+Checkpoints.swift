@@ -26,6 +26,7 @@ extension MQTTHandoffTransport: HandoffCheckpointing {
         }
         var stamped = envelope
         stamped.incarnation = incarnation
+        if let keys = router.options.keys { stamped = try keys.seal(stamped) }
         let payload = stamped.encoded()
         let (client, topic) = (self.client, topics.checkpoint(label, instance: origin.instance))
         let properties = MQTTPublishProperties(contentType: HandoffRouter.contentType)
@@ -36,6 +37,7 @@ extension MQTTHandoffTransport: HandoffCheckpointing {
         } catch let error as MQTTError {
             throw HandoffError.transportUnavailable("Could not store the checkpoint of '\(label)': \(error)")
         }
+        router.wroteCheckpoint(label, mac: stamped.signatureMAC)
         let stored = CheckpointBook.Stored(label: label, fingerprint: fingerprint, incarnation: incarnation)
         return book.stored(label, stored) ? .written : .fenced
     }
@@ -43,11 +45,10 @@ extension MQTTHandoffTransport: HandoffCheckpointing {
     /// Does nothing when this participant never sent a checkpoint of `label`.
     public func removeCheckpoint(_ label: HandoffLabel, timeout: Duration) async throws {
         guard router.options.willDelay != nil, book.mayHaveCheckpoint(label) else { return }
-        let properties = MQTTPublishProperties(userProperties: [
-            MQTTUserProperty(HandoffProperty.claimBy, origin.instance),
-            MQTTUserProperty(HandoffProperty.claimPurpose, "already-merged"),
-        ])
         let (client, topic) = (self.client, topics.checkpoint(label, instance: origin.instance))
+        let properties = router.claimProperties(
+            topic: topic, purpose: "already-merged", roundMAC: router.ownCheckpointMACs.withLock { $0[label.topicLevel]?.last }
+        )
         do {
             try await withDeadline(timeout, operation: "remove the checkpoint of '\(label)'") {
                 try await client.publish(topic, payload: Data(), qos: .atLeastOnce, retain: true, properties: properties)

@@ -40,6 +40,11 @@ public final class MQTTHandoffTransport: HandoffTransport {
         /// loses them). Each participant repeats its birth (not retained) every third of it. `nil`: no heartbeats
         /// and no declarations (a lost Will then leaves the checkpoints held until an operator releases them).
         public var livenessLease: Duration?
+        /// The keys of this prefix (docs/PROTOCOL.md §10): with a key set, every envelope and claim this participant
+        /// writes is signed (and its data encrypted if the set ``HandoffKeySet/encrypts``), unsigned or wrongly signed
+        /// handoffs are dead-lettered as `signature-invalid`, and claims that do not verify decide nothing. All
+        /// participants of a prefix need key sets that read each other's writing keys. `nil`: nothing is signed.
+        public var keys: HandoffKeySet?
 
         public init(
             prefix: String = "handoff",
@@ -48,7 +53,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
             sessionExpiry: UInt32 = 300,
             settleTimeout: Duration = .seconds(2),
             willDelay: UInt32? = 5,
-            livenessLease: Duration? = .seconds(30)
+            livenessLease: Duration? = .seconds(30),
+            keys: HandoffKeySet? = nil
         ) {
             precondition(livenessLease.map { $0 > .zero } ?? true, "the liveness lease must be positive")
             precondition(
@@ -62,6 +68,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
             self.sessionExpiry = sessionExpiry
             self.settleTimeout = settleTimeout
             self.willDelay = willDelay
+            self.keys = keys
         }
     }
 
@@ -321,7 +328,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
     public func initiate(_ envelope: HandoffEnvelope, timeout: Duration) async throws {
         let topic = topics.handoff(envelope.label, id: envelope.id.rawValue)
         let properties = MQTTPublishProperties(messageExpiryInterval: router.options.handoffExpiry, contentType: HandoffRouter.contentType)
-        let payload = envelope.encoded()
+        let payload = try router.options.keys.map { try $0.seal(envelope) }?.encoded() ?? envelope.encoded()
         // The PUBACK resumes this task directly; the time limit is kept by the shared TimeoutClock.
         let acknowledgement = Acknowledgement()
         try await withTaskCancellationHandler {

@@ -10,14 +10,17 @@ import Testing
 /// publishes its Will; tests with real SIGKILLed processes are in HandoffServiceTests.
 @Suite("Checkpoints released by the Will", .serialized, .timeLimit(.minutes(3)))
 struct CheckpointTests {
-    static func options(_ name: String, willDelay: UInt32 = 1) -> MQTTHandoffTransport.Options {
-        MQTTHandoffTransport.Options(prefix: "\(name)-\(UUID().uuidString.prefix(8))", willDelay: willDelay)
+    static func options(_ name: String, willDelay: UInt32 = 1, keyed: Bool = false) -> MQTTHandoffTransport.Options {
+        var options = MQTTHandoffTransport.Options(prefix: "\(name)-\(UUID().uuidString.prefix(8))", willDelay: willDelay)
+        // Keyed: checkpoints signed and encrypted, claims signed, and a claim of one's own checkpoint verified before it fences.
+        if keyed { options.keys = try! HandoffKeySet(writingKey: HandoffKey(id: "k1", secret: Data(repeating: 0x5A, count: 32)), encrypts: true) }
+        return options
     }
 
-    @Test("a live successor merges the last checkpoint of a predecessor whose connection died; it is claimed once")
-    func liveSuccessorMergesCheckpoint() async throws {
+    @Test("a live successor merges the last checkpoint of a predecessor whose connection died; it is claimed once", arguments: [false, true])
+    func liveSuccessorMergesCheckpoint(keyed: Bool) async throws {
         try await withMosquittoBroker { broker in
-            let options = Self.options("crash")
+            let options = Self.options("crash", keyed: keyed)
             let label = try HandoffLabel("meter")
             let proxy = try await TCPProxy.start(forwardingTo: broker.plainPort)
             defer { proxy.stop() }
@@ -254,10 +257,10 @@ struct CheckpointTests {
         }
     }
 
-    @Test("a graceful shutdown hands off and removes its checkpoints: the successor merges the handoff only")
-    func gracefulShutdownMergesOnce() async throws {
+    @Test("a graceful shutdown hands off and removes its checkpoints: the successor merges the handoff only", arguments: [false, true])
+    func gracefulShutdownMergesOnce(keyed: Bool) async throws {
         try await withMosquittoBroker { broker in
-            let options = Self.options("graceful")
+            let options = Self.options("graceful", keyed: keyed)
             let label = try HandoffLabel("graceful")
             let configuration = MQTTConfiguration(host: broker.host, port: broker.plainPort)
             let predecessor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)
