@@ -21,6 +21,15 @@ Subcommands (all print or write JSON; `--help` on each for details):
     dead-letters read the dead letters of a label and their reason user properties
     dump         print every retained message under a prefix, for debugging
     corpus       envelope edge cases with this reader's verdict on each (no broker)
+    attack       forge an envelope, clear waiting handoffs (bare, or naming a made-up claimer), replace one (§10.7)
+    signing-vectors  write the §10 test vectors (interop/python/signing-vectors.json; no broker)
+    verify-vectors   check this client against a §10 vectors file (no broker)
+
+§10 (signed and encrypted handoffs): `--keys FILE` on the participant commands makes the participant keyed (it
+signs what it writes and every claim, and verifies what it reads); `--encrypt` also encrypts the data it writes.
+A key file has one key per line, `KEYID BASE64SECRET`; the first key writes, the others only read. Without
+--keys nothing changes, except the repair of §10.6 (a bare clear of a waiting handoff is restored), which applies
+to every participant. Keyed participants need python3-cryptography (imported only then).
 
 Section numbers (§) refer to docs/PROTOCOL.md.
 """
