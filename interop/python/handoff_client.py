@@ -21,6 +21,15 @@ Subcommands (all print or write JSON; `--help` on each for details):
     dead-letters read the dead letters of a label and their reason user properties
     dump         print every retained message under a prefix, for debugging
     corpus       envelope edge cases with this reader's verdict on each (no broker)
+    attack       forge an envelope, clear waiting handoffs (bare, or naming a made-up claimer), replace one (§10.7)
+    signing-vectors  write the §10 test vectors (interop/python/signing-vectors.json; no broker)
+    verify-vectors   check this client against a §10 vectors file (no broker)
+
+§10 (signed and encrypted handoffs): `--keys FILE` on the participant commands makes the participant keyed (it
+signs what it writes and every claim, and verifies what it reads); `--encrypt` also encrypts the data it writes.
+A key file has one key per line, `KEYID BASE64SECRET`; the first key writes, the others only read. Without
+--keys nothing changes, except the repair of §10.6 (a bare clear of a waiting handoff is restored), which applies
+to every participant. Keyed participants need python3-cryptography (imported only then).
 
 Section numbers (§) refer to docs/PROTOCOL.md.
 """
@@ -29,8 +38,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import binascii
 import contextlib
 import hashlib
+import hmac
 import json
 import os
 import random
@@ -100,10 +111,13 @@ REASONS = frozenset(
         "migration-failed",
         "validation-failed",
         "claim-outcome-unknown",
+        "signature-invalid",  # §10.4, keyed readers
+        "decryption-failed",
+        "unknown-key",
     }
 )
-# Reasons for which the handoff is left in place instead of dead-lettered (§7).
-LEFT_IN_PLACE = frozenset({"unsupported-format", "unknown-version"})
+# Reasons for which the handoff is left in place instead of dead-lettered (§7, §10.4).
+LEFT_IN_PLACE = frozenset({"unsupported-format", "unknown-version", "unknown-key"})
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -276,12 +290,16 @@ class Envelope:
     content_type: str
     data: bytes
     incarnation: Optional[int] = None  # §9.2: only on a checkpoint
+    mac: Optional[str] = None  # §10.2: the `signature.mac` (lower case) of a keyed envelope, as written or read
+    stored_sha256: Optional[str] = None  # §10.3: the header's `sha256` where `data` is the decrypted plaintext
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+        """The header's `sha256`: of the data as stored (for an encrypted envelope, of the ciphertext)."""
+        return self.stored_sha256 or hashlib.sha256(self.data).hexdigest()
 
     def header(self) -> dict[str, Any]:
+        """The header of the envelope as an unkeyed writer writes it (§4)."""
         header: dict[str, Any] = {
             "contentType": self.content_type,
             "createdAt": self.created_at,
@@ -290,7 +308,7 @@ class Envelope:
             "label": self.label,
             "length": len(self.data),
             "origin": self.origin,
-            "sha256": self.sha256,
+            "sha256": hashlib.sha256(self.data).hexdigest(),
             "vsn": self.vsn,
         }
         if self.incarnation is not None:
@@ -529,6 +547,7 @@ def decode_envelope(
     topic_id: str,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
     checkpoint: bool = False,
+    keys: Optional[KeySet] = None,
 ) -> Envelope:
     """The envelope in `payload`, read from the topic of (`topic_label`, `topic_id`).
 
@@ -540,6 +559,9 @@ def decode_envelope(
     level `topic_id` is the writer's instance: check 8 then compares the header's `label` and `origin.instance`
     with the topic's and requires an `incarnation` (else label-mismatch: not a checkpoint of that topic); the
     checkpoint's `id` is new for each write and matches no topic level.
+
+    With `keys` (a keyed reader, §10.4), checks 9 (signature) and 10 (encryption) follow; the envelope's `data` is
+    then the decrypted state of an encrypted envelope. Without, an envelope with `encryption` is `unknown-key`.
     """
     if len(payload) > max_payload:
         raise Rejection("too-large", f"{len(payload)} bytes, over this reader's limit of {max_payload}")
@@ -575,6 +597,7 @@ def decode_envelope(
             "label-mismatch",
             f"header label/id {header['label']!r}/{header['id']!r} differ from the topic's {topic_label!r}/{topic_id!r}",
         )
+    plaintext, mac = _keyed_checks(header, data, keys)
     return Envelope(
         id=header["id"],
         label=header["label"],
@@ -582,8 +605,10 @@ def decode_envelope(
         created_at=header["createdAt"],
         origin=_plain_origin(header["origin"]),
         content_type=header["contentType"],
-        data=data,
+        data=plaintext,
         incarnation=incarnation if checkpoint else None,
+        mac=mac or None,
+        stored_sha256=header["sha256"].translate(_ASCII_LOWER) if plaintext is not data else None,
     )
 
 
@@ -597,6 +622,299 @@ def decode_json_state(envelope: Envelope, readable_versions: set[int]) -> Any:
         return json.loads(envelope.data.decode("utf-8"), parse_constant=_reject_constant)
     except ValueError as error:
         raise Rejection("undecodable-state", f"the data is not JSON: {error}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Keys, signatures and encryption (§10)
+
+SIGNATURE_ALG = "hmac-sha256"  # §10.2
+ENCRYPTION_ALG = "aes-256-gcm"  # §10.3
+HKDF_SALT = b"swift-handoff/1"  # §10.1: the 15 UTF-8 bytes
+HKDF_INFO_MAC = b"swift-handoff signature"
+HKDF_INFO_AES = b"swift-handoff encryption"
+SIGNED_TEXT_START = b"swift-handoff-signature/1\n"  # §10.2
+CLAIM_TEXT_START = b"swift-handoff-claim/1\n"  # §10.5
+CLAIM_SIGNATURE = "handoff-claim-signature"  # §10.5
+RESTORE_BY = "handoff-restore-by"  # §10.6
+MIN_SECRET_BYTES = 32
+_KEY_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_HEX64_RE = re.compile(r"[0-9a-fA-F]{64}")
+_NONCE_RE = re.compile(r"[0-9a-fA-F]{24}")
+
+
+def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> bytes:
+    """RFC 5869 HKDF with SHA-256: extract (PRK = HMAC(salt, IKM)), then expand to `length` bytes."""
+    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
+    output, block, counter = b"", b"", 1
+    while len(output) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        output += block
+        counter += 1
+    return output[:length]
+
+
+def is_key_id(value: Any) -> bool:
+    """§10.1: a key id is 1-64 characters of [A-Za-z0-9._-]."""
+    return isinstance(value, str) and _KEY_ID_RE.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class Key:
+    """A key of §10.1: its id, its secret and the two subkeys derived from it."""
+
+    id: str
+    secret: bytes
+
+    def __post_init__(self) -> None:
+        if not is_key_id(self.id):
+            raise ValueError(f"invalid key id {self.id!r}: 1-64 characters of [A-Za-z0-9._-]")
+        if len(self.secret) < MIN_SECRET_BYTES:
+            raise ValueError(f"the secret of key {self.id!r} has {len(self.secret)} bytes, fewer than {MIN_SECRET_BYTES}")
+
+    @property
+    def mac_key(self) -> bytes:
+        return hkdf_sha256(self.secret, HKDF_SALT, HKDF_INFO_MAC)
+
+    @property
+    def aes_key(self) -> bytes:
+        return hkdf_sha256(self.secret, HKDF_SALT, HKDF_INFO_AES)
+
+
+class KeySet:
+    """One writing key and any number of read-only keys (§10.1)."""
+
+    def __init__(self, keys: list[Key]) -> None:
+        if not keys:
+            raise ValueError("a key set needs at least one key (the first one writes)")
+        self.writer = keys[0]
+        self._keys: dict[str, Key] = {}
+        for key in keys:
+            if key.id in self._keys:
+                raise ValueError(f"key id {key.id!r} occurs twice")
+            self._keys[key.id] = key
+        self._mac_keys = {key.id: key.mac_key for key in keys}
+        self._aes_keys = {key.id: key.aes_key for key in keys}
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._keys)
+
+    def __contains__(self, key_id: object) -> bool:
+        return key_id in self._keys
+
+    def mac_key(self, key_id: str) -> bytes:
+        return self._mac_keys[key_id]
+
+    def aes_key(self, key_id: str) -> bytes:
+        return self._aes_keys[key_id]
+
+    # -- claims (§10.5) --
+
+    def claim_signature(self, topic: str, claim_by: str, purpose: Optional[str], round_mac: str) -> str:
+        """The `handoff-claim-signature` value of a claim, signed with the writing key."""
+        key = self.writer
+        cmac = hmac.new(self.mac_key(key.id), claim_text(topic, claim_by, purpose, round_mac), hashlib.sha256).hexdigest()
+        return f"{SIGNATURE_ALG}:{key.id}:{cmac}"
+
+    def claim_verifies(self, signature: Optional[str], topic: str, claim_by: str, purpose: Optional[str], round_mac: str) -> bool:
+        """Whether a claim's `handoff-claim-signature` is `hmac-sha256:KEYID:CMAC` with KEYID in this set and CMAC
+        right (compared case-insensitively, in constant time)."""
+        if signature is None:
+            return False
+        parts = signature.split(":")
+        if len(parts) != 3 or parts[0] != SIGNATURE_ALG or parts[1] not in self:
+            return False
+        expected = hmac.new(self.mac_key(parts[1]), claim_text(topic, claim_by, purpose, round_mac), hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected.encode("ascii"), parts[2].translate(_ASCII_LOWER).encode("utf-8"))
+
+
+def parse_key_file(text: str, source: str = "the key file") -> KeySet:
+    """The key set of a key file: UTF-8 text, one key per line `KEYID BASE64SECRET` (separated by spaces or tabs;
+    standard base64 with padding), blank lines and lines whose first non-blank character is `#` ignored; the first key
+    writes, the others only read. ValueError (naming the line) for anything else."""
+    keys: list[Key] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip(" \t\r")
+        if not stripped or stripped.startswith("#"):
+            continue
+        fields = stripped.split()
+        if len(fields) != 2:
+            raise ValueError(f"{source}, line {number}: expected `KEYID BASE64SECRET`, found {len(fields)} fields")
+        key_id, encoded = fields
+        if not is_key_id(key_id):
+            raise ValueError(f"{source}, line {number}: invalid key id {key_id!r} (1-64 characters of [A-Za-z0-9._-])")
+        try:
+            secret = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"{source}, line {number}: the secret of key {key_id!r} is not base64") from None
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"{source}, line {number}: the secret of key {key_id!r} has {len(secret)} bytes, at least {MIN_SECRET_BYTES} needed"
+            )
+        if any(key.id == key_id for key in keys):
+            raise ValueError(f"{source}, line {number}: key id {key_id!r} occurs twice")
+        keys.append(Key(key_id, secret))
+    if not keys:
+        raise ValueError(f"{source} holds no key")
+    return KeySet(keys)
+
+
+def load_key_file(path: str) -> KeySet:
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except OSError as error:
+        raise ValueError(f"cannot read the key file {path}: {error}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"the key file {path} is not UTF-8") from None
+    return parse_key_file(text, f"key file {path}")
+
+
+def _aesgcm() -> Any:
+    """cryptography's AESGCM and InvalidTag, imported only where a key set is used."""
+    try:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    except ImportError:  # pragma: no cover - depends on the machine
+        raise SystemExit("error: keyed participants need python3-cryptography (apt-get install python3-cryptography)") from None
+    return AESGCM, InvalidTag
+
+
+def _length_prefixed(values: list[str]) -> bytes:
+    out = bytearray()
+    for value in values:
+        encoded = value.encode("utf-8")
+        out += str(len(encoded)).encode("ascii") + b":" + encoded + b"\n"
+    return bytes(out)
+
+
+def _text_value(value: Any) -> str:
+    """A header value as a line of the signed text: strings as they are, integers in plain decimal, absent (or null)
+    as the empty string. (Values of another type, possible only in `encryption`, whose check 10 comes after the
+    signature, also give the empty string.)"""
+    if value is None or isinstance(value, bool):
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, JSONNumber):
+        number = exact_integer(value.text)
+        return "" if number is None else str(number)
+    if isinstance(value, int):
+        return str(value)
+    return ""
+
+
+def _member(header: dict[str, Any], key: str, member: str) -> Any:
+    value = header.get(key)
+    return value.get(member) if isinstance(value, dict) else None
+
+
+def signed_text(header: dict[str, Any]) -> bytes:
+    """§10.2: the text the envelope's `signature.mac` is the HMAC of, from a header as written or as read."""
+    values = [
+        header.get("format"),
+        header.get("id"),
+        header.get("label"),
+        header.get("vsn"),
+        header.get("createdAt"),
+        _member(header, "origin", "instance"),
+        _member(header, "origin", "host"),
+        _member(header, "origin", "pid"),
+        header.get("contentType"),
+        header.get("length"),
+        _text_value(header.get("sha256")).translate(_ASCII_LOWER),
+        header.get("incarnation"),
+        _member(header, "encryption", "alg"),
+        _member(header, "encryption", "key"),
+        _text_value(_member(header, "encryption", "nonce")).translate(_ASCII_LOWER),
+        _member(header, "signature", "alg"),
+        _member(header, "signature", "key"),
+    ]
+    return SIGNED_TEXT_START + _length_prefixed([_text_value(value) for value in values])
+
+
+def claim_text(topic: str, claim_by: str, purpose: Optional[str], round_mac: str) -> bytes:
+    """§10.5: the text a claim's CMAC is the HMAC of."""
+    return CLAIM_TEXT_START + _length_prefixed([topic, claim_by, purpose or "", round_mac.translate(_ASCII_LOWER)])
+
+
+def seal(envelope: "Envelope", keys: KeySet, encrypt: bool = False, nonce: Optional[bytes] = None) -> tuple[bytes, str]:
+    """The payload of a keyed writer (§10.2, §10.3) and its `signature.mac`: the data encrypted (if `encrypt`) under
+    the writing key with `nonce` (default: 12 random bytes), the header signed with the writing key."""
+    key = keys.writer
+    header = envelope.header()
+    data = envelope.data
+    if encrypt:
+        aesgcm, _ = _aesgcm()
+        nonce = nonce if nonce is not None else os.urandom(12)
+        if len(nonce) != 12:
+            raise ValueError("an AES-GCM nonce has 12 bytes")
+        data = aesgcm(keys.aes_key(key.id)).encrypt(nonce, envelope.data, None)
+        header["length"] = len(data)
+        header["sha256"] = hashlib.sha256(data).hexdigest()
+        header["encryption"] = {"alg": ENCRYPTION_ALG, "key": key.id, "nonce": nonce.hex()}
+    header["signature"] = {"alg": SIGNATURE_ALG, "key": key.id}
+    mac = hmac.new(keys.mac_key(key.id), signed_text(header), hashlib.sha256).hexdigest()
+    header["signature"]["mac"] = mac
+    encoded = encode_header(header)
+    if len(encoded) > MAX_HEADER_BYTES:
+        raise ValueError(f"the header is {len(encoded)} bytes, more than {MAX_HEADER_BYTES}")
+    return encoded + b"\n" + data, mac
+
+
+def _keyed_checks(header: dict[str, Any], data: bytes, keys: Optional[KeySet]) -> tuple[bytes, str]:
+    """Checks 9 and 10 of §10.4 (or, without a key set, the `encryption` case of check 10); the data to decode (the
+    plaintext of an encrypted envelope) and the envelope's `signature.mac` in lower case ("" without a key set)."""
+    if keys is None:
+        if header.get("encryption") is not None:
+            raise Rejection("unknown-key", "an encrypted envelope, and this reader has no key set")
+        return data, ""
+    signature = header.get("signature")
+    if not isinstance(signature, dict) or not all(isinstance(signature.get(m), str) for m in ("alg", "key", "mac")):
+        raise Rejection("signature-invalid", "no 'signature' object with string alg, key and mac")
+    if signature["alg"] != SIGNATURE_ALG:
+        raise Rejection("signature-invalid", f"signature alg {signature['alg']!r} is not {SIGNATURE_ALG!r}"[:200])
+    if not is_key_id(signature["key"]):
+        raise Rejection("signature-invalid", f"signature key {signature['key']!r} is not a key id"[:200])
+    if signature["key"] not in keys:
+        raise Rejection("unknown-key", f"signed with key {signature['key']!r}, not in this reader's key set")
+    expected = hmac.new(keys.mac_key(signature["key"]), signed_text(header), hashlib.sha256).hexdigest()
+    mac = signature["mac"].translate(_ASCII_LOWER)
+    if not hmac.compare_digest(expected.encode("ascii"), mac.encode("utf-8")):
+        raise Rejection("signature-invalid", f"the signature does not verify with key {signature['key']!r}")
+    encryption = header.get("encryption")
+    if encryption is None:
+        return data, mac
+    if not isinstance(encryption, dict) or not all(isinstance(encryption.get(m), str) for m in ("alg", "key", "nonce")):
+        raise Rejection("decryption-failed", "'encryption' is not an object with string alg, key and nonce")
+    if encryption["alg"] != ENCRYPTION_ALG:
+        raise Rejection("decryption-failed", f"encryption alg {encryption['alg']!r} is not {ENCRYPTION_ALG!r}"[:200])
+    if _NONCE_RE.fullmatch(encryption["nonce"]) is None:
+        raise Rejection("decryption-failed", "the encryption nonce is not 24 hex digits")
+    if encryption["key"] not in keys:
+        raise Rejection("unknown-key", f"encrypted with key {encryption['key']!r}, not in this reader's key set"[:200])
+    aesgcm, invalid_tag = _aesgcm()
+    try:
+        plaintext = aesgcm(keys.aes_key(encryption["key"])).decrypt(bytes.fromhex(encryption["nonce"]), data, None)
+    except invalid_tag:
+        raise Rejection("decryption-failed", f"the AES-GCM tag does not verify with key {encryption['key']!r}") from None
+    return plaintext, mac
+
+
+def payload_mac(payload: bytes) -> str:
+    """The `signature.mac` (lower case) of a payload's header, for the claims of its round (§10.5); "" if the payload
+    has no header line, its header fails checks 3-4 of §4, or it has no string `signature.mac`."""
+    newline = payload.find(b"\n", 0, MAX_HEADER_BYTES + 1)
+    if newline < 0:
+        return ""
+    try:
+        header = _parse_header(payload[:newline])
+    except Rejection:
+        return ""
+    mac = _member(header, "signature", "mac")
+    return mac.translate(_ASCII_LOWER) if isinstance(mac, str) else ""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -680,6 +998,20 @@ class Round:
     envelope_id: Optional[str] = None  # the header's id, if readable
     incarnation: Optional[int] = None  # a readable checkpoint's incarnation
     released_at_verdict: bool = False  # a checkpoint released (§9.3) when its verdict arrived
+    mac: str = ""  # §10.5: the `signature.mac` of the round's payload (lower case; "" if none), bound into its claims
+    origin_instance: Optional[str] = None  # a readable envelope's origin.instance
+    rejected: bool = False  # the racer rejected it (§7): it never restores it (§10.6)
+    restored_at: Optional[float] = None  # §10.6: monotonic time the restore that opened this round arrived
+    restored_by: Optional[str] = None  # the `handoff-restore-by` of the message that opened this round
+    restores: int = 0  # §10.6: how often this participant restored this round
+    clears: int = 0  # clears (not claims) and stray payloads seen in this round: the restore generation
+    restore_seen: bool = False  # a restore of this round arrived since its last clear
+    restores_exhausted: bool = False  # the error of §10.6 step 2 was logged
+
+    @property
+    def is_open(self) -> bool:
+        """§5 rule 1: a readable handoff seen and no verdict yet."""
+        return self.readable and self.verdict is None
 
     @property
     def key(self) -> str:
@@ -725,8 +1057,18 @@ class Participant:
         session_expiry: int = 300,
         timeout: float = 10.0,
         will_delay: Optional[int] = None,
+        keys: Optional[KeySet] = None,
+        encrypt: bool = False,
     ) -> None:
         validate_prefix(prefix)
+        # §10: keyed with `keys` (signs and verifies envelopes and claims; encrypts with `encrypt`), or not.
+        if encrypt and keys is None:
+            raise ValueError("--encrypt needs --keys")
+        if keys is not None:
+            _aesgcm()  # fail at once, not at the first encrypted envelope
+        self.keys = keys
+        self.encrypt = encrypt
+        self.restore_log: list[dict[str, Any]] = []  # §10.6: the restores this participant published
         self.topics = Topics(prefix)
         self.instance = instance or new_id()
         if not is_valid_id(self.instance):
@@ -757,6 +1099,7 @@ class Participant:
         self._statuses: dict[str, InstanceStatus] = {}  # instance -> its latest status (as read)
         self._released_through: dict[str, int] = {}  # instance -> the highest "released through" seen
         self._status_changed = False  # a "released through" went up since take_status_change()
+        self._actions: list[Callable[[], None]] = []  # publishes decided under the lock, done after it
 
         self._client = _new_client(f"handoff-{self.instance}")
         self._client.max_inflight_messages_set(100)
@@ -921,6 +1264,9 @@ class Participant:
                 if kind in ("handoffs", "checkpoints"):
                     self._track(topic, label_level, handoff_id, message, checkpoint=kind == "checkpoints")
             self._lock.notify_all()
+            actions, self._actions = self._actions, []
+        for action in actions:
+            action()
 
     def _track_status(self, instance: str, payload: bytes) -> None:
         """§9.1: keeps, per instance, the highest "released through" seen (it never goes down). A zero-length
@@ -948,35 +1294,62 @@ class Participant:
         self, topic: str, label_level: str, handoff_id: str, message: mqtt.MQTTMessage, checkpoint: bool = False
     ) -> None:
         """Applies the rule of §5 to one message of a handoff topic, or of a checkpoint topic (§9.3; there
-        `handoff_id` is the topic's instance level). Called with the lock held."""
+        `handoff_id` is the topic's instance level), with the signed claims of §10.5 and the repair of §10.6.
+        Called with the lock held."""
         payload = bytes(message.payload)
+        pairs = user_properties(message)
         current = self._rounds.get(topic)
         if payload:
+            restorer = first_property(pairs, RESTORE_BY)
+            if restorer and current is not None and current.is_open and payload == current.payload:
+                # §10.6: a restore of the open round changes nothing (its claims in flight stay valid).
+                current.restore_seen = True
+                return
             envelope: Optional[Envelope] = None
             try:
-                envelope = decode_envelope(payload, decode_label(label_level), handoff_id, checkpoint=checkpoint)
+                envelope = decode_envelope(
+                    payload, decode_label(label_level), handoff_id, checkpoint=checkpoint, keys=self.keys
+                )
                 readable = True
             except (Rejection, ValueError):
                 readable = False
-            if not readable and current is not None and current.readable and current.verdict is None:
+            if not readable and current is not None and current.is_open:
                 # §5 rule 1: a rejected payload on the topic of an open round neither opens a round nor closes
-                # it; it is dead-lettered without a claim, and the waiting handoff stays claimable.
+                # it; it is dead-lettered without a claim, and the waiting handoff stays claimable (and is
+                # restored for later subscribers, §10.6).
                 self._opened.append(
                     Round(topic, label_level, handoff_id, payload, current.number, readable=False, stray=True, checkpoint=checkpoint)
                 )
+                self._schedule_restore(current)
                 return
             number = current.number + 1 if current else 1
             opened = Round(
                 topic, label_level, handoff_id, payload, number, readable=readable, checkpoint=checkpoint,
                 envelope_id=envelope.id if envelope else None, incarnation=envelope.incarnation if envelope else None,
+                mac=(envelope.mac or "") if envelope else payload_mac(payload),
+                origin_instance=envelope.origin.get("instance") if envelope else None,
             )
+            if restorer:
+                # §10.6: a round opened by a restore is not claimed for merging for 250 ms; one opened by our own
+                # restore (seen live) is a stale restore: claimed `already-merged` at once.
+                opened.restored_at = time.monotonic()
+                opened.restored_by = restorer
+                if restorer == self.instance and not message.retain:
+                    self._actions.append(lambda: self.publish_claim(opened, PURPOSE_ALREADY_MERGED))
+                    print(f"own restore of a decided round on {topic}: claimed already-merged", file=sys.stderr)
             self._rounds[topic] = opened
             self._opened.append(opened)
             return
-        claimer = first_property(user_properties(message), CLAIM_BY)
-        if current is not None and current.verdict is None and claimer:
+        claimer = first_property(pairs, CLAIM_BY)
+        if current is None or current.verdict is not None:
+            return  # §5 rule 4
+        purpose = first_property(pairs, CLAIM_PURPOSE)
+        if claimer and (
+            self.keys is None
+            or self.keys.claim_verifies(first_property(pairs, CLAIM_SIGNATURE), topic, claimer, purpose, current.mac)
+        ):
             current.verdict = claimer
-            current.verdict_purpose = first_property(user_properties(message), CLAIM_PURPOSE)
+            current.verdict_purpose = purpose
             if checkpoint:
                 # Whether the checkpoint was released when its verdict came (statuses are tracked under this lock,
                 # in the order received): a claim that beat our own processing of the release still counts.
@@ -985,6 +1358,59 @@ class Participant:
                     current.incarnation <= through if current.incarnation is not None else through > 0
                 )
             self._decided.append(current)
+            return
+        # §5 rule 3 (and §10.5): not a claim. It removed the retained copy: restore it (§10.6).
+        if claimer:
+            print(f"a claim by {claimer!r} on {topic} does not verify: not a claim", file=sys.stderr)
+        if current.is_open:
+            self._schedule_restore(current)
+
+    # -- repair (§10.6) ----------------------------------------------------------------------------------------
+
+    RESTORE_DELAY = 0.1  # seconds: the random delay before a restore is uniform in 0 ... this
+    RESTORE_HOLD = 0.25  # seconds a round opened by a restore is not claimed for merging
+    MAX_RESTORES = 3  # restores of one round by one participant
+
+    def _schedule_restore(self, round_: Round) -> None:
+        """After a clear that is not a claim, or a rejected payload that replaced the round's retained copy: restores
+        the round's payload after a random delay, unless a restore arrives first (§10.6). Called with the lock held."""
+        own = round_.handoff_id == self.instance if round_.checkpoint else round_.origin_instance == self.instance
+        if own or round_.rejected:
+            return
+        round_.clears += 1
+        round_.restore_seen = False
+        if round_.restores >= self.MAX_RESTORES:
+            if not round_.restores_exhausted:
+                round_.restores_exhausted = True
+                print(
+                    f"error: {round_.topic} was cleared again after {self.MAX_RESTORES} restores: not restored any more "
+                    "(the participants that saw it still hold the round)",
+                    file=sys.stderr,
+                )
+            return
+        generation = round_.clears
+        timer = threading.Timer(random.uniform(0, self.RESTORE_DELAY), self._restore, args=(round_, generation))
+        timer.daemon = True
+        timer.start()
+
+    def _restore(self, round_: Round, generation: int) -> None:
+        with self._lock:
+            if (
+                self._rounds.get(round_.topic) is not round_
+                or not round_.is_open
+                or round_.restore_seen
+                or round_.clears != generation
+                or round_.restores >= self.MAX_RESTORES
+                or not self._connected
+            ):
+                return
+            round_.restores += 1
+            self.restore_log.append({"topic": round_.topic, "round": round_.number, "restore": round_.restores})
+        print(f"restoring {round_.topic} (restore {round_.restores} of round {round_.number})", file=sys.stderr)
+        self.publish(
+            round_.topic, round_.payload, retain=True, user=[(RESTORE_BY, self.instance)],
+            content_type=ENVELOPE_CONTENT_TYPE, wait=False,
+        )
 
     # -- watching (§6) ---------------------------------------------------------------------------------------
 
@@ -1061,7 +1487,7 @@ class Participant:
         for envelope in envelopes:
             topic = self.topics.handoff(envelope.label, envelope.id)
             info = self.publish(
-                topic, envelope.encode(), retain=True, content_type=ENVELOPE_CONTENT_TYPE, wait=False
+                topic, self.encode(envelope), retain=True, content_type=ENVELOPE_CONTENT_TYPE, wait=False
             )
             sent.append((info, topic))
         for info, topic in sent:
@@ -1075,8 +1501,25 @@ class Participant:
             if round_.verdict is not None or round_.claimed:
                 return
             round_.claimed = True
+        self.publish(round_.topic, b"", retain=True, user=self.claim_properties(round_.topic, purpose, round_.mac), wait=False)
+
+    def claim_properties(self, topic: str, purpose: str, round_mac: str) -> list[tuple[str, str]]:
+        """The user properties of a claim: claimer and purpose (§5), and for a keyed participant the claim's
+        signature, bound to the round's `signature.mac` (§10.5)."""
         user = [(CLAIM_BY, self.instance), (CLAIM_PURPOSE, purpose)]
-        self.publish(round_.topic, b"", retain=True, user=user, wait=False)
+        if self.keys is not None:
+            user.append((CLAIM_SIGNATURE, self.keys.claim_signature(topic, self.instance, purpose, round_mac)))
+        return user
+
+    def encode(self, envelope: Envelope) -> bytes:
+        """The envelope's payload: signed (and encrypted with --encrypt) for a keyed participant (§10); sets
+        `envelope.mac` and, if encrypted, `envelope.stored_sha256`."""
+        if self.keys is None:
+            return envelope.encode()
+        payload, envelope.mac = seal(envelope, self.keys, self.encrypt)
+        if self.encrypt:
+            envelope.stored_sha256 = hashlib.sha256(payload[payload.index(b"\n") + 1 :]).hexdigest()
+        return payload
 
     def await_verdict(self, round_: Round, timeout: Optional[float] = None) -> str:
         """Waits for the round's verdict; the instance it names."""
@@ -1165,6 +1608,7 @@ class Racer:
     _released: set[tuple[str, int]] = field(default_factory=set)  # checkpoint rounds released and decided upon
     _handed_off: set[tuple[str, str]] = field(default_factory=set)  # (label level, origin instance) of handoffs seen (§9.6)
     _merged_topics: set[str] = field(default_factory=set)  # checkpoint topics of which this racer merged a round (§9.7)
+    _merged_handoffs: set[str] = field(default_factory=set)  # handoff topics this racer merged (§5 "Broker crashes")
 
     def handle_opened(self) -> None:
         """Decides what to do with each handoff that arrived, and claims the ones it wants; checkpoints are
@@ -1183,7 +1627,10 @@ class Racer:
 
     def _dead_letter_stray(self, round_: Round) -> None:
         try:
-            decode_envelope(round_.payload, decode_label(round_.label_level), round_.handoff_id, checkpoint=round_.checkpoint)
+            decode_envelope(
+                round_.payload, decode_label(round_.label_level), round_.handoff_id, checkpoint=round_.checkpoint,
+                keys=self.participant.keys,
+            )
         except Rejection as rejection:
             if rejection.left_in_place:
                 print(f"left in place: {round_.topic}: {rejection}", file=sys.stderr)
@@ -1232,7 +1679,8 @@ class Racer:
         key = (round_.topic, round_.number)
         try:
             envelope = decode_envelope(
-                round_.payload, decode_label(round_.label_level), round_.handoff_id, checkpoint=round_.checkpoint
+                round_.payload, decode_label(round_.label_level), round_.handoff_id, checkpoint=round_.checkpoint,
+                keys=self.participant.keys,
             )
             origin = envelope.origin.get("instance")
             if not round_.checkpoint:
@@ -1240,6 +1688,10 @@ class Racer:
                 self._handed_off.add((round_.label_level, origin))
                 if origin == self.participant.instance:
                     return  # our own handoff: never claimed, but the round is still tracked
+                if round_.topic in self._merged_handoffs:
+                    # §5 "Broker crashes" (and a stale restore, §10.6): a new round of a handoff this racer merged.
+                    self.participant.publish_claim(round_, PURPOSE_ALREADY_MERGED)
+                    return
             else:
                 self._envelopes[key] = envelope
                 if (round_.label_level, origin) in self._handed_off:
@@ -1253,6 +1705,8 @@ class Racer:
             state = decode_json_state(envelope, self.readable_versions)
         except Rejection as rejection:
             self._rejections[key] = rejection
+            with self.participant._lock:
+                round_.rejected = True  # §10.6: a participant that rejected a handoff does not restore it
             if rejection.left_in_place:
                 print(f"left in place: {round_.topic}: {rejection}", file=sys.stderr)
             else:
@@ -1260,7 +1714,11 @@ class Racer:
             return
         self._accepted[key] = (envelope, state)
         delay = self.claim_delay + random.uniform(0, self.claim_jitter)
-        self._due.append((time.monotonic() + delay, round_))
+        due = time.monotonic() + delay
+        if round_.restored_at is not None:
+            # §10.6: a round opened by a restore is not claimed for merging until 250 ms after the restore arrived.
+            due = max(due, round_.restored_at + Participant.RESTORE_HOLD)
+        self._due.append((due, round_))
 
     def claim_due(self) -> None:
         """Publishes the merge claims whose delay is over."""
@@ -1281,7 +1739,8 @@ class Racer:
                     self._released.add(key)
                     with contextlib.suppress(Rejection, ValueError):
                         self._envelopes[key] = decode_envelope(
-                            round_.payload, decode_label(round_.label_level), round_.handoff_id, checkpoint=True
+                            round_.payload, decode_label(round_.label_level), round_.handoff_id, checkpoint=True,
+                            keys=self.participant.keys,
                         )
             if round_.checkpoint and key not in self._released:
                 # Not released here (held, our own, or unreadable while its writer released nothing): its writer's
@@ -1297,6 +1756,8 @@ class Racer:
             # it, §5 "Stopping") replaces the earlier verdict, unless this racer already merged the handoff.
             if previous is not None and previous.merged:
                 continue
+            if previous is not None and not round_.checkpoint and round_.verdict_purpose == PURPOSE_ALREADY_MERGED:
+                continue  # a resurrected or stale restored round closed as already merged: the earlier verdict stands
             won = round_.verdict == self.participant.instance
             accepted = self._accepted.get(key)
             rejection = self._rejections.get(key)
@@ -1305,6 +1766,8 @@ class Racer:
                 print(f"error: won {round_.topic} without having claimed it", file=sys.stderr)
             if merged and round_.checkpoint:
                 self._merged_topics.add(round_.topic)
+            if merged and not round_.checkpoint:
+                self._merged_handoffs.add(round_.topic)
             envelope = accepted[0] if accepted else self._envelopes.get(key)
             self.results[round_.key] = RaceResult(
                 winner=round_.verdict,
@@ -1579,6 +2042,315 @@ def classify(payload: bytes, topic_label: str, topic_id: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Test vectors of §10 (shared with the Swift tests)
+
+VECTORS_FORMAT = "swift-handoff-signing-vectors/1"
+VECTORS_DESCRIPTION = (
+    "Test vectors for docs/PROTOCOL.md §10 (signed and encrypted envelopes, signed claims), generated by "
+    "`interop/python/handoff_client.py signing-vectors --out FILE` and checked by `... verify-vectors FILE`. "
+    "Byte strings are base64 (standard alphabet, padded) where named payload/data/secret, hex (lower case) where named "
+    "macKey/aesKey/mac/cmac/nonce/okm; signedText and claimText are the exact UTF-8 texts (each line ends with \\n). "
+    "keys: every key used, with its HKDF-SHA256 subkeys (§10.1). hkdf: RFC 5869 test case 1, to check the HKDF itself. "
+    "readerKeyFile: a key file (§10.1 format) whose key set (readerKeys, the first one writes) reads every case; the key "
+    "'k9' of keys is NOT in it. keyFiles: key files with the key ids they must give (ok true, the first id writes) or "
+    "that must be refused (ok false). envelopes: a writer signing with key `key` (and encrypting with `nonce` when it "
+    "is not null) turns the header fields (id, label, vsn, createdAt, origin, contentType, incarnation: null = absent) "
+    "and data into exactly `payload` (header keys sorted, compact JSON, as swift-handoff and this client write it); "
+    "signedText/mac are §10.2's; a keyed reader with readerKeys accepts payload on the topic (topicLabel, topicId; with "
+    "checkpoint true a checkpoint topic whose topicId is the writer's instance, §9.2) and gets data back. claims: "
+    "claimText and cmac of §10.5 for (topic, claimBy, purpose: null = the property absent, roundMac) under key `key`; "
+    "`property` is the handoff-claim-signature value sent (some are tampered: then cmac is still the right one); `verifies` "
+    "says whether a keyed participant with readerKeys takes a claim with that property as a claim of the round whose "
+    "signature.mac is verifyRoundMac. negatives: payloads with the verdict a keyed reader with "
+    "readerKeys gives (`verdict`: ok or a §7 reason code) and the one an unkeyed reader gives (`unkeyedVerdict`)."
+)
+_VECTOR_KEYS = [
+    ("k1", bytes(range(32))),
+    ("rotation.k-2", bytes(range(100, 140))),
+    ("k9", b"\xff" * 32),
+]
+_VECTOR_READER_FILE = (
+    "# the key set of the test vectors: k1 writes, rotation.k-2 only reads\n\n"
+    f"k1 {base64.b64encode(_VECTOR_KEYS[0][1]).decode()}\n"
+    f"   rotation.k-2\t{base64.b64encode(_VECTOR_KEYS[1][1]).decode()}  \n"
+)
+
+
+def _vector_key_sets() -> tuple[dict[str, KeySet], KeySet]:
+    """A key set per vector key (that key writing), and the readers' key set."""
+    writers = {key_id: KeySet([Key(key_id, secret)]) for key_id, secret in _VECTOR_KEYS}
+    return writers, parse_key_file(_VECTOR_READER_FILE)
+
+
+def _sign_header(header: dict[str, Any], keys: KeySet) -> bytes:
+    """The payload header of `header` signed with the writing key of `keys` (whatever its `encryption` says)."""
+    header = dict(header)
+    header["signature"] = {"alg": SIGNATURE_ALG, "key": keys.writer.id}
+    header["signature"]["mac"] = hmac.new(keys.mac_key(keys.writer.id), signed_text(header), hashlib.sha256).hexdigest()
+    return encode_header(header)
+
+
+def classify_keyed(payload: bytes, label: str, topic_id: str, checkpoint: bool, keys: Optional[KeySet]) -> str:
+    try:
+        decode_envelope(payload, label, topic_id, checkpoint=checkpoint, keys=keys)
+        return "ok"
+    except Rejection as rejection:
+        return rejection.reason
+
+
+def _envelope_cases() -> list[dict[str, Any]]:
+    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    return [
+        {"name": "handoff with origin host and pid", "key": "k1", "nonce": None, "checkpoint": False,
+         "id": "0f8fad5b-d9cb-469f-a165-70867728950e", "label": "counter", "vsn": 2, "createdAt": "2026-11-25T06:00:00.123Z",
+         "origin": {"instance": "c0a8e1f2-4b3d-4e5f-8a9b-0c1d2e3f4a5b", "host": "pod-7", "pid": 41},
+         "contentType": "application/json", "incarnation": None, "data": b64(b'{"count":42,"total":99}')},
+        {"name": "handoff without host and pid, signed with a read-only key, empty data", "key": "rotation.k-2",
+         "nonce": None, "checkpoint": False, "id": "a", "label": "counter", "vsn": 0, "createdAt": "2026-11-25T06:00:00Z",
+         "origin": {"instance": "writer-2"}, "contentType": "application/octet-stream", "incarnation": None, "data": ""},
+        {"name": "checkpoint with incarnation and a negative pid", "key": "k1", "nonce": None, "checkpoint": True,
+         "id": "5b1d3c6e-0000-4000-8000-000000000003", "label": "counter", "vsn": 1, "createdAt": "2026-11-25T06:00:01.500Z",
+         "origin": {"instance": "writer-3", "host": "h", "pid": -12}, "contentType": "application/json",
+         "incarnation": 7, "data": b64(b'{"count":7}')},
+        {"name": "non-ASCII label, contentType with parameters, vsn 2^63-1", "key": "k1", "nonce": None, "checkpoint": False,
+         "id": "id_with-chars", "label": "é/x", "vsn": INT64_MAX, "createdAt": "2026-11-25T08:00:00.123+02:00",
+         "origin": {"instance": "wrïter", "host": "hôte"}, "contentType": "application/json; charset=utf-8",
+         "incarnation": None, "data": b64('{"text":"héllo 🎉"}'.encode())},
+        {"name": "encrypted handoff (fixed nonce)", "key": "k1", "nonce": "000102030405060708090a0b", "checkpoint": False,
+         "id": "e1", "label": "secret", "vsn": 1, "createdAt": "2026-11-25T06:00:00.123Z",
+         "origin": {"instance": "writer-5", "host": "pod-5", "pid": 5}, "contentType": "application/json",
+         "incarnation": None, "data": b64(b'{"pin":1234}')},
+        {"name": "encrypted checkpoint with the read-only key (fixed nonce)", "key": "rotation.k-2",
+         "nonce": "ffeeddccbbaa998877665544", "checkpoint": True, "id": "e2", "label": "counter", "vsn": 3,
+         "createdAt": "2026-11-25T06:00:00.123Z", "origin": {"instance": "writer-6"}, "contentType": "application/json",
+         "incarnation": 2, "data": b64(b'{"count":1}')},
+    ]
+
+
+def _seal_case(case: dict[str, Any], writers: dict[str, KeySet]) -> tuple[bytes, str, bytes]:
+    """(payload, mac, signed text) of an envelope case."""
+    origin = {k: v for k, v in case["origin"].items()}
+    envelope = Envelope(
+        case["id"], case["label"], case["vsn"], case["createdAt"], origin, case["contentType"],
+        base64.b64decode(case["data"]), case["incarnation"],
+    )
+    nonce = bytes.fromhex(case["nonce"]) if case["nonce"] else None
+    payload, mac = seal(envelope, writers[case["key"]], encrypt=nonce is not None, nonce=nonce)
+    header = json.loads(payload[: payload.index(b"\n")])
+    return payload, mac, signed_text(header)
+
+
+def _topic_of(case: dict[str, Any]) -> tuple[str, str]:
+    return case["label"], (case["origin"]["instance"] if case["checkpoint"] else case["id"])
+
+
+def signing_vectors() -> dict[str, Any]:
+    writers, reader = _vector_key_sets()
+    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    envelopes = []
+    sealed: dict[str, tuple[bytes, str]] = {}
+    for case in _envelope_cases():
+        payload, mac, text = _seal_case(case, writers)
+        label, topic_id = _topic_of(case)
+        sealed[case["name"]] = (payload, mac)
+        envelopes.append({**case, "topicLabel": label, "topicId": topic_id, "signedText": text.decode("utf-8"),
+                          "mac": mac, "payload": b64(payload), "verdict": classify_keyed(payload, label, topic_id, case["checkpoint"], reader)})
+    first_payload, first_mac = sealed["handoff with origin host and pid"]
+    encrypted_payload, _ = sealed["encrypted handoff (fixed nonce)"]
+    handoff_topic = "handoff/handoffs/counter/0f8fad5b-d9cb-469f-a165-70867728950e"
+
+    # -- claims
+    claims = []
+
+    def claim(name: str, key_id: str, topic: str, claim_by: str, purpose: Optional[str], round_mac: str,
+              tamper: Optional[Callable[[str], str]] = None, verify_mac: Optional[str] = None) -> None:
+        prop = writers[key_id].claim_signature(topic, claim_by, purpose, round_mac)
+        if tamper:
+            prop = tamper(prop)
+        entry = {"name": name, "key": key_id, "topic": topic, "claimBy": claim_by, "purpose": purpose,
+                 "roundMac": round_mac, "claimText": claim_text(topic, claim_by, purpose, round_mac).decode("utf-8"),
+                 "cmac": prop.rsplit(":", 1)[1] if not tamper else writers[key_id].claim_signature(topic, claim_by, purpose, round_mac).rsplit(":", 1)[1],
+                 "property": prop}
+        check_mac = round_mac if verify_mac is None else verify_mac
+        entry["verifyRoundMac"] = check_mac
+        entry["verifies"] = reader.claim_verifies(prop, topic, claim_by, purpose, check_mac)
+        claims.append(entry)
+
+    claim("merge claim", "k1", handoff_topic, "s1", "merge", first_mac)
+    claim("claim without a purpose property", "k1", handoff_topic, "7c0b1e2a-successor", None, first_mac)
+    claim("dead-letter claim of an unsigned round (round mac empty), read-only key", "rotation.k-2",
+          "handoff/handoffs/counter/forged-1", "s2", "dead-letter", "")
+    claim("already-merged claim on a checkpoint topic with an encoded label", "k1",
+          "handoff/checkpoints/%C3%A9%2Fx/writer-3", "writer-3", "already-merged", "ab" * 32)
+    claim("upper-case CMAC (compared case-insensitively)", "k1", handoff_topic, "s1", "merge", first_mac,
+          tamper=lambda p: p[: p.rindex(":") + 1] + p[p.rindex(":") + 1 :].upper())
+    claim("copied to another round (verified against another round mac)", "k1", handoff_topic, "s1", "merge", first_mac,
+          verify_mac="cd" * 32)
+    claim("signed with a key not in the reader's set", "k9", handoff_topic, "s1", "merge", first_mac)
+    claim("another algorithm name", "k1", handoff_topic, "s1", "merge", first_mac,
+          tamper=lambda p: p.replace("hmac-sha256:", "hmac-sha512:", 1))
+    claim("wrong CMAC", "k1", handoff_topic, "s1", "merge", first_mac,
+          tamper=lambda p: p[:-1] + ("0" if p[-1] != "0" else "1"))
+
+    # -- negative payloads
+    negatives = []
+
+    def negative(name: str, payload: bytes, label: str = "counter", topic_id: str = "0f8fad5b-d9cb-469f-a165-70867728950e",
+                 checkpoint: bool = False) -> None:
+        negatives.append({"name": name, "topicLabel": label, "topicId": topic_id, "checkpoint": checkpoint,
+                          "payload": b64(payload), "verdict": classify_keyed(payload, label, topic_id, checkpoint, reader),
+                          "unkeyedVerdict": classify_keyed(payload, label, topic_id, checkpoint, None)})
+
+    newline = first_payload.index(b"\n")
+    first_header = json.loads(first_payload[:newline])
+    first_data = first_payload[newline + 1 :]
+
+    def with_header(changes: dict[str, Any], data: bytes = first_data, sign: Optional[str] = None,
+                    base: Optional[dict[str, Any]] = None) -> bytes:
+        header = dict(base if base is not None else first_header)
+        header.update(changes)
+        header = {k: v for k, v in header.items() if v is not _DROP}
+        if sign:
+            header.pop("signature", None)
+            return _sign_header(header, writers[sign]) + b"\n" + data
+        return encode_header(header) + b"\n" + data
+
+    negative("unsigned", with_header({"signature": _DROP}))
+    negative("signature null", with_header({"signature": None}))
+    negative("signature not an object", with_header({"signature": first_mac}))
+    negative("wrong mac (last digit changed)",
+             with_header({"signature": {**first_header["signature"], "mac": first_mac[:-1] + ("0" if first_mac[-1] != "0" else "1")}}))
+    negative("mac in upper case (accepted)", with_header({"signature": {**first_header["signature"], "mac": first_mac.upper()}}))
+    negative("mac missing", with_header({"signature": {"alg": SIGNATURE_ALG, "key": "k1"}}))
+    negative("signature alg hmac-sha512", with_header({"signature": {**first_header["signature"], "alg": "hmac-sha512"}}))
+    negative("signature key not a key id", with_header({"signature": {**first_header["signature"], "key": "k 1"}}))
+    negative("signature with an unknown member (ignored)", with_header({"signature": {**first_header["signature"], "x": 1}}))
+    negative("unknown key id k9", with_header({}, sign="k9"))
+    negative("vsn changed after signing", with_header({"vsn": 3}))
+    negative("origin.host removed after signing", with_header({"origin": {"instance": first_header["origin"]["instance"], "pid": 41}}))
+    negative("incarnation added after signing", with_header({"incarnation": 1}))
+    negative("encryption null (absent), signed", with_header({"encryption": None}))
+    negative("label mismatch beats the signature (check 8 first)", with_header({"signature": _DROP}), label="other")
+    # encrypted ones
+    enc_newline = encrypted_payload.index(b"\n")
+    enc_header = json.loads(encrypted_payload[:enc_newline])
+    enc_data = encrypted_payload[enc_newline + 1 :]
+    flipped = bytes([enc_data[0] ^ 1]) + enc_data[1:]
+    flipped_sha = {"sha256": hashlib.sha256(flipped).hexdigest()}
+    enc = lambda changes, data=enc_data, sign=None: with_header(changes, data, sign, enc_header)  # noqa: E731
+    negative("encrypted, ciphertext tampered, sha256 updated", enc(flipped_sha, flipped), label="secret", topic_id="e1")
+    negative("encrypted, ciphertext tampered, sha256 left", enc({}, flipped), label="secret", topic_id="e1")
+    negative("encrypted, ciphertext tampered, sha256 updated and re-signed (tag fails)", enc(flipped_sha, flipped, "k1"),
+             label="secret", topic_id="e1")
+    negative("encryption alg aes-128-gcm, signed correctly",
+             enc({"encryption": {**enc_header["encryption"], "alg": "aes-128-gcm"}}, sign="k1"), label="secret", topic_id="e1")
+    negative("encryption nonce of 22 digits, signed correctly",
+             enc({"encryption": {**enc_header["encryption"], "nonce": enc_header["encryption"]["nonce"][:22]}}, sign="k1"),
+             label="secret", topic_id="e1")
+    negative("encryption nonce in upper case, signed correctly (accepted)",
+             enc({"encryption": {**enc_header["encryption"], "nonce": enc_header["encryption"]["nonce"].upper()}}, sign="k1"),
+             label="secret", topic_id="e1")
+    negative("encryption not an object, signed correctly", enc({"encryption": "aes-256-gcm"}, sign="k1"),
+             label="secret", topic_id="e1")
+    negative("encryption key k9 (unknown), signed correctly with k1",
+             enc({"encryption": {**enc_header["encryption"], "key": "k9"}}, sign="k1"), label="secret", topic_id="e1")
+    negative("encrypted, unsigned", enc({"signature": _DROP}), label="secret", topic_id="e1")
+    negative("encrypted with the tag cut off, sha256 and length updated, re-signed",
+             enc({"sha256": hashlib.sha256(enc_data[:-16]).hexdigest(), "length": len(enc_data) - 16}, enc_data[:-16], "k1"),
+             label="secret", topic_id="e1")
+
+    key_files = [
+        {"name": "reader key file", "text": _VECTOR_READER_FILE, "ok": True, "ids": reader.ids},
+        {"name": "CRLF line ends and a comment after blanks", "text": "  # comment\r\n\r\nk1 " + b64(_VECTOR_KEYS[0][1]) + "\r\n",
+         "ok": True, "ids": ["k1"]},
+        {"name": "secret of 31 bytes", "text": "k1 " + b64(bytes(31)) + "\n", "ok": False},
+        {"name": "secret not base64", "text": "k1 not*base64!\n", "ok": False},
+        {"name": "key id with a colon", "text": "k:1 " + b64(bytes(32)) + "\n", "ok": False},
+        {"name": "key id of 65 characters", "text": "k" * 65 + " " + b64(bytes(32)) + "\n", "ok": False},
+        {"name": "three fields", "text": "k1 " + b64(bytes(32)) + " extra\n", "ok": False},
+        {"name": "no key", "text": "# nothing\n\n", "ok": False},
+        {"name": "the same id twice", "text": "k1 " + b64(bytes(32)) + "\nk1 " + b64(bytes(range(32))) + "\n", "ok": False},
+    ]
+    return {
+        "description": VECTORS_DESCRIPTION,
+        "format": VECTORS_FORMAT,
+        "hkdf": {"name": "RFC 5869 test case 1", "ikm": "0b" * 22, "salt": "000102030405060708090a0b0c",
+                 "info": "f0f1f2f3f4f5f6f7f8f9", "length": 42,
+                 "okm": hkdf_sha256(bytes.fromhex("0b" * 22), bytes.fromhex("000102030405060708090a0b0c"),
+                                    bytes.fromhex("f0f1f2f3f4f5f6f7f8f9"), 42).hex()},
+        "keys": [{"id": key_id, "secret": b64(secret), "macKey": Key(key_id, secret).mac_key.hex(),
+                  "aesKey": Key(key_id, secret).aes_key.hex()} for key_id, secret in _VECTOR_KEYS],
+        "readerKeyFile": _VECTOR_READER_FILE,
+        "readerKeys": reader.ids,
+        "keyFiles": key_files,
+        "envelopes": envelopes,
+        "claims": claims,
+        "negatives": negatives,
+    }
+
+
+def verify_vectors(vectors: dict[str, Any]) -> list[str]:
+    """The failures of this implementation against a vectors file (empty: all pass); prints one line per check."""
+    failures: list[str] = []
+    passed = 0
+
+    def check(name: str, ok: bool, detail: str = "") -> None:
+        nonlocal passed
+        if ok:
+            passed += 1
+        else:
+            failures.append(f"{name}: {detail}")
+            print(f"FAIL {name}: {detail}", file=sys.stderr)
+
+    check("format", vectors.get("format") == VECTORS_FORMAT, repr(vectors.get("format")))
+    h = vectors["hkdf"]
+    okm = hkdf_sha256(bytes.fromhex(h["ikm"]), bytes.fromhex(h["salt"]), bytes.fromhex(h["info"]), h["length"]).hex()
+    check("hkdf " + h["name"], okm == h["okm"], okm)
+    writers: dict[str, KeySet] = {}
+    for entry in vectors["keys"]:
+        key = Key(entry["id"], base64.b64decode(entry["secret"]))
+        writers[key.id] = KeySet([key])
+        check(f"key {key.id} macKey", key.mac_key.hex() == entry["macKey"])
+        check(f"key {key.id} aesKey", key.aes_key.hex() == entry["aesKey"])
+    reader = parse_key_file(vectors["readerKeyFile"])
+    check("readerKeys", reader.ids == vectors["readerKeys"], repr(reader.ids))
+    for entry in vectors["keyFiles"]:
+        try:
+            ids: Optional[list[str]] = parse_key_file(entry["text"]).ids
+        except ValueError:
+            ids = None
+        check(f"key file {entry['name']}", (ids is not None) == entry["ok"] and (not entry["ok"] or ids == entry["ids"]), repr(ids))
+    for case in vectors["envelopes"]:
+        payload, mac, text = _seal_case(case, writers)
+        name = f"envelope {case['name']}"
+        check(name + " signedText", text.decode("utf-8") == case["signedText"], repr(text))
+        check(name + " mac", mac == case["mac"], mac)
+        check(name + " payload", base64.b64encode(payload).decode() == case["payload"])
+        stored = base64.b64decode(case["payload"])
+        try:
+            envelope = decode_envelope(stored, case["topicLabel"], case["topicId"], checkpoint=case["checkpoint"], keys=reader)
+            check(name + " read", envelope.data == base64.b64decode(case["data"]) and envelope.mac == case["mac"])
+        except Rejection as rejection:
+            check(name + " read", False, str(rejection))
+    for entry in vectors["claims"]:
+        name = f"claim {entry['name']}"
+        text = claim_text(entry["topic"], entry["claimBy"], entry["purpose"], entry["roundMac"])
+        check(name + " claimText", text.decode("utf-8") == entry["claimText"], repr(text))
+        cmac = hmac.new(writers[entry["key"]].mac_key(entry["key"]), text, hashlib.sha256).hexdigest()
+        check(name + " cmac", cmac == entry["cmac"], cmac)
+        verifies = reader.claim_verifies(entry["property"], entry["topic"], entry["claimBy"], entry["purpose"], entry["verifyRoundMac"])
+        check(name + " verifies", verifies == entry["verifies"], repr(verifies))
+    for entry in vectors["negatives"]:
+        payload = base64.b64decode(entry["payload"])
+        verdict = classify_keyed(payload, entry["topicLabel"], entry["topicId"], entry["checkpoint"], reader)
+        check(f"negative {entry['name']}", verdict == entry["verdict"], verdict)
+        unkeyed = classify_keyed(payload, entry["topicLabel"], entry["topicId"], entry["checkpoint"], None)
+        check(f"negative {entry['name']} (unkeyed)", unkeyed == entry["unkeyedVerdict"], unkeyed)
+    print(f"vectors: {passed} passed, {len(failures)} failed")
+    return failures
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -1587,10 +2359,29 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=1883)
     parser.add_argument("--prefix", default="handoff")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds for each acknowledgement")
+    parser.add_argument(
+        "--keys", metavar="FILE",
+        help="a key file (§10.1: lines `KEYID BASE64SECRET`, the first key writes): the participant is keyed (§10)",
+    )
+    parser.add_argument("--encrypt", action="store_true", help="with --keys: encrypt the data it writes (AES-256-GCM, §10.3)")
+
+
+def _keys(args: argparse.Namespace) -> Optional[KeySet]:
+    """The key set of --keys, or None; exits with a clear error for a bad key file."""
+    if getattr(args, "encrypt", False) and not getattr(args, "keys", None):
+        raise SystemExit("error: --encrypt needs --keys")
+    if not getattr(args, "keys", None):
+        return None
+    try:
+        return load_key_file(args.keys)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def _participant(args: argparse.Namespace) -> Participant:
-    return Participant(args.host, args.port, args.prefix, timeout=args.timeout).connect()
+    return Participant(
+        args.host, args.port, args.prefix, timeout=args.timeout, keys=_keys(args), encrypt=args.encrypt
+    ).connect()
 
 
 def _write_json(path: Optional[str], value: Any) -> None:
@@ -1625,6 +2416,7 @@ def command_initiate(args: argparse.Namespace) -> int:
                         "topic": participant.topics.handoff(e.label, e.id),
                         "sha256": e.sha256,
                         "data": json.loads(e.data),
+                        **({"mac": e.mac} if e.mac else {}),
                     }
                     for e in envelopes
                 ],
@@ -1696,7 +2488,7 @@ class CheckpointWriter:
         envelope.incarnation = participant.born_incarnation
         if not envelope.incarnation:
             raise ProtocolError("disconnected before the checkpoint: not written (a late write, §9.2)")
-        participant.publish(self.topic, envelope.encode(), retain=True, content_type=ENVELOPE_CONTENT_TYPE)
+        participant.publish(self.topic, participant.encode(envelope), retain=True, content_type=ENVELOPE_CONTENT_TYPE)
         self.written.append(envelope)
         return envelope
 
@@ -1706,7 +2498,8 @@ class CheckpointWriter:
         participant = self.participant
         envelope = participant.make_envelope(self.label, self.vsn, data)
         participant.initiate([envelope])
-        claim = [(CLAIM_BY, participant.instance), (CLAIM_PURPOSE, PURPOSE_ALREADY_MERGED)]
+        last_mac = (self.written[-1].mac or "") if self.written else ""
+        claim = participant.claim_properties(self.topic, PURPOSE_ALREADY_MERGED, last_mac)
         participant.publish(self.topic, b"", retain=True, user=claim)
         participant.publish(participant.topics.status(participant.instance), b"", retain=True)
         return envelope
@@ -1729,6 +2522,7 @@ def _checkpoint_json(participant: Participant, envelope: Envelope) -> dict[str, 
         "incarnation": envelope.incarnation,
         "sha256": envelope.sha256,
         "data": json.loads(envelope.data),
+        **({"mac": envelope.mac} if envelope.mac else {}),
     }
 
 
@@ -1738,7 +2532,7 @@ def command_checkpoint(args: argparse.Namespace) -> int:
     its own death notice, then disconnects) or `handoff` (hands the last state off and removes its checkpoint)."""
     participant = Participant(
         args.host, args.port, args.prefix, timeout=args.timeout, will_delay=args.will_delay,
-        session_expiry=max(300, args.will_delay),
+        session_expiry=max(300, args.will_delay), keys=_keys(args), encrypt=args.encrypt,
     ).connect()
     writer = CheckpointWriter(participant, args.label, args.vsn)
     stop = threading.Event()
@@ -1819,6 +2613,9 @@ def command_race(args: argparse.Namespace) -> int:
             with participant._lock:
                 summary["releasedThrough"] = dict(participant._released_through)
             summary["heldVerdicts"] = racer.held_verdicts
+        with participant._lock:
+            if participant.restore_log:
+                summary["restores"] = list(participant.restore_log)  # §10.6: the restores it published
         _write_json(args.out, summary)
         if not complete:
             print(f"error: saw {len(racer.results)} verdicts of {args.expect} before the deadline", file=sys.stderr)
@@ -1935,7 +2732,9 @@ def command_dump(args: argparse.Namespace) -> int:
             try:
                 kind, level, handoff_id = participant.topics.split(topic)
                 entry["label"] = decode_label(level)
-                envelope = decode_envelope(bytes(message.payload), entry["label"], handoff_id)
+                envelope = decode_envelope(
+                    bytes(message.payload), entry["label"], handoff_id, keys=participant.keys,
+                )
                 entry["header"] = envelope.header()
                 entry["data"] = envelope.data.decode("utf-8", "replace")
             except (ValueError, Rejection) as error:
@@ -1959,6 +2758,71 @@ def command_corpus(args: argparse.Namespace) -> int:
         ],
     )
     return 0
+
+
+def command_attack(args: argparse.Namespace) -> int:
+    """§10.7: what a client that may publish under the prefix, but holds no key, can do. With a plain (unkeyed) MQTT
+    connection it publishes `--forge` forged unsigned envelopes on fresh ids, then takes the label's waiting handoffs
+    (read up to an ordering marker; `--targets` picks them by id) in topic order and gives the first `--bare-clear`
+    of them a bare clear (zero-length retained, no user property), the next `--forged-claim` a clear naming a made-up
+    `handoff-claim-by` (and, with --fake-claim-signature, a made-up `handoff-claim-signature`), the next `--replace` an
+    unreadable retained payload. Writes what it did."""
+    participant = Participant(args.host, args.port, args.prefix, timeout=args.timeout).connect()
+    try:
+        forged = []
+        for index in range(args.forge):
+            text = args.data.replace("{i}", str(index))
+            json.loads(text)
+            envelope = participant.make_envelope(args.label, args.vsn, text.encode("utf-8"))
+            topic = participant.topics.handoff(args.label, envelope.id)
+            payload = envelope.encode()
+            participant.publish(topic, payload, retain=True, content_type=ENVELOPE_CONTENT_TYPE)
+            forged.append({"id": envelope.id, "topic": topic, "payload": base64.b64encode(payload).decode()})
+        forged_topics = {entry["topic"] for entry in forged}
+        waiting = sorted(t for t in participant.retained(participant.topics.handoff_filter(args.label)) if t not in forged_topics)
+        if args.targets:
+            wanted = [participant.topics.handoff(args.label, handoff_id) for handoff_id in args.targets]
+            waiting = [topic for topic in wanted if topic in waiting]
+        needed = args.bare_clear + args.forged_claim + args.replace
+        if len(waiting) < needed:
+            print(f"error: {len(waiting)} waiting handoffs, {needed} needed", file=sys.stderr)
+            return 2
+        bare, claims, replaced = [], [], []
+        for topic in waiting[: args.bare_clear]:
+            participant.publish(topic, b"", retain=True)
+            bare.append({"id": topic.rsplit("/", 1)[1], "topic": topic})
+        for topic in waiting[args.bare_clear : args.bare_clear + args.forged_claim]:
+            user = [(CLAIM_BY, args.claim_by), (CLAIM_PURPOSE, PURPOSE_MERGE)]
+            if args.fake_claim_signature:
+                user.append((CLAIM_SIGNATURE, f"{SIGNATURE_ALG}:k1:{'0' * 64}"))
+            participant.publish(topic, b"", retain=True, user=user)
+            claims.append({"id": topic.rsplit("/", 1)[1], "topic": topic, "claimBy": args.claim_by})
+        for topic in waiting[args.bare_clear + args.forged_claim : needed]:
+            payload = b"\x00\xffa forged replacement, not an envelope"
+            participant.publish(topic, payload, retain=True, content_type=ENVELOPE_CONTENT_TYPE)
+            replaced.append({"id": topic.rsplit("/", 1)[1], "topic": topic, "payload": base64.b64encode(payload).decode()})
+        _write_json(args.out, {"instance": participant.instance, "forged": forged, "bareCleared": bare,
+                               "forgedClaims": claims, "replaced": replaced})
+    finally:
+        participant.close()
+    return 0
+
+
+def command_signing_vectors(args: argparse.Namespace) -> int:
+    """Writes the §10 test vectors (no broker)."""
+    vectors = signing_vectors()
+    failures = verify_vectors(vectors)
+    if failures:
+        return 1
+    _write_json(args.out, vectors)
+    return 0
+
+
+def command_verify_vectors(args: argparse.Namespace) -> int:
+    """Checks this implementation against a §10 vectors file (no broker); exit 1 on any failure."""
+    with open(args.file, encoding="utf-8") as file:
+        vectors = json.load(file)
+    return 1 if verify_vectors(vectors) else 0
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -2039,6 +2903,29 @@ def main(argv: Optional[list[str]] = None) -> int:
     corpus = commands.add_parser("corpus", help="envelope edge cases with this reader's verdicts (no broker)")
     corpus.add_argument("--out")
     corpus.set_defaults(run=command_corpus)
+
+    attack = commands.add_parser("attack", help="forge, clear and replace handoffs without a key (§10.7)")
+    _common(attack)
+    attack.add_argument("--label", required=True)
+    attack.add_argument("--forge", type=int, default=1, help="forged unsigned envelopes to publish on fresh ids")
+    attack.add_argument("--data", default='{"source":"attacker","n":{i}}', help="the forged state (JSON, {i}: index)")
+    attack.add_argument("--vsn", type=int, default=1)
+    attack.add_argument("--bare-clear", type=int, default=1, help="waiting handoffs to clear without a claimer")
+    attack.add_argument("--forged-claim", type=int, default=1, help="waiting handoffs to clear with a made-up claimer")
+    attack.add_argument("--claim-by", default="attacker-made-up", help="the made-up handoff-claim-by")
+    attack.add_argument("--fake-claim-signature", action="store_true", help="add a made-up handoff-claim-signature")
+    attack.add_argument("--replace", type=int, default=0, help="waiting handoffs to replace with an unreadable payload")
+    attack.add_argument("--targets", nargs="+", help="the waiting handoff ids to attack (default: all, in topic order)")
+    attack.add_argument("--out")
+    attack.set_defaults(run=command_attack)
+
+    vectors = commands.add_parser("signing-vectors", help="write the §10 test vectors (no broker)")
+    vectors.add_argument("--out")
+    vectors.set_defaults(run=command_signing_vectors)
+
+    verify = commands.add_parser("verify-vectors", help="check this client against a §10 vectors file (no broker)")
+    verify.add_argument("file")
+    verify.set_defaults(run=command_verify_vectors)
 
     args = parser.parse_args(argv)
     return int(args.run(args))
