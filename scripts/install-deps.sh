@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building and testing swift-handoff needs on Debian/Ubuntu, when it is missing:
 #   libmosquitto-dev mosquitto mosquitto-clients openssl pkg-config python3 (the tests' TCP proxy) python3-paho-mqtt
-#   (the independent Python client of the interoperability tests)
+#   python3-cryptography (the independent Python client of the interoperability tests; AES-GCM of PROTOCOL.md §10)
 # Idempotent: runs apt-get (update first) only when a package is missing. As root it calls apt-get directly,
 # otherwise through sudo. It also checks that `swift` is installed (it cannot install Swift itself).
 set -euo pipefail
 
-packages=(libmosquitto-dev mosquitto mosquitto-clients openssl pkg-config python3 python3-paho-mqtt)
+packages=(libmosquitto-dev mosquitto mosquitto-clients openssl pkg-config python3 python3-paho-mqtt python3-cryptography)
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then

@@ -145,6 +145,11 @@ final class CheckpointBook: Sendable {
         }
     }
 
+    /// Forgets the stored checkpoint of `label` (it was cleared from the broker): the next one is written even if unchanged.
+    func forgetStored(_ label: HandoffLabel) {
+        _ = state.withLock { $0.stored.removeValue(forKey: label.topicLevel) }
+    }
+
     func removed(_ label: HandoffLabel) {
         state.withLock { state in
             state.stored[label.topicLevel] = nil

@@ -13,11 +13,18 @@ extension HandoffRouter {
     func routeCheckpoint(label: HandoffLabel, instance: String, message: MQTTMessage) {
         let key = "@" + instance
         if message.payload.isEmpty {
-            if instance == origin.instance, let claimer = message.properties.userProperty(HandoffProperty.claimBy), claimer != instance,
-                verifiesClaimOfOwnCheckpoint(label: label, topic: message.topic, claimer: claimer, properties: message.properties)
-            {
-                // Someone else took this participant's checkpoint: it no longer owns the label's state.
-                ownershipLost.withLock { $0 }?(.checkpointClaimed(label, by: claimer))
+            if instance == origin.instance {
+                let claimer = message.properties.userProperty(HandoffProperty.claimBy).flatMap { $0.isEmpty ? nil : $0 }
+                if let claimer, claimer != instance,
+                    verifiesClaimOfOwnCheckpoint(label: label, topic: message.topic, claimer: claimer, properties: message.properties)
+                {
+                    // Someone else took this participant's checkpoint: it no longer owns the label's state.
+                    ownershipLost.withLock { $0 }?(.checkpointClaimed(label, by: claimer))
+                } else if claimer != instance {
+                    // Cleared by something that is not a claim: the writer repairs its own checkpoint by writing it again
+                    // (a restore by another participant could cross a newer checkpoint, docs/PROTOCOL.md §10.6).
+                    ownCheckpointCleared.withLock { $0 }?(label)
+                }
             }
             routeClaim(label: label, id: key, topic: message.topic, properties: message.properties)
             return
@@ -27,25 +34,20 @@ extension HandoffRouter {
         let payload = message.payload
         let envelope: HandoffEnvelope
         do {
-            envelope = try open(HandoffEnvelope.decode(payload, maximumSize: options.maximumPayloadSize)).withReceivedPayload(payload)
+            envelope = try HandoffEnvelope.readCheckpoint(
+                payload, topicLabel: label, topicInstance: instance, keys: options.keys, maximumSize: options.maximumPayloadSize
+            )
         } catch {
             rejectCheckpoint(label: label, instance: instance, payload: payload, reason: error.reason, detail: error.detail)
             return
         }
-        guard envelope.label == label, envelope.origin.instance == instance, let incarnation = envelope.incarnation else {
-            let detail = envelope.incarnation == nil
-                ? "a checkpoint without an incarnation"
-                : "the checkpoint names '\(envelope.label)' from instance \(envelope.origin.instance) but was published on the "
-                    + "checkpoint topic of '\(label)' of instance \(instance)"
-            rejectCheckpoint(label: label, instance: instance, payload: payload, reason: .labelMismatch, detail: detail)
-            return
-        }
+        guard let incarnation = envelope.incarnation else { return }
         if let restoredBy = message.properties.userProperty(HandoffProperty.restoreBy) {
             let unchanged = state.withLock { state in
                 state.modifyWatched(label.topicLevel) { Self.restoresOpenRound(&$0, key, payload: payload) } ?? false
             }
             guard !unchanged else { return }
-            if restoredBy == origin.instance {
+            if restoredBy == origin.instance, !message.retain {
                 // This participant's own restore of a round decided meanwhile: a stale restore (docs/PROTOCOL.md §10.6).
                 state.withLock { state in
                     state.modifyWatched(label.topicLevel) { $0.openRounds[key] = Round(payload: payload, mac: envelope.signatureMAC) }

@@ -14,12 +14,6 @@ extension HandoffRouter {
     /// Restores of one round by one participant, at most.
     static let maximumRestores = 3
 
-    /// Checks 9 and 10 of docs/PROTOCOL.md §10.4 (keyed), or what an unkeyed reader does with an encrypted envelope.
-    func open(_ envelope: HandoffEnvelope) throws(HandoffEnvelopeError) -> HandoffEnvelope {
-        guard let keys = options.keys else { return try HandoffKeySet.openUnkeyed(envelope) }
-        return try keys.open(envelope)
-    }
-
     /// The user properties of a claim by this participant: signed when it is keyed and the round's envelope was signed.
     func claimProperties(topic: String, purpose: String, roundMAC: String?) -> MQTTPublishProperties {
         var properties = [
@@ -70,7 +64,10 @@ extension HandoffRouter {
         enum Plan { case none, limit, restore(Data) }
         let plan = state.withLock { state -> Plan in
             state.modifyWatched(label.topicLevel) { watched -> Plan in
-                guard var round = watched.openRounds[key], let payload = round.payload, !round.restoreDue else { return .none }
+                // A held checkpoint is repaired by its live writer, which alone knows its newest one.
+                guard var round = watched.openRounds[key], let payload = round.payload, !round.restoreDue, watched.held[key] == nil else {
+                    return .none
+                }
                 guard round.restores < Self.maximumRestores else { return .limit }
                 round.restoreDue = true
                 watched.openRounds[key] = round

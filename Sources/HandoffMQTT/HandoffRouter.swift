@@ -180,6 +180,9 @@ final class HandoffRouter: Sendable {
     let ownCheckpointMACs = Mutex<[String: [String]]>([:])
     /// For tests: called by claim() between deciding to claim and registering its waiter, with the topic.
     let claimWillRegister = Mutex<(@Sendable (String) -> Void)?>(nil)
+    /// Told, on the network thread, when this participant's own checkpoint of a label was cleared by a message that is
+    /// not a claim (docs/PROTOCOL.md §10.6): its next checkpoint is written even if unchanged.
+    let ownCheckpointCleared = Mutex<(@Sendable (HandoffLabel) -> Void)?>(nil)
     /// Told, on the network thread, when this participant's ownership of its checkpoints was taken (its own status
     /// released them, or another instance claimed one of them): the checkpoint writer fences those labels.
     let ownershipLost = Mutex<(@Sendable (OwnershipLoss) -> Void)?>(nil)
@@ -341,7 +344,7 @@ final class HandoffRouter: Sendable {
             if message.payload.isEmpty {
                 routeClaim(label: label, id: String(id), topic: message.topic, properties: message.properties)
             } else {
-                routeHandoff(label: label, id: String(id), payload: message.payload, properties: message.properties)
+                routeHandoff(label: label, id: String(id), payload: message.payload, properties: message.properties, retained: message.retain)
             }
         } else if let (labelLevel, instance) = topics.parseCheckpoint(message.topic) {
             guard let label = state.withLock({ $0.watched[String(labelLevel)]?.label }) else { return }
@@ -351,24 +354,12 @@ final class HandoffRouter: Sendable {
         }
     }
 
-    private func routeHandoff(label: HandoffLabel, id: String, payload: Data, properties: MQTTPublishProperties) {
+    private func routeHandoff(label: HandoffLabel, id: String, payload: Data, properties: MQTTPublishProperties, retained: Bool) {
         let envelope: HandoffEnvelope
         do {
-            // Kept as received: dead letters and returned handoffs carry the payload verbatim.
-            var decoded = try open(HandoffEnvelope.decode(payload, maximumSize: options.maximumPayloadSize))
-            // An incarnation means something on checkpoints only (docs/PROTOCOL.md §9).
-            decoded.incarnation = nil
-            envelope = decoded.withReceivedPayload(payload)
+            envelope = try HandoffEnvelope.read(payload, topicLabel: label, topicID: id, keys: options.keys, maximumSize: options.maximumPayloadSize)
         } catch {
             reject(label: label, id: id, payload: payload, reason: error.reason, detail: error.detail, roundOpen: isRoundOpen(label, id))
-            return
-        }
-        guard envelope.id.rawValue == id, envelope.label == label else {
-            reject(
-                label: label, id: id, payload: payload, reason: .labelMismatch,
-                detail: "the envelope names '\(envelope.label)'/\(envelope.id) but was published on the topic of '\(label)'/\(id)",
-                roundOpen: isRoundOpen(label, id)
-            )
             return
         }
         let restoredBy = properties.userProperty(HandoffProperty.restoreBy)
@@ -382,8 +373,9 @@ final class HandoffRouter: Sendable {
                 let mine = envelope.origin.instance == origin.instance
                 watched.openRounds[id] = Round(payload: mine ? nil : payload, mac: envelope.signatureMAC)
                 // Merged here before (a resurrection after a broker crash, or a stale restore), or this participant's
-                // own restore of a round that was decided meanwhile (docs/PROTOCOL.md §10.6).
-                if mergedHereBefore || restoredBy == origin.instance { return .resurrected(mac: envelope.signatureMAC) }
+                // own restore of a round that was decided meanwhile (docs/PROTOCOL.md §10.6). Only a live one: a retained
+                // copy of its own restore, delivered after a resubscription, may be the only copy of a waiting handoff.
+                if mergedHereBefore || (restoredBy == origin.instance && !retained) { return .resurrected(mac: envelope.signatureMAC) }
                 guard !mine else { return .ignore }
                 watched.handedOffBy.insert(envelope.origin.instance)
                 // The same handoff again (re-sent retained copy after a resubscription): keep its claim state.

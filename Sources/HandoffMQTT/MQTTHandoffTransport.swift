@@ -170,6 +170,13 @@ public final class MQTTHandoffTransport: HandoffTransport {
                 }
             }
         }
+        router.ownCheckpointCleared.withLock {
+            $0 = { label in
+                logger.warning("This participant's checkpoint was cleared by a message that is not a claim; the next one is written again",
+                               metadata: ["handoff.label": "\(label)"])
+                book.forgetStored(label)
+            }
+        }
         let events = client.events()
         let announcing = announcing
         let announcer = Announcer(client: client, topics: topics, router: router, book: book, instance: origin.instance, enabled: options.willDelay != nil, logger: logger)

@@ -12,12 +12,11 @@ extension HandoffKeySet {
     /// writing key (docs/PROTOCOL.md §10.2, §10.3).
     ///
     /// - Throws: ``HandoffError/encodingFailed(label:detail:)`` if encryption fails.
-    package func seal(_ envelope: HandoffEnvelope) throws(HandoffError) -> HandoffEnvelope {
+    /// - Parameter nonce: The AES-GCM nonce; random by default (fixed only by test vectors: never reuse one).
+    package func seal(_ envelope: HandoffEnvelope, nonce: AES.GCM.Nonce = AES.GCM.Nonce()) throws(HandoffError) -> HandoffEnvelope {
         var sealed = envelope
-        sealed.createdAtText = nil
         sealed.encryption = nil
         if encrypts {
-            let nonce = AES.GCM.Nonce()
             do {
                 let box = try AES.GCM.seal(envelope.data, using: writingKey.encryptionKey, nonce: nonce)
                 var data = Data(capacity: box.ciphertext.count + box.tag.count)

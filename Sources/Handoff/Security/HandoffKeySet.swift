@@ -100,7 +100,7 @@ public struct HandoffKeySet: Sendable {
     /// - Throws: ``HandoffKeyError`` naming the line that is wrong, or when there is no key.
     public init(keyFile text: String, encrypts: Bool = false) throws(HandoffKeyError) {
         var parsed: [HandoffKey] = []
-        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (number, line) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
             guard !trimmed.isEmpty, !trimmed.hasPrefix("#") else { continue }
             let fields = trimmed.split(whereSeparator: { $0 == " " || $0 == "\t" })

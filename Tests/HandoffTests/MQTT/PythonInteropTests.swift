@@ -447,7 +447,7 @@ private func initiateRaceItems(on channel: HandoffChannel<RaceItem>, range: Rang
     }
 }
 
-private func drainRace(_ channel: HandoffChannel<RaceItem>, instance: String, into merges: Locked<[String: [SwiftMerge]]>, interruptions: Locked<[String]>) async throws {
+func drainRace(_ channel: HandoffChannel<RaceItem>, instance: String, into merges: Locked<[String: [SwiftMerge]]>, interruptions: Locked<[String]>) async throws {
     let batch = try await channel.complete()
     if let interruption = batch.interruption {
         interruptions.withLock { $0.append("\(instance.prefix(8)): \(interruption)") }
@@ -576,10 +576,10 @@ struct PythonClient {
     func removeFiles() { try? FileManager.default.removeItem(at: directory) }
 
     /// A Swift participant on the same broker and prefix.
-    func connectTransport(settleTimeout: Duration = .seconds(2)) async throws -> MQTTHandoffTransport {
+    func connectTransport(settleTimeout: Duration = .seconds(2), keys: HandoffKeySet? = nil) async throws -> MQTTHandoffTransport {
         try await MQTTHandoffTransport.connect(
             configuration: MQTTConfiguration(host: host, port: port),
-            options: .init(prefix: prefix, settleTimeout: settleTimeout)
+            options: .init(prefix: prefix, settleTimeout: settleTimeout, keys: keys)
         )
     }
 
