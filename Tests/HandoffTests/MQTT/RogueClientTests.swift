@@ -173,6 +173,37 @@ struct RogueClientTests {
         }
     }
 
+    @Test("a clear of a live participant's checkpoint is repaired by that participant: its next checkpoint is written even if unchanged")
+    func clearedCheckpointIsRewritten() async throws {
+        try await withMosquittoBroker { broker in
+            let label = uniqueLabel("checkpoint")
+            var options = Self.options(try Self.keys(write: ("k1", Self.secret1)))
+            options.willDelay = 1
+            try await withTransport(broker, options: options) { owner in
+                let channel = HandoffChannel<Int>(label: label, transport: owner)
+                _ = try await channel.subscribe()
+                #expect(try await channel.checkpoint(5) == .written)
+                #expect(try await channel.checkpoint(5) == .unchanged)
+                let topic = owner.topics.checkpoint(label, instance: owner.origin.instance)
+                try await Self.attack(broker) { attacker in
+                    try await attacker.publish(topic, payload: Data(), qos: .atLeastOnce, retain: true)
+                }
+                #expect(await eventually { (try? await channel.checkpoint(5)) == .written })
+                #expect(try await Self.retained(broker, topic) != nil)
+                #expect(!owner.isFenced(label), "a clear that is not a claim fenced the owner")
+                // A clear naming a made-up claimer, without a valid signature, does not fence it either.
+                try await Self.attack(broker) { attacker in
+                    try await attacker.publish(
+                        topic, payload: Data(), qos: .atLeastOnce, retain: true,
+                        properties: MQTTPublishProperties(userProperties: [MQTTUserProperty(HandoffProperty.claimBy, "made-up")])
+                    )
+                }
+                #expect(await eventually { (try? await channel.checkpoint(5)) == .written })
+                #expect(!owner.isFenced(label), "a forged claim of its checkpoint fenced the owner")
+            }
+        }
+    }
+
     @Test("an encrypted handoff hides its state on the broker; tampered ciphertext is dead-lettered, and the original restored")
     func tamperedCiphertext() async throws {
         try await withMosquittoBroker { broker in
