@@ -25,6 +25,8 @@ public struct HandoffRejection: Error, Sendable, Hashable, CustomStringConvertib
         case migrationFailed = "migration-failed"
         /// The decoded state did not pass the reader's validation.
         case validationFailed = "validation-failed"
+        /// The successor won it and decoded it, but its merge strategy threw: kept as received instead of merged.
+        case mergeFailed = "merge-failed"
         /// A claim was in flight when the broker lost this participant's session: it cannot know whether
         /// another participant also merged the handoff, so it keeps it as a dead letter instead of losing it.
         case claimOutcomeUnknown = "claim-outcome-unknown"

@@ -9,7 +9,7 @@ import Metrics
 /// | `handoff_initiated_total` | counter | handoffs acknowledged at shutdown |
 /// | `handoff_initiate_failed_total{reason}` | counter | handoffs not acknowledged at shutdown; `reason` is a ``HandoffShutdownOutcome/Kind`` raw value |
 /// | `handoff_claimed_total` | counter | handoffs claimed and merged |
-/// | `handoff_rejected_total{reason}` | counter | handoffs dead-lettered or left for another reader; `reason` is a rejection reason code, or `merge-failed` |
+/// | `handoff_rejected_total{reason}` | counter | handoffs dead-lettered or left for another reader; `reason` is a rejection reason code (`merge-failed`: the merge strategy threw) |
 /// | `handoff_initiate_duration` | timer | from the shutdown signal to one handoff's acknowledgement |
 /// | `handoff_merge_duration` | timer | one complete-and-merge step of one participant |
 /// | `handoff_checkpoints_total{outcome}` | counter | checkpoints of participants: `written`, `unchanged`, `fenced` or `failed` |
@@ -17,7 +17,6 @@ import Metrics
 /// | `handoff_fenced_total` | counter | participants whose state successors took over while they ran |
 struct HandoffServiceMetrics: Sendable {
     /// The rejection reason used when a merge strategy throws.
-    static let mergeFailedReason = "merge-failed"
 
     let initiated: Counter
     let claimed: Counter
@@ -44,7 +43,7 @@ struct HandoffServiceMetrics: Sendable {
         }
         initiateFailed = failed
         var rejected: [String: Counter] = [:]
-        for reason in HandoffRejection.Reason.allCases.map(\.rawValue) + [Self.mergeFailedReason] {
+        for reason in HandoffRejection.Reason.allCases.map(\.rawValue) {
             rejected[reason] = Counter(label: "handoff_rejected_total", dimensions: [("reason", reason)], factory: factory)
         }
         self.rejected = rejected

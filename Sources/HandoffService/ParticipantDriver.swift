@@ -164,7 +164,7 @@ final class Driver<P: HandoffParticipant>: ParticipantDriver {
     /// A claimed handoff that the strategy could not merge: it goes to the transport's dead letters (MQTT: the
     /// retained dead-letter topic, with the payload as received) and, when configured, to the fallback directory.
     private func deadLetter(_ handoff: ClaimedHandoff<P.State>, because error: any Error) async {
-        context.metrics.countRejected(HandoffServiceMetrics.mergeFailedReason)
+        context.metrics.countRejected(HandoffRejection.Reason.mergeFailed.rawValue)
         var metadata: Logger.Metadata = ["handoff.id": "\(handoff.id)", "handoff.error": "\(error)"]
         let envelope: HandoffEnvelope
         do {
@@ -194,7 +194,7 @@ final class Driver<P: HandoffParticipant>: ParticipantDriver {
         do {
             try await context.transport.deadLetter(
                 envelope,
-                reason: .validationFailed,
+                reason: .mergeFailed,
                 detail: "the merge strategy threw: \(error)",
                 timeout: context.operationTimeout
             )

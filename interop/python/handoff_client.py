@@ -110,6 +110,7 @@ REASONS = frozenset(
         "undecodable-state",
         "migration-failed",
         "validation-failed",
+        "merge-failed",
         "claim-outcome-unknown",
         "signature-invalid",  # §10.4, keyed readers
         "decryption-failed",
