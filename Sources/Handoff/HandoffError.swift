@@ -19,6 +19,8 @@ public enum HandoffError: Error, Sendable, Hashable, CustomStringConvertible {
     case claimOutcomeUnknown(label: HandoffLabel, id: HandoffID, detail: String)
     /// The transport or channel was shut down.
     case shutdown
+    /// Something that runs once was started a second time (such as `HandoffService.run()`): nothing was done.
+    case alreadyStarted(String)
     /// Successors took this label's state over while this participant ran (``HandoffCheckpointing``): handing it
     /// off would have it merged twice.
     case fenced(HandoffFencing)
@@ -48,6 +50,8 @@ public enum HandoffError: Error, Sendable, Hashable, CustomStringConvertible {
                 + "if it is still waiting, a later complete() tries it again"
         case .shutdown:
             return "the handoff transport was shut down; create a new one to continue"
+        case .alreadyStarted(let what):
+            return "\(what) was started already: it runs once; create a new one to run again"
         case .fenced(let fencing):
             return "not handing off '\(fencing.label)': successors own its state now (\(fencing.reason))"
         }

@@ -99,13 +99,14 @@ public final class HandoffService: Service, Sendable {
     }
 
     /// Runs until graceful shutdown (or cancellation), then hands every participant's state off and returns.
-    /// It can run once.
+    ///
+    /// - Throws: ``HandoffError/alreadyStarted(_:)`` when called a second time (a service runs once).
     public func run() async throws {
         let alreadyStarted = state.withLock { state in
             defer { state.started = true }
             return state.started
         }
-        precondition(!alreadyStarted, "HandoffService.run() can be called once")
+        guard !alreadyStarted else { throw HandoffError.alreadyStarted("HandoffService.run()") }
         logger.info("handoff service started", metadata: ["handoff.participants": "\(drivers.count)"])
         if configuration.checkpointInterval != nil, checkpointTransport == nil {
             logger.warning(

@@ -11,6 +11,17 @@ import Testing
 /// never lose the participant's own updates, an unencodable state is reported.
 @Suite("HandoffService lifecycle (in-process transport)", .timeLimit(.minutes(1)))
 struct GracefulShutdownTests {
+    @Test("run() a second time throws, and the first run goes on")
+    func runTwiceThrows() async throws {
+        let label = uniqueLabel("twice")
+        let counter = TestCounter(label: label)
+        let service = HandoffService(transport: LocalHandoffTransport(hub: LocalHandoffHub()), participants: [counter])
+        let running = await RunningService.start(service)
+        await #expect(throws: HandoffError.alreadyStarted("HandoffService.run()")) { try await service.run() }
+        await counter.add(3)
+        #expect(try await running.stop().outcome(for: label)?.kind == .handedOff)
+    }
+
     @Test("graceful shutdown (ServiceLifecycleTestKit) hands the state off to a successor")
     func gracefulShutdownHandsOff() async throws {
         let hub = LocalHandoffHub()
