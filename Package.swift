@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "HandoffMQTT", targets: ["HandoffMQTT"]),
         .library(name: "MosquittoTestKit", targets: ["MosquittoTestKit"]),
         .library(name: "HandoffService", targets: ["HandoffService"]),
+        .library(name: "HandoffRedis", targets: ["HandoffRedis"]),
         .executable(name: "handoff-floor", targets: ["handoff-floor"]),
         .executable(name: "counter-example", targets: ["counter-example"]),
         .executable(name: "edge-gateway", targets: ["edge-gateway"]),
@@ -60,6 +61,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // A claim arbiter on Redis, for clustered brokers (docs/PROTOCOL.md §11): a minimal RESP client, no dependency.
+        .target(
+            name: "HandoffRedis",
+            dependencies: ["Handoff", "HandoffMQTT"]
+        ),
         // Handoff as a swift-service-lifecycle Service: participants adopt it in a few lines, graceful shutdown hands
         // their state off within a budget, outcomes are logged and counted.
         .target(
@@ -80,6 +86,7 @@ let package = Package(
             dependencies: [
                 "Handoff",
                 "HandoffMQTT",
+                "HandoffRedis",
                 "MosquittoClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -91,6 +98,11 @@ let package = Package(
             dependencies: [
                 "Handoff", "HandoffMQTT", "MosquittoClient", "MosquittoTestKit", .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        // The Redis claim arbiter against a private redis-server (and mosquitto).
+        .testTarget(
+            name: "HandoffRedisTests",
+            dependencies: ["Handoff", "HandoffMQTT", "HandoffRedis", "MosquittoClient", "MosquittoTestKit"]
         ),
         // Private mosquitto brokers and a failure-injecting TCP proxy, for tests, demos and benchmarks.
         .target(name: "MosquittoTestKit"),

@@ -2,11 +2,12 @@
 # Installs what building and testing swift-handoff needs on Debian/Ubuntu, when it is missing:
 #   libmosquitto-dev mosquitto mosquitto-clients openssl pkg-config python3 (the tests' TCP proxy) python3-paho-mqtt
 #   python3-cryptography (the independent Python client of the interoperability tests; AES-GCM of PROTOCOL.md §10)
+#   redis-server (the Redis claim arbiter tests, PROTOCOL.md §11)
 # Idempotent: runs apt-get (update first) only when a package is missing. As root it calls apt-get directly,
 # otherwise through sudo. It also checks that `swift` is installed (it cannot install Swift itself).
 set -euo pipefail
 
-packages=(libmosquitto-dev mosquitto mosquitto-clients openssl pkg-config python3 python3-paho-mqtt python3-cryptography)
+packages=(libmosquitto-dev mosquitto mosquitto-clients openssl pkg-config python3 python3-paho-mqtt python3-cryptography redis-server)
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then

@@ -19,6 +19,9 @@ public enum HandoffError: Error, Sendable, Hashable, CustomStringConvertible {
     case claimOutcomeUnknown(label: HandoffLabel, id: HandoffID, detail: String)
     /// The transport or channel was shut down.
     case shutdown
+    /// The claim arbiter's store (docs/PROTOCOL.md §11) cannot be reached or refused the operation: nothing was claimed
+    /// or stored by it; the handoffs stay where they were.
+    case arbiterUnavailable(String)
     /// Something that runs once was started a second time (such as `HandoffService.run()`): nothing was done.
     case alreadyStarted(String)
     /// Successors took this label's state over while this participant ran (``HandoffCheckpointing``): handing it
@@ -50,6 +53,8 @@ public enum HandoffError: Error, Sendable, Hashable, CustomStringConvertible {
                 + "if it is still waiting, a later complete() tries it again"
         case .shutdown:
             return "the handoff transport was shut down; create a new one to continue"
+        case .arbiterUnavailable(let detail):
+            return "the claim arbiter is unavailable: \(detail); nothing was claimed, retry once it is back"
         case .alreadyStarted(let what):
             return "\(what) was started already: it runs once; create a new one to run again"
         case .fenced(let fencing):

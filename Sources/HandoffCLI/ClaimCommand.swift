@@ -49,7 +49,7 @@ struct ClaimCommand: AsyncParsableCommand {
         let timeout = try connection.stepTimeout()
         let options = MQTTHandoffTransport.Options(
             prefix: try connection.topics().prefix, sessionExpiry: 60, settleTimeout: .seconds(2), willDelay: nil, livenessLease: nil,
-            keys: try connection.keySet()
+            keys: try connection.keySet(), arbiter: try connection.arbiter()
         )
         let transport = try await MQTTHandoffTransport.connect(
             configuration: try connection.configuration(), options: options, origin: .current(instance: BrokerSession.newInstance()), logger: connection.logger

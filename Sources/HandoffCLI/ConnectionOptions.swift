@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Handoff
 import HandoffMQTT
+import HandoffRedis
 import Logging
 import MosquittoClient
 
@@ -37,6 +38,9 @@ struct ConnectionOptions: ParsableArguments {
         help: "Key file of the prefix, 'KEYID BASE64SECRET' per line, the first one writing (env HANDOFF_KEYS_FILE; PROTOCOL.md §10): claims and republished handoffs are signed, what is read is verified and decrypted."
     )
     var keysFile: String?
+
+    @Option(help: "HOST[:PORT] of the Redis claim arbiter the participants use on a clustered broker (env HANDOFF_REDIS; PROTOCOL.md §11): `claim` claims through it, `requeue` and `republish` store the handoff in it first.")
+    var redis: String?
 
     @Option(help: "Seconds to wait for the broker, per step (env HANDOFF_TIMEOUT; default 10).")
     var timeout: Double?
@@ -78,6 +82,21 @@ struct ConnectionOptions: ParsableArguments {
     func signedForPublishing(_ payload: Data, _ envelope: HandoffEnvelope) throws -> Data {
         guard let keys = try keySet(), envelope.signature == nil else { return payload }
         return try keys.seal(envelope).encoded()
+    }
+
+    /// The Redis claim arbiter of `--redis` (or `HANDOFF_REDIS`), if any.
+    func arbiter() throws -> RedisClaimArbiter? {
+        guard let endpoint = redis ?? Self.environment("HANDOFF_REDIS") else { return nil }
+        let parts = endpoint.split(separator: ":", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count), !parts[0].isEmpty, let port = parts.count == 2 ? Int(parts[1]) : 6379, (1...65_535).contains(port) else {
+            throw CLIError("--redis must be HOST or HOST:PORT, not '\(endpoint)'")
+        }
+        return RedisClaimArbiter(host: String(parts[0]), port: port, timeout: try stepTimeout())
+    }
+
+    /// Stores a handoff in the claim arbiter before it is published (`requeue`, `republish`), when there is one.
+    func storeInArbiter(_ envelope: HandoffEnvelope, payload: Data, prefix: String) async throws {
+        try await arbiter()?.store(prefix: prefix, label: envelope.label, id: envelope.id.rawValue, payload: payload)
     }
 
     /// The per-step time limit.

@@ -90,6 +90,7 @@ struct RequeueCommand: AsyncParsableCommand {
                 throw CLIError("a handoff '\(label)'/\(envelope.id) is waiting already (topic \(handoffTopic)); not requeued")
             }
             let payload = try connection.signedForPublishing(message.payload, envelope)
+            try await connection.storeInArbiter(envelope, payload: payload, prefix: session.topics.prefix)
             try await session.publishRetained(handoffTopic, payload: payload, properties: MQTTPublishProperties(contentType: HandoffProperty.contentType))
             // Only once the handoff is stored is the dead letter removed: nothing is lost in between.
             try await session.publishRetained(deadTopic, payload: Data())

@@ -60,6 +60,7 @@ struct RepublishCommand: AsyncParsableCommand {
                 }
                 do {
                     let payload = try connection.signedForPublishing(file.payload, envelope)
+                    try await connection.storeInArbiter(envelope, payload: payload, prefix: session.topics.prefix)
                     try await session.publishRetained(handoffTopic, payload: payload, properties: MQTTPublishProperties(contentType: HandoffProperty.contentType))
                 } catch {
                     say("failed     \(subject): \(HandoffCommand.oneLine(error))")

@@ -309,8 +309,9 @@ final class HandoffRouter: Sendable {
             }
         }
         let properties = MQTTPublishProperties(messageExpiryInterval: options.handoffExpiry, contentType: Self.contentType)
-        let (client, topic) = (self.client, roundTopic(label, id))
+        let (client, topic, arbiter, prefix) = (self.client, roundTopic(label, id), key(isArbitrated: id) ? options.arbiter : nil, topics.prefix)
         try await withDeadline(timeout, operation: "return handoff '\(label)'/\(id)") {
+            try await arbiter?.store(prefix: prefix, label: label, id: id, payload: payload)
             try await client.publish(topic, payload: payload, qos: .atLeastOnce, retain: true, properties: properties)
         }
     }
@@ -354,7 +355,7 @@ final class HandoffRouter: Sendable {
         }
     }
 
-    private func routeHandoff(label: HandoffLabel, id: String, payload: Data, properties: MQTTPublishProperties, retained: Bool) {
+    func routeHandoff(label: HandoffLabel, id: String, payload: Data, properties: MQTTPublishProperties, retained: Bool) {
         let envelope: HandoffEnvelope
         do {
             envelope = try HandoffEnvelope.read(payload, topicLabel: label, topicID: id, keys: options.keys, maximumSize: options.maximumPayloadSize)
@@ -465,6 +466,7 @@ final class HandoffRouter: Sendable {
     func claim(_ envelope: HandoffEnvelope, timeout: Duration) async throws -> Bool {
         let label = envelope.label
         let id = key(of: envelope)
+        if let arbiter = options.arbiter, key(isArbitrated: id) { return try await claimThroughArbiter(envelope, arbiter) }
         let topic = roundTopic(label, id)
         // A round opened by a restore waits out its grace first (docs/PROTOCOL.md §10.6).
         if let claimableAt = state.withLock({ $0.watched[label.topicLevel]?.pending[id]?.claimableAt }), claimableAt > .now {
@@ -588,6 +590,11 @@ final class HandoffRouter: Sendable {
             state.watched[label.topicLevel].flatMap { $0.openRounds[id]?.mac ?? $0.pending[id]?.envelope.signatureMAC }
         }
         let claimProperties = claimProperties(topic: roundTopic(label, id), purpose: "dead-letter", roundMAC: roundMAC)
+        // With an arbiter, the store lets go of it too (a claimer that takes it anyway merges it: the dead letter is then a
+        // redundant copy, as with a lost dead-letter claim).
+        if claim, let arbiter = options.arbiter, key(isArbitrated: id) {
+            try? await arbiter.remove(prefix: topics.prefix, label: label, id: id)
+        }
         // While it is being dead-lettered, it is not offered again.
         if claim {
             state.withLock { state in

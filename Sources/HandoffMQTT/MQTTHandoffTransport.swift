@@ -45,6 +45,11 @@ public final class MQTTHandoffTransport: HandoffTransport {
         /// handoffs are dead-lettered as `signature-invalid`, and claims that do not verify decide nothing. All
         /// participants of a prefix need key sets that read each other's writing keys. `nil`: nothing is signed.
         public var keys: HandoffKeySet?
+        /// Who decides the winner of each handoff (docs/PROTOCOL.md §11). `nil` (the default): the broker's single order
+        /// per topic (§5), right for a single-node broker such as mosquitto. On a clustered broker (EMQX, VerneMQ,
+        /// HiveMQ, ejabberd), whose nodes deliver claims in different orders, use a store's atomic take instead, such as
+        /// `RedisClaimArbiter` (module HandoffRedis). Checkpoints (§9) are still claimed by the broker's order.
+        public var arbiter: (any HandoffClaimArbiter)?
 
         public init(
             prefix: String = "handoff",
@@ -54,7 +59,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
             settleTimeout: Duration = .seconds(2),
             willDelay: UInt32? = 5,
             livenessLease: Duration? = .seconds(30),
-            keys: HandoffKeySet? = nil
+            keys: HandoffKeySet? = nil,
+            arbiter: (any HandoffClaimArbiter)? = nil
         ) {
             precondition(livenessLease.map { $0 > .zero } ?? true, "the liveness lease must be positive")
             precondition(
@@ -69,6 +75,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
             self.settleTimeout = settleTimeout
             self.willDelay = willDelay
             self.keys = keys
+            self.arbiter = arbiter
         }
     }
 
@@ -278,6 +285,13 @@ public final class MQTTHandoffTransport: HandoffTransport {
             }
             // Retained handoffs (and checkpoints) are sent right after the SUBACK; the marker comes after them.
             try await router.sync(timeout: .seconds(10))
+            // With an arbiter, the store lists what waits: a clustered broker may not deliver a retained message published
+            // through another node. Listed after subscribing, so that a handoff published meanwhile arrives live.
+            if let arbiter = router.options.arbiter {
+                for (id, payload) in try await arbiter.waiting(prefix: topics.prefix, label: label) {
+                    router.offerStored(label: label, id: id, payload: payload)
+                }
+            }
         } catch {
             // A label watched before may hold handoffs won or claimed: they are settled, not dropped.
             await stopWatchingSettled(label)
@@ -336,6 +350,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
         let topic = topics.handoff(envelope.label, id: envelope.id.rawValue)
         let properties = MQTTPublishProperties(messageExpiryInterval: router.options.handoffExpiry, contentType: HandoffRouter.contentType)
         let payload = try router.options.keys.map { try $0.seal(envelope) }?.encoded() ?? envelope.encoded()
+        // With an arbiter, the store holds it first: that is what successors list and claim (docs/PROTOCOL.md §11).
+        try await router.options.arbiter?.store(prefix: topics.prefix, label: envelope.label, id: envelope.id.rawValue, payload: payload)
         // The PUBACK resumes this task directly; the time limit is kept by the shared TimeoutClock.
         let acknowledgement = Acknowledgement()
         try await withTaskCancellationHandler {

@@ -56,7 +56,7 @@ struct StoppingTests {
             for round in 0..<9 {
                 let stop = Stop.allCases[round % Stop.allCases.count]
                 let successor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)
-                let channel = HandoffChannel<Int>(label: label, transport: successor, timeout: .seconds(10))
+                let channel = HandoffChannel<Int>(label: label, transport: successor, timeout: .seconds(30))
                 let before = merges.withLock { $0.count }
                 let worker: Task<Void, any Error>
                 switch stop {

@@ -1,0 +1,79 @@
+import Foundation
+import Handoff
+import MosquittoClient
+
+/// Claims decided by a ``HandoffClaimArbiter`` instead of the broker's order (docs/PROTOCOL.md §11). The router still
+/// sees every handoff and clear on MQTT (for notices, dead letters and the tools); only the decision moves to the store.
+extension HandoffRouter {
+    /// Whether round `key` is decided by the arbiter: handoffs are; checkpoints (`@instance`) keep the broker's order.
+    func key(isArbitrated key: String) -> Bool { !key.hasPrefix("@") }
+
+    /// A handoff the arbiter's store lists as waiting, read like a retained message on its topic (§4, §10.4).
+    func offerStored(label: HandoffLabel, id: String, payload: Data) {
+        routeHandoff(label: label, id: id, payload: payload, properties: MQTTPublishProperties(), retained: true)
+    }
+
+    /// Takes the handoff in the store: won if and only if the store gave this participant the payload. The winner then
+    /// publishes its clear on MQTT (the retained copy goes, and other clients and tools see the verdict); a loser clears
+    /// the copy its broker node may still retain (purpose `already-merged`: someone has it).
+    func claimThroughArbiter(_ envelope: HandoffEnvelope, _ arbiter: any HandoffClaimArbiter) async throws -> Bool {
+        let label = envelope.label
+        let id = envelope.id.rawValue
+        enum Start { case decided(Bool), take(Entry) }
+        let start = try state.withLock { state -> Start in
+            guard !state.shutDown, !state.stopping else { throw HandoffError.shutdown }
+            let start = state.modifyWatched(label.topicLevel) { watched -> Start? in
+                guard !watched.stopping else { return nil }
+                if watched.won.removeValue(forKey: id) != nil { return .decided(true) }
+                guard let entry = watched.pending[id], !entry.claiming else { return .decided(false) }
+                watched.pending[id]?.claiming = true
+                return .take(entry)
+            }
+            guard let start = start ?? nil else { throw HandoffError.notSubscribed(label) }
+            return start
+        }
+        guard case .take(let entry) = start else {
+            if case .decided(let won) = start { return won }
+            return false
+        }
+        let outcome: HandoffArbitration
+        do {
+            outcome = try await arbiter.take(prefix: topics.prefix, label: label, id: id, for: origin.instance)
+        } catch HandoffError.claimOutcomeUnknown(let label, let handoffID, let detail) {
+            // The store may have given it to this participant: keep it as a dead letter rather than lose it (§5).
+            forgetPending(label, id)
+            try? await deadLetter(
+                label: label, id: id, payload: entry.payload, reason: .claimOutcomeUnknown, detail: detail, claim: false, timeout: options.settleTimeout
+            )
+            throw HandoffError.claimOutcomeUnknown(label: label, id: handoffID, detail: detail + "; its payload was dead-lettered")
+        } catch {
+            // Nothing was decided: it is still waiting, and may be claimed again.
+            state.withLock { state in state.modifyWatched(label.topicLevel) { $0.pending[id]?.claiming = false } }
+            throw error
+        }
+        let topic = roundTopic(label, id)
+        let won = outcome != .lost
+        let mac = state.withLock { state in
+            state.modifyWatched(label.topicLevel) { watched -> String? in
+                let mac = watched.openRounds[id]?.mac ?? entry.envelope.signatureMAC
+                watched.pending[id] = nil
+                watched.openRounds[id] = nil
+                if won { watched.record(verdict: Verdict(winner: origin.instance, merging: true), for: id) }
+                return mac
+            } ?? nil
+        }
+        let properties = claimProperties(topic: topic, purpose: won ? "merge" : "already-merged", roundMAC: mac)
+        let client = self.client
+        Task { try? await client.publish(topic, payload: Data(), qos: .atLeastOnce, retain: true, properties: properties) }
+        return won
+    }
+
+    private func forgetPending(_ label: HandoffLabel, _ id: String) {
+        state.withLock { state in
+            state.modifyWatched(label.topicLevel) { watched in
+                watched.pending[id] = nil
+                watched.openRounds[id] = nil
+            }
+        }
+    }
+}
