@@ -184,6 +184,18 @@ let package = Package(
             name: "MosquittoTestKitTests",
             dependencies: ["MosquittoTestKit"]
         ),
+        // Private ejabberd clusters on loopback (mod_mqtt), for tests of clustered brokers (issue 14); Debian: ejabberd.
+        .target(
+            name: "ClusterTestKit",
+            dependencies: ["MosquittoTestKit"]
+        ),
+        // What a 2-node ejabberd 23.01 cluster does to live, retained and cleared messages, and to the handoff transport.
+        .testTarget(
+            name: "ClusterTests",
+            dependencies: [
+                "ClusterTestKit", "Handoff", "HandoffMQTT", "MosquittoClient", .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The benchmark: swift-handoff against the floor, in the same run, on a private mosquitto
         // (docs/BENCHMARKS.md). Depends on handoff-floor so that `swift run handoff-bench` builds it too.
         .executableTarget(
