@@ -374,11 +374,13 @@ public final class EjabberdCluster: Sendable {
         return environment
     }
 
-    /// `erl` arguments of a node: what Debian's `ejabberdctl foreground` passes, its distribution on loopback, and
-    /// schedulers that do not busy-wait (two nodes and the tests share few cores).
+    /// `erl` arguments of a node: what Debian's `ejabberdctl foreground` passes, its distribution on loopback, the
+    /// cluster's epmd, and schedulers that do not busy-wait (two nodes and the tests share few cores).
     private static func nodeArguments(_ node: Node) -> [String] {
         [
-            "-sname", node.name, "-noinput",
+            // The cluster's own epmd runs already: no `epmd -daemon` per node (each would leave a zombie where PID 1
+            // does not reap).
+            "-sname", node.name, "-noinput", "-start_epmd", "false",
             "+K", "true", "+P", "250000",
             "+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none",
             "-env", "ERL_CRASH_DUMP_BYTES", "0",
@@ -424,7 +426,7 @@ public final class EjabberdCluster: Sendable {
         return try await runCommand(
             installation.erl,
             [
-                "-sname", "ctl-\(Self.randomToken(length: 8))@localhost", "-hidden", "-noinput",
+                "-sname", "ctl-\(Self.randomToken(length: 8))@localhost", "-hidden", "-noinput", "-start_epmd", "false",
                 "-kernel", "inet_dist_use_interface", "{127,0,0,1}",
                 "-s", "ejabberd_ctl", "-extra", node.name,
             ] + arguments,
