@@ -153,8 +153,8 @@ struct ClusterSmokeTests {
                     outcomes.append(connected)
                 }
             }
-            // Observed on ejabberd 23.01: both connect on both nodes (mod_mqtt takes the Will Delay, the session expiry
-            // and No Local subscriptions).
+            // Observed on ejabberd 23.01: both connect on both nodes (mod_mqtt accepts the retained Will with a Will Delay
+            // Interval, and grants the session expiry asked for, up to its own `session_expiry`).
             #expect(outcomes == [true, true, true, true])
 
             // A handoff initiated through A: a successor on A takes it; one on B does not see it (it is a retained
