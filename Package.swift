@@ -102,7 +102,7 @@ let package = Package(
         // The Redis claim arbiter against a private redis-server (and mosquitto).
         .testTarget(
             name: "HandoffRedisTests",
-            dependencies: ["Handoff", "HandoffMQTT", "HandoffRedis", "MosquittoClient", "MosquittoTestKit"]
+            dependencies: ["ClusterTestKit", "Handoff", "HandoffMQTT", "HandoffRedis", "MosquittoClient", "MosquittoTestKit"]
         ),
         // Private mosquitto brokers and a failure-injecting TCP proxy, for tests, demos and benchmarks.
         .target(name: "MosquittoTestKit"),
@@ -195,6 +195,18 @@ let package = Package(
         .testTarget(
             name: "MosquittoTestKitTests",
             dependencies: ["MosquittoTestKit"]
+        ),
+        // Private ejabberd clusters on loopback (mod_mqtt), for tests of clustered brokers (issue 14); Debian: ejabberd.
+        .target(
+            name: "ClusterTestKit",
+            dependencies: ["MosquittoTestKit"]
+        ),
+        // What a 2-node ejabberd 23.01 cluster does to live, retained and cleared messages, and to the handoff transport.
+        .testTarget(
+            name: "ClusterTests",
+            dependencies: [
+                "ClusterTestKit", "Handoff", "HandoffMQTT", "HandoffRedis", "MosquittoClient", .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         // The benchmark: swift-handoff against the floor, in the same run, on a private mosquitto
         // (docs/BENCHMARKS.md). Depends on handoff-floor so that `swift run handoff-bench` builds it too.

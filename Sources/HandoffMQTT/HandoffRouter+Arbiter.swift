@@ -14,8 +14,10 @@ extension HandoffRouter {
     }
 
     /// Takes the handoff in the store: won if and only if the store gave this participant the payload. The winner then
-    /// publishes its clear on MQTT (the retained copy goes, and other clients and tools see the verdict); a loser clears
-    /// the copy its broker node may still retain (purpose `already-merged`: someone has it).
+    /// publishes its clear on MQTT (the retained copy goes, and other clients and tools see the verdict); a loser that
+    /// found the handoff retained clears that copy, which its broker node may keep after the winner's clear went through
+    /// another node (purpose `already-merged`: someone has it). A loser that saw it live publishes nothing: a race of K
+    /// successors costs one clear, not K.
     func claimThroughArbiter(_ envelope: HandoffEnvelope, _ arbiter: any HandoffClaimArbiter) async throws -> Bool {
         let label = envelope.label
         let id = envelope.id.rawValue
@@ -62,6 +64,7 @@ extension HandoffRouter {
                 return mac
             } ?? nil
         }
+        guard won || entry.wasRetained else { return false }
         let properties = claimProperties(topic: topic, purpose: won ? "merge" : "already-merged", roundMAC: mac)
         let client = self.client
         Task { try? await client.publish(topic, payload: Data(), qos: .atLeastOnce, retain: true, properties: properties) }

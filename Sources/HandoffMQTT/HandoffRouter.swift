@@ -34,6 +34,8 @@ final class HandoffRouter: Sendable {
         var deadLettering = false
         /// Its round was opened by a restore (docs/PROTOCOL.md §10.6): not to be claimed for merging before then.
         var claimableAt: ContinuousClock.Instant?
+        /// It arrived as a retained message (or from a claim arbiter's list), not live.
+        var wasRetained = false
     }
 
     /// An open round of one topic: a readable handoff (or released or held checkpoint) seen, no verdict yet.
@@ -381,6 +383,7 @@ final class HandoffRouter: Sendable {
                 watched.handedOffBy.insert(envelope.origin.instance)
                 // The same handoff again (re-sent retained copy after a resubscription): keep its claim state.
                 var entry = Entry(key: id, envelope: envelope, payload: payload)
+                entry.wasRetained = retained
                 if restoredBy != nil { entry.claimableAt = .now + Self.restoreGrace }
                 watched.replacePending(id, with: entry)
                 // It replaces its origin's checkpoint of the label: a released one waiting here is cleared, never merged

@@ -283,8 +283,9 @@ public final class MQTTHandoffTransport: HandoffTransport {
             if router.options.willDelay != nil {
                 _ = try await client.subscribe(topics.checkpointFilter(label), options: MQTTSubscribeOptions(qos: .atLeastOnce))
             }
-            // Retained handoffs (and checkpoints) are sent right after the SUBACK; the marker comes after them.
-            try await router.sync(timeout: .seconds(10))
+            // Retained handoffs (and checkpoints) are sent right after the SUBACK; the marker comes after them. The caller's
+            // time limit (HandoffChannel's) bounds this; the minute here only ends a watch nobody bounds.
+            try await router.sync(timeout: .seconds(60))
             // With an arbiter, the store lists what waits: a clustered broker may not deliver a retained message published
             // through another node. Listed after subscribing, so that a handoff published meanwhile arrives live.
             if let arbiter = router.options.arbiter {

@@ -9,15 +9,15 @@ import Darwin
 #endif
 
 /// The few system calls the kit makes itself: loopback ports, signals and signal masks, a close-on-exec socket pair.
-enum POSIX {
+package enum POSIX {
     /// The loopback address every private broker binds.
-    static let loopbackAddress = "127.0.0.1"
+    package static let loopbackAddress = "127.0.0.1"
 
     /// Whether this process runs as root.
-    static var isRoot: Bool { geteuid() == 0 }
+    package static var isRoot: Bool { geteuid() == 0 }
 
     /// Sends `signal` to process `pid`.
-    static func send(_ signal: Int32, to pid: Int32) {
+    package static func send(_ signal: Int32, to pid: Int32) {
         _ = kill(pid_t(pid), signal)
     }
 
@@ -45,7 +45,7 @@ enum POSIX {
 
     /// A TCP port on 127.0.0.1 that was free a moment ago: bound to port 0, read back, released. Someone else may take
     /// it before the broker binds it; callers retry with new ports when that happens.
-    static func freeLoopbackPort() throws -> Int {
+    package static func freeLoopbackPort() throws -> Int {
         guard let descriptor = makeTCPSocket() else {
             throw MosquittoTestKitError(.brokerDidNotStart, "Could not create a socket to find a free port (errno \(errno)).")
         }
@@ -70,7 +70,7 @@ enum POSIX {
     }
 
     /// Distinct free loopback ports.
-    static func freeLoopbackPorts(count: Int) throws -> [Int] {
+    package static func freeLoopbackPorts(count: Int) throws -> [Int] {
         var ports: [Int] = []
         var attempts = 0
         while ports.count < count {
@@ -89,7 +89,7 @@ enum POSIX {
     /// A child starts with the signal mask of the thread that spawned it, and Foundation's `Process` does not reset it.
     /// Swift concurrency's threads block nearly every signal, so mosquitto spawned from one never receives SIGTERM
     /// (it only restores the mask it was given around its wait) and could not stop gracefully.
-    static func runWithEmptySignalMask(_ process: Process) async throws {
+    package static func runWithEmptySignalMask(_ process: Process) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let spawner = Thread {
                 var noSignals = sigset_t()
@@ -108,7 +108,7 @@ enum POSIX {
     }
 
     /// Whether something accepts TCP connections on 127.0.0.1:`port` (the connection is closed at once).
-    static func acceptsConnections(port: Int) -> Bool {
+    package static func acceptsConnections(port: Int) -> Bool {
         guard let descriptor = makeTCPSocket() else { return false }
         defer { close(descriptor) }
         var address = loopbackSocketAddress(port: port)

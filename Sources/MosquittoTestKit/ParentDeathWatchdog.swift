@@ -8,13 +8,13 @@ import Foundation
 /// kernel closes that end, `read` returns, and the shell sends SIGKILL to the broker, then removes the broker's folder
 /// (a second later, so that no write the broker had under way recreates a file in it). A normal stop kills the guard
 /// first, then closes its end, so the guard never signals a process that has already exited.
-final class ParentDeathWatchdog: @unchecked Sendable {
+package final class ParentDeathWatchdog: @unchecked Sendable {
     // @unchecked: `process` and `lifeline` are set once in init and only used through their thread-safe methods.
     private let process: Process
     private let lifeline: FileHandle
 
     /// Starts guarding process `pid`; if this process dies first, the guard kills `pid` and removes `directory`.
-    init(guarding pid: Int32, removingOnParentDeath directory: URL) throws {
+    package init(guarding pid: Int32, removingOnParentDeath directory: URL) throws {
         let (guardEnd, lifeline) = try POSIX.makeCloseOnExecSocketPair()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
@@ -36,7 +36,7 @@ final class ParentDeathWatchdog: @unchecked Sendable {
     }
 
     /// Stops guarding: kills the guard, then closes this process's end of the socket pair.
-    func stop() {
+    package func stop() {
         if process.isRunning {
             POSIX.send(SIGKILL, to: process.processIdentifier)
         }

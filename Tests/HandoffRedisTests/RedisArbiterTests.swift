@@ -1,3 +1,4 @@
+import ClusterTestKit
 import Foundation
 import Handoff
 @testable import HandoffMQTT

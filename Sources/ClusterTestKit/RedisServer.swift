@@ -1,10 +1,10 @@
 import Foundation
 
-/// A private redis-server on loopback for one test: a free port, a temporary folder, the append-only file fsynced after
-/// every write (as docs/PROTOCOL.md §11 recommends). Stopped and removed by ``stop()``.
-final class RedisServer: @unchecked Sendable {
-    let host = "127.0.0.1"
-    let port: Int
+/// A private redis-server on loopback for one test (the store of the Redis claim arbiter, docs/PROTOCOL.md §11): a free
+/// port, a temporary folder, the append-only file fsynced after every write. Stopped and removed by ``stop()``.
+public final class RedisServer: @unchecked Sendable {
+    public let host = "127.0.0.1"
+    public let port: Int
     private let directory: URL
     private let executable: String
     private var process = Process()
@@ -12,7 +12,7 @@ final class RedisServer: @unchecked Sendable {
     static let executable = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
     /// Starts a server and waits until it answers.
-    static func start() async throws -> RedisServer {
+    public static func start() async throws -> RedisServer {
         guard let executable else {
             throw RedisServerError("redis-server not found: apt-get install redis-server (scripts/install-deps.sh installs it)")
         }
@@ -54,20 +54,20 @@ final class RedisServer: @unchecked Sendable {
     }
 
     /// Kills the server (SIGKILL) and keeps its folder: ``restart()`` brings it back with what it had fsynced.
-    func crash() {
+    public func crash() {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
     }
 
     /// Starts the crashed server again on the same port and folder.
-    func restart() async throws {
+    public func restart() async throws {
         try launch()
         guard await waitUntilReady() else { throw RedisServerError("redis-server did not come back on port \(port)") }
     }
 
     /// Stops the server and removes its folder.
-    func stop() {
+    public func stop() {
         crash()
         try? FileManager.default.removeItem(at: directory)
     }
@@ -107,13 +107,14 @@ final class RedisServer: @unchecked Sendable {
     }
 }
 
-struct RedisServerError: Error, CustomStringConvertible {
-    var description: String
+/// Why a private redis-server could not be used.
+public struct RedisServerError: Error, CustomStringConvertible {
+    public var description: String
     init(_ description: String) { self.description = description }
 }
 
 /// Runs `body` with a private Redis server, stopped afterwards.
-func withRedisServer<T>(_ body: (RedisServer) async throws -> T) async throws -> T {
+public func withRedisServer<T>(_ body: (RedisServer) async throws -> T) async throws -> T {
     let server = try await RedisServer.start()
     defer { server.stop() }
     return try await body(server)
