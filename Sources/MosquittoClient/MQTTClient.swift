@@ -452,56 +452,74 @@ public final class MQTTClient: Sendable {
 
     private static func installCallbacks(_ pointer: OpaquePointer) {
         mosquitto_connect_v5_callback_set(pointer) { _, userdata, reasonCode, flags, _ in
-            ClientCore.from(userdata)?.didConnect(reasonCode: reasonCode, flags: flags)
+            uncancellable { ClientCore.from(userdata)?.didConnect(reasonCode: reasonCode, flags: flags) }
         }
         mosquitto_disconnect_v5_callback_set(pointer) { _, userdata, rc, _ in
-            ClientCore.from(userdata)?.didDisconnect(rc: rc)
+            uncancellable { ClientCore.from(userdata)?.didDisconnect(rc: rc) }
         }
         mosquitto_publish_v5_callback_set(pointer) { _, userdata, mid, reasonCode, _ in
-            ClientCore.from(userdata)?.didPublish(mid: mid, reasonCode: reasonCode)
+            uncancellable { ClientCore.from(userdata)?.didPublish(mid: mid, reasonCode: reasonCode) }
         }
         mosquitto_subscribe_v5_callback_set(pointer) { _, userdata, mid, count, granted, _ in
             let first = count > 0 ? granted?.pointee ?? 0x80 : 0x80
-            ClientCore.from(userdata)?.didSubscribe(mid: mid, granted: first)
+            uncancellable { ClientCore.from(userdata)?.didSubscribe(mid: mid, granted: first) }
         }
         mosquitto_unsubscribe_v5_callback_set(pointer) { _, userdata, mid, _ in
-            ClientCore.from(userdata)?.didUnsubscribe(mid: mid)
+            uncancellable { ClientCore.from(userdata)?.didUnsubscribe(mid: mid) }
         }
         mosquitto_message_v5_callback_set(pointer) { _, userdata, message, properties in
-            guard let core = ClientCore.from(userdata), let message else { return }
-            // libmosquitto frees the message when the callback returns: copy everything now, except the payload,
-            // which is taken over (no copy: a handed-off state can be many megabytes). libmosquitto 2.0 allocates
-            // it with calloc and frees it after the callback only if it is still set (message__cleanup), so
-            // clearing the pointer hands the buffer to Data. QoS 2 messages are stored by libmosquitto after
-            // the callback in some versions: their payload is copied, and so is every payload with a libmosquitto
-            // other than 2.0.x, whose internals this relies on.
-            let m = message.pointee
-            let payload: Data
-            if m.payloadlen > 0, let bytes = m.payload {
-                if m.qos < 2 && MosquittoLibrary.payloadTakeoverIsSafe {
-                    UnsafeMutablePointer(mutating: message).pointee.payload = nil
-                    payload = Data(bytesNoCopy: bytes, count: Int(m.payloadlen), deallocator: .free)
-                } else {
-                    payload = Data(bytes: bytes, count: Int(m.payloadlen))
-                }
-            } else {
-                payload = Data()
-            }
-            core.didReceive(
-                MQTTMessage(
-                    topic: String(cString: m.topic),
-                    payload: payload,
-                    qos: MQTTQoS(rawValue: m.qos) ?? .atMostOnce,
-                    retain: m.retain,
-                    properties: MQTTPublishProperties(copying: properties)
-                )
-            )
+            uncancellable { receive(userdata, message, properties) }
         }
         mosquitto_log_callback_set(pointer) { _, userdata, level, text in
             guard let text else { return }
-            ClientCore.from(userdata)?.didLog(level: level, text: String(cString: text))
+            uncancellable { ClientCore.from(userdata)?.didLog(level: level, text: String(cString: text)) }
         }
     }
+}
+
+/// Runs a callback's Swift code on libmosquitto's network thread with the thread's cancellation disabled. A forced
+/// stop (`mosquitto_loop_stop(_, true)`, which is `pthread_cancel`) must only ever cancel the thread inside
+/// libmosquitto (a blocking connect or select), never inside a lock our code holds there: cancelled while writing a
+/// log line, the thread left standard error's lock taken, and every later log line or print of the process blocked.
+private func uncancellable(_ body: () -> Void) {
+    var previous: Int32 = 0
+    pthread_setcancelstate(Int32(PTHREAD_CANCEL_DISABLE), &previous)
+    body()
+    pthread_setcancelstate(previous, nil)
+}
+
+/// The message callback: copies the message (taking its payload over where that is safe) and routes it.
+private func receive(
+    _ userdata: UnsafeMutableRawPointer?, _ message: UnsafePointer<mosquitto_message>?, _ properties: OpaquePointer?
+) {
+    guard let core = ClientCore.from(userdata), let message else { return }
+    // libmosquitto frees the message when the callback returns: copy everything now, except the payload,
+    // which is taken over (no copy: a handed-off state can be many megabytes). libmosquitto 2.0 allocates
+    // it with calloc and frees it after the callback only if it is still set (message__cleanup), so
+    // clearing the pointer hands the buffer to Data. QoS 2 messages are stored by libmosquitto after
+    // the callback in some versions: their payload is copied, and so is every payload with a libmosquitto
+    // other than 2.0.x, whose internals this relies on.
+    let m = message.pointee
+    let payload: Data
+    if m.payloadlen > 0, let bytes = m.payload {
+        if m.qos < 2 && MosquittoLibrary.payloadTakeoverIsSafe {
+            UnsafeMutablePointer(mutating: message).pointee.payload = nil
+            payload = Data(bytesNoCopy: bytes, count: Int(m.payloadlen), deallocator: .free)
+        } else {
+            payload = Data(bytes: bytes, count: Int(m.payloadlen))
+        }
+    } else {
+        payload = Data()
+    }
+    core.didReceive(
+        MQTTMessage(
+            topic: String(cString: m.topic),
+            payload: payload,
+            qos: MQTTQoS(rawValue: m.qos) ?? .atMostOnce,
+            retain: m.retain,
+            properties: MQTTPublishProperties(copying: properties)
+        )
+    )
 }
 
 extension MQTTClient {
