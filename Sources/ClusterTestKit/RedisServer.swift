@@ -1,4 +1,5 @@
 import Foundation
+import MosquittoTestKit
 
 /// A private redis-server on loopback for one test (the store of the Redis claim arbiter, docs/PROTOCOL.md §11): a free
 /// port, a temporary folder, the append-only file fsynced after every write. Stopped and removed by ``stop()``.
@@ -17,7 +18,7 @@ public final class RedisServer: @unchecked Sendable {
             throw RedisServerError("redis-server not found: apt-get install redis-server (scripts/install-deps.sh installs it)")
         }
         for _ in 0..<5 {
-            let server = try RedisServer(executable: executable, port: freePort())
+            let server = try RedisServer(executable: executable, port: POSIX.freeLoopbackPort())
             if await server.waitUntilReady() { return server }
             server.stop()
         }
@@ -90,20 +91,6 @@ public final class RedisServer: @unchecked Sendable {
         guard send(descriptor, ping, ping.count, Int32(MSG_NOSIGNAL)) == ping.count else { return false }
         var reply = [UInt8](repeating: 0, count: 16)
         return recv(descriptor, &reply, reply.count, 0) > 0 && reply.starts(with: Array("+PONG".utf8))
-    }
-
-    private static func freePort() throws -> Int {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(descriptor) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = in_addr_t(UInt32(0x7F00_0001).bigEndian)
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) == 0 && getsockname(descriptor, $0, &length) == 0 }
-        }
-        guard bound else { throw RedisServerError("no free loopback port (errno \(errno))") }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }
 
