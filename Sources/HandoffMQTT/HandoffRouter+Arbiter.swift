@@ -25,7 +25,7 @@ extension HandoffRouter {
         let start = try state.withLock { state -> Start in
             guard !state.shutDown, !state.stopping else { throw HandoffError.shutdown }
             let start = state.modifyWatched(label.topicLevel) { watched -> Start? in
-                guard !watched.stopping else { return nil }
+                guard watched.isWatched, !watched.stopping else { return nil }
                 if watched.won.removeValue(forKey: id) != nil { return .decided(true) }
                 guard let entry = watched.pending[id], !entry.claiming else { return .decided(false) }
                 watched.pending[id]?.claiming = true

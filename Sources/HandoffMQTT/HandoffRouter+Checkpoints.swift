@@ -56,9 +56,10 @@ extension HandoffRouter {
                 return
             }
         }
-        enum Outcome { case hold, offer(AsyncStream<HandoffNotice>.Continuation), clear(String) }
+        enum Outcome { case hold, offer(AsyncStream<HandoffNotice>.Continuation?), clear(String) }
         let outcome = state.withLock { state -> Outcome in
             let released = incarnation <= state.releasedThrough[instance, default: 0]
+            if state.watched[label.topicLevel]?.isWatched == false { boundTracking(&state, adding: payload.count) }
             return state.modifyWatched(label.topicLevel) { watched -> Outcome in
                 let previous = watched.verdicts[key]
                 watched.verdicts[key] = nil
@@ -91,7 +92,7 @@ extension HandoffRouter {
         }
         switch outcome {
         case .hold: break
-        case .offer(let notices): notices.yield(.available(label))
+        case .offer(let notices): notices?.yield(.available(label))
         case .clear(let why): clearResurrected(label: label, id: key, mac: envelope.signatureMAC, why: why)
         }
     }
@@ -120,12 +121,12 @@ extension HandoffRouter {
             return
         }
         let key = "@" + instance
-        let (offers, clears) = state.withLock { state -> ([(HandoffLabel, AsyncStream<HandoffNotice>.Continuation)], [(HandoffLabel, String?)]) in
+        let (offers, clears) = state.withLock { state -> ([(HandoffLabel, AsyncStream<HandoffNotice>.Continuation?)], [(HandoffLabel, String?)]) in
             if status.incarnation >= state.lastStatus[instance]?.incarnation ?? 0 { state.lastStatus[instance] = status }
             if status.state == .online { state.lastHeard[instance] = .now }
             guard through > state.releasedThrough[instance, default: 0] else { return ([], []) }
             state.releasedThrough[instance] = through
-            var offers: [(HandoffLabel, AsyncStream<HandoffNotice>.Continuation)] = []
+            var offers: [(HandoffLabel, AsyncStream<HandoffNotice>.Continuation?)] = []
             var clears: [(HandoffLabel, String?)] = []
             for level in state.watched.keys {
                 state.modifyWatched(level) { watched in
@@ -150,7 +151,7 @@ extension HandoffRouter {
                 ]
             )
         }
-        for (label, notices) in offers { notices.yield(.available(label)) }
+        for (label, notices) in offers { notices?.yield(.available(label)) }
         for (label, mac) in clears { clearResurrected(label: label, id: key, mac: mac, why: Self.replacedByHandoff) }
     }
 }

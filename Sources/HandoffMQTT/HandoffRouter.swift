@@ -61,9 +61,14 @@ final class HandoffRouter: Sendable {
         var isEmpty: Bool { won.isEmpty && unknown.isEmpty }
     }
 
+    /// One label seen on the transport's wildcard subscription: watched (a caller reads its notices and claims), or
+    /// only tracked (`continuation` nil: nobody here watches it yet, but its waiting handoffs and rounds are kept, so
+    /// that watching it later needs no subscription of its own).
     struct Watched {
         let label: HandoffLabel
-        var continuation: AsyncStream<HandoffNotice>.Continuation
+        var continuation: AsyncStream<HandoffNotice>.Continuation?
+        /// Whether a caller watches the label (not only tracked).
+        var isWatched: Bool { continuation != nil }
         /// Handoffs waiting, by id: seen, not yet claimed by anyone.
         var pending: [String: Entry] = [:]
         /// Handoffs this participant won whose claim() caller had given up (timeout, reconnect): handed out next time.
@@ -153,6 +158,11 @@ final class HandoffRouter: Sendable {
         var shutDown = false
         /// Shutting down: waiting for the verdicts of claims in flight; no new claim starts.
         var stopping = false
+        /// Payload bytes held for labels only tracked, not watched (bounded by ``MQTTHandoffTransport/Options/trackedBytesLimit``).
+        var trackedBytes = 0
+        /// The tracked labels' state was dropped to stay within the bound: watching a label that has no state here
+        /// needs the retained messages again (the wildcard is subscribed again).
+        var trackingIncomplete = false
         /// Per other instance: its checkpoints written at an incarnation up to this one are released.
         var releasedThrough: [String: Int] = [:]
         /// Per other instance: its latest status, and when this participant last heard from it (a birth or a
@@ -180,6 +190,8 @@ final class HandoffRouter: Sendable {
     /// The `signature.mac` of the last checkpoints this participant wrote, per label level: what a successor's signed
     /// claim of them binds to.
     let ownCheckpointMACs = Mutex<[String: [String]]>([:])
+    /// The transport's wildcard filters once subscribed (subscribed again after every reconnect).
+    let wildcardFilters = Mutex<[String]>([])
     /// For tests: called by claim() between deciding to claim and registering its waiter, with the topic.
     let claimWillRegister = Mutex<(@Sendable (String) -> Void)?>(nil)
     /// Told, on the network thread, when this participant's own checkpoint of a label was cleared by a message that is
@@ -224,36 +236,92 @@ final class HandoffRouter: Sendable {
 
     // MARK: - Watching
 
-    func startWatching(_ label: HandoffLabel) -> AsyncStream<HandoffNotice> {
+    /// Starts watching `label`. Returns its notices, and whether the retained messages must be read again (the
+    /// tracked labels' state was dropped to stay within its bound, and this label's with it): the transport then
+    /// subscribes its wildcard again.
+    func startWatching(_ label: HandoffLabel) -> (notices: AsyncStream<HandoffNotice>, needsRetained: Bool) {
         let (stream, continuation) = AsyncStream.makeStream(of: HandoffNotice.self)
-        let previous = state.withLock { state -> AsyncStream<HandoffNotice>.Continuation? in
+        let (previous, available, needsRetained) = state.withLock { state -> (AsyncStream<HandoffNotice>.Continuation?, Bool, Bool) in
             if state.shutDown {
                 continuation.finish()
-                return nil
+                return (nil, false, false)
             }
-            // Watching a watched label again replaces its stream only: the handoffs it has seen, and won, stay.
+            // Watching a label again, or one tracked so far, replaces its stream only: what it has seen, and won, stays.
             guard let index = state.watched.index(forKey: label.topicLevel) else {
                 state.watched[label.topicLevel] = Watched(label: label, continuation: continuation)
-                return nil
+                return (nil, false, state.trackingIncomplete)
             }
-            let previous = state.watched.values[index].continuation
+            let watched = state.watched.values[index]
+            if !watched.isWatched { state.trackedBytes -= Self.payloadBytes(of: watched) }
             state.watched.values[index].continuation = continuation
-            return previous
+            state.watched.values[index].stopping = false
+            return (watched.continuation, !watched.pending.isEmpty || !watched.won.isEmpty, false)
         }
         previous?.finish()
-        return stream
+        if available { continuation.yield(.available(label)) }
+        return (stream, needsRetained)
+    }
+
+    /// The payload bytes a label's state holds (what tracking it costs).
+    static func payloadBytes(of watched: Watched) -> Int {
+        watched.pending.values.reduce(0) { $0 + $1.payload.count } + watched.held.values.reduce(0) { $0 + $1.payload.count }
+    }
+
+    /// The state of a label seen on the wildcard subscription that nobody here watches: created to track it.
+    private static func tracked(_ state: inout State, level: Substring) -> HandoffLabel? {
+        if let label = state.watched[String(level)]?.label { return label }
+        // A level that is not a label's canonical encoding (docs/PROTOCOL.md §3) can be nobody's: ignored.
+        guard !state.shutDown, let label = try? HandoffLabel(topicLevel: String(level)) else { return nil }
+        state.watched[label.topicLevel] = Watched(label: label, continuation: nil)
+        return label
+    }
+
+    /// Keeps the payloads held for tracked labels within `limit` bytes: over it, they are dropped (the labels' rounds
+    /// stay), and a label watched later reads the retained messages again.
+    func boundTracking(_ state: inout State, adding bytes: Int) {
+        state.trackedBytes += bytes
+        guard state.trackedBytes > options.trackedBytesLimit else { return }
+        var total = 0
+        for watched in state.watched.values where !watched.isWatched { total += Self.payloadBytes(of: watched) }
+        state.trackedBytes = total
+        guard total > options.trackedBytesLimit else { return }
+        for level in Array(state.watched.keys) where !(state.watched[level]?.isWatched ?? true) {
+            state.watched[level] = nil
+        }
+        state.trackedBytes = 0
+        state.trackingIncomplete = true
+        logger.info(
+            "Dropped the handoffs held for labels nobody here watches, to stay within the bound; a label watched later reads them again",
+            metadata: ["handoff.tracked_bytes_limit": "\(options.trackedBytesLimit)"]
+        )
+    }
+
+    /// The retained messages were read again (the wildcard subscribed again and synced): every label is tracked anew.
+    func retainedReadAgain() {
+        state.withLock { $0.trackingIncomplete = false }
     }
 
     /// Stops watching `label` at once: its stream finishes, claims waiting for a verdict fail with
     /// ``HandoffError/notSubscribed(_:)``. Returns what this participant still held for the label.
+    ///
+    /// The label stays tracked (the wildcard subscription goes on): its waiting handoffs and rounds are kept, without
+    /// what this participant won or claimed, which the caller settles.
     private func stopWatching(_ label: HandoffLabel) -> Unsettled {
         let prefixes = [topics.handoffFilter(label).dropLast(), topics.checkpointFilter(label).dropLast()]
-        let (watched, waiters) = state.withLock { state in
-            let watched = state.watched.removeValue(forKey: label.topicLevel)
+        let (watched, waiters) = state.withLock { state -> (Watched?, [ClaimWaiter]) in
             let topics = state.claims.keys.filter { topic in prefixes.contains { topic.hasPrefix($0) } }
-            return (watched, topics.compactMap { state.claims.removeValue(forKey: $0) })
+            let waiters = topics.compactMap { state.claims.removeValue(forKey: $0) }
+            guard let index = state.watched.index(forKey: label.topicLevel), state.watched.values[index].isWatched else { return (nil, waiters) }
+            let watched = state.watched.values[index]
+            // Tracked from now on: what was won or claimed here is settled by the caller, the rest stays known.
+            state.watched.values[index].continuation = nil
+            state.watched.values[index].stopping = false
+            state.watched.values[index].won = [:]
+            state.watched.values[index].pending = watched.pending.filter { !$0.value.claiming || $0.value.deadLettering }
+            boundTracking(&state, adding: Self.payloadBytes(of: state.watched.values[index]))
+            return (watched, waiters)
         }
-        watched?.continuation.finish()
+        watched?.continuation?.finish()
         for waiter in waiters { waiter.resume(with: .failure(HandoffError.notSubscribed(label))) }
         return watched.map(Self.unsettled(of:)) ?? Unsettled()
     }
@@ -320,7 +388,7 @@ final class HandoffRouter: Sendable {
 
     func pending(_ label: HandoffLabel) throws -> [HandoffEnvelope] {
         let entries = try state.withLock { state in
-            guard let watched = state.watched[label.topicLevel] else { throw HandoffError.notSubscribed(label) }
+            guard let watched = state.watched[label.topicLevel], watched.isWatched else { throw HandoffError.notSubscribed(label) }
             return Array(watched.won.values) + watched.pending.values.filter { !$0.claiming }
         }
         return entries.map(\.envelope).sorted { ($0.createdAt, $0.id.rawValue) < ($1.createdAt, $1.id.rawValue) }
@@ -343,14 +411,14 @@ final class HandoffRouter: Sendable {
             return
         }
         if let (labelLevel, id) = topics.parseHandoff(message.topic) {
-            guard let label = state.withLock({ $0.watched[String(labelLevel)]?.label }) else { return }
+            guard let label = state.withLock({ Self.tracked(&$0, level: labelLevel) }) else { return }
             if message.payload.isEmpty {
                 routeClaim(label: label, id: String(id), topic: message.topic, properties: message.properties)
             } else {
                 routeHandoff(label: label, id: String(id), payload: message.payload, properties: message.properties, retained: message.retain)
             }
         } else if let (labelLevel, instance) = topics.parseCheckpoint(message.topic) {
-            guard let label = state.withLock({ $0.watched[String(labelLevel)]?.label }) else { return }
+            guard let label = state.withLock({ Self.tracked(&$0, level: labelLevel) }) else { return }
             routeCheckpoint(label: label, instance: String(instance), message: message)
         } else if let instance = topics.parseInstance(message.topic) {
             routeStatus(instance: String(instance), payload: message.payload)
@@ -366,9 +434,9 @@ final class HandoffRouter: Sendable {
             return
         }
         let restoredBy = properties.userProperty(HandoffProperty.restoreBy)
-        enum Outcome { case ignore, offer(AsyncStream<HandoffNotice>.Continuation, supersedes: (key: String, mac: String?)?), resurrected(mac: String?) }
+        enum Outcome { case ignore, offer(AsyncStream<HandoffNotice>.Continuation?, supersedes: (key: String, mac: String?)?), resurrected(mac: String?) }
         let outcome = state.withLock { state -> Outcome in
-            state.modifyWatched(label.topicLevel) { watched -> Outcome in
+            let outcome = state.modifyWatched(label.topicLevel) { watched -> Outcome in
                 if restoredBy != nil, Self.restoresOpenRound(&watched, id, payload: payload) { return .ignore }
                 let mergedHereBefore = watched.verdicts[id]?.merged(by: origin.instance) ?? false
                 // A handoff on this topic opens a new round: earlier claims no longer count.
@@ -395,11 +463,13 @@ final class HandoffRouter: Sendable {
                 watched.pending[checkpoint] = nil
                 return .offer(watched.continuation, supersedes: (checkpoint, released.envelope.signatureMAC))
             } ?? .ignore
+            if case .offer(nil, _) = outcome { boundTracking(&state, adding: payload.count) }
+            return outcome
         }
         switch outcome {
         case .ignore: break
         case .offer(let notices, let supersedes):
-            notices.yield(.available(label))
+            notices?.yield(.available(label))
             if let supersedes { clearResurrected(label: label, id: supersedes.key, mac: supersedes.mac, why: Self.replacedByHandoff) }
         case .resurrected(let mac): clearResurrected(label: label, id: id, mac: mac)
         }
@@ -444,7 +514,7 @@ final class HandoffRouter: Sendable {
         let merging = !Self.unmergedPurposes.contains(purpose ?? "merge")
         let verdict = Verdict(winner: claimer, merging: merging, alreadyMerged: purpose == "already-merged")
         let (waiter, notify) = state.withLock { state -> (ClaimWaiter?, AsyncStream<HandoffNotice>.Continuation?) in
-            let verdict = state.modifyWatched(label.topicLevel) { watched -> (entry: Entry?, continuation: AsyncStream<HandoffNotice>.Continuation)? in
+            let verdict = state.modifyWatched(label.topicLevel) { watched -> (entry: Entry?, continuation: AsyncStream<HandoffNotice>.Continuation?)? in
                 guard watched.openRounds.removeValue(forKey: id) != nil else { return nil }
                 watched.record(verdict: verdict, for: id)
                 let entry = watched.pending.removeValue(forKey: id)
@@ -480,7 +550,7 @@ final class HandoffRouter: Sendable {
             guard !state.shutDown, !state.stopping else { throw HandoffError.shutdown }
             let token = state.nextToken
             let start = state.modifyWatched(label.topicLevel) { watched -> Start? in
-                guard !watched.stopping else { return nil }
+                guard watched.isWatched, !watched.stopping else { return nil }
                 if watched.won.removeValue(forKey: id) != nil { return .decided(true) }
                 if let won = watched.decided(id, by: origin.instance) { return .decided(won) }
                 // Not waiting (never seen, or claimed by this process already): nothing to win.
@@ -668,7 +738,7 @@ final class HandoffRouter: Sendable {
     }
 
     private func notify(_ label: HandoffLabel, _ notice: HandoffNotice) {
-        state.withLock { $0.watched[label.topicLevel]?.continuation }?.yield(notice)
+        state.withLock { $0.watched[label.topicLevel]?.continuation }??.yield(notice)
     }
 
     /// The dead letters stored for `label`: subscribes to its dead-letter topics, reads the retained
@@ -820,16 +890,11 @@ final class HandoffRouter: Sendable {
         }
     }
 
-    /// Subscribes again to the filters of every label watched (and not being unwatched), handoffs before
-    /// checkpoints, so that their retained messages are delivered again. (The instance statuses are subscribed
+    /// Subscribes again to the transport's wildcard filters (once a label was watched), handoffs before checkpoints,
+    /// so that their retained messages are delivered again. (The instance statuses are subscribed
     /// again by the announcement that follows every connect.)
     private func subscribeAgain() {
-        let checkpoints = options.willDelay != nil
-        let filters = state.withLock { state in
-            state.watched.values.filter { !$0.stopping }.flatMap { watched in
-                [topics.handoffFilter(watched.label)] + (checkpoints ? [topics.checkpointFilter(watched.label)] : [])
-            }
-        }
+        let filters = wildcardFilters.withLock { $0 }
         let client = self.client
         Task {
             for filter in filters {
@@ -857,7 +922,7 @@ final class HandoffRouter: Sendable {
             }
             return (Array(state.watched.values), Array(state.claims.values), state.syncs.values.flatMap { $0 } + state.syncQueued)
         }
-        for entry in watched { entry.continuation.finish() }
+        for entry in watched { entry.continuation?.finish() }
         for waiter in claims { waiter.resume(with: .failure(HandoffError.shutdown)) }
         for continuation in syncs { continuation.resume(throwing: HandoffError.shutdown) }
         return watched.reduce(into: Unsettled()) { unsettled, watched in

@@ -40,6 +40,10 @@ public struct HandoffTopics: Sendable, Hashable {
     public func sync(instance: String) -> String { "\(prefix)/sync/\(instance)" }
     public func checkpoint(_ label: HandoffLabel, instance: String) -> String { "\(prefix)/checkpoints/\(label.topicLevel)/\(instance)" }
     public func checkpointFilter(_ label: HandoffLabel) -> String { "\(prefix)/checkpoints/\(label.topicLevel)/+" }
+    /// Every label's handoffs: the one subscription of a transport (docs/PROTOCOL.md §6).
+    public var handoffsWildcard: String { "\(prefix)/handoffs/+/+" }
+    /// Every label's checkpoints (§9).
+    public var checkpointsWildcard: String { "\(prefix)/checkpoints/+/+" }
     public func instance(_ instance: String) -> String { "\(prefix)/instances/\(instance)" }
     public var instanceFilter: String { "\(prefix)/instances/+" }
 

@@ -45,6 +45,10 @@ public final class MQTTHandoffTransport: HandoffTransport {
         /// handoffs are dead-lettered as `signature-invalid`, and claims that do not verify decide nothing. All
         /// participants of a prefix need key sets that read each other's writing keys. `nil`: nothing is signed.
         public var keys: HandoffKeySet?
+        /// The most payload bytes kept for labels that this participant does not watch (its one subscription per prefix
+        /// delivers every label's handoffs: they are kept so that watching a label later needs no subscription of its
+        /// own). Over it, they are dropped, and the next watch of such a label reads the retained messages again.
+        public var trackedBytesLimit: Int
         /// Who decides the winner of each handoff (docs/PROTOCOL.md §11). `nil` (the default): the broker's single order
         /// per topic (§5), right for a single-node broker such as mosquitto. On a clustered broker (EMQX, VerneMQ,
         /// HiveMQ, ejabberd), whose nodes deliver claims in different orders, use a store's atomic take instead, such as
@@ -60,7 +64,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
             willDelay: UInt32? = 5,
             livenessLease: Duration? = .seconds(30),
             keys: HandoffKeySet? = nil,
-            arbiter: (any HandoffClaimArbiter)? = nil
+            arbiter: (any HandoffClaimArbiter)? = nil,
+            trackedBytesLimit: Int = 64 * 1024 * 1024
         ) {
             precondition(livenessLease.map { $0 > .zero } ?? true, "the liveness lease must be positive")
             precondition(
@@ -76,6 +81,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
             self.willDelay = willDelay
             self.keys = keys
             self.arbiter = arbiter
+            self.trackedBytesLimit = trackedBytesLimit
         }
     }
 
@@ -110,6 +116,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
     let book = CheckpointBook()
     /// Unwatches still giving back or dead-lettering what they held: shutdown waits for them before it disconnects.
     private let settlingUnwatches = Mutex(0)
+    /// The SUBSCRIBE of the wildcard filters, made by the first watch (`nil`: not yet, or it failed).
+    private let wildcardSubscription = Mutex<Task<Void, any Error>?>(nil)
 
     /// Connects to the broker and starts routing handoff messages.
     ///
@@ -276,13 +284,14 @@ public final class MQTTHandoffTransport: HandoffTransport {
 
     // MARK: - HandoffTransport
 
+    /// Watches `label`. The transport has one subscription per prefix, `{prefix}/handoffs/+/+` (and
+    /// `{prefix}/checkpoints/+/+` with checkpoints), made at the first watch: every label's waiting handoffs and rounds
+    /// are known from then on (within ``Options/trackedBytesLimit``), so watching another label needs no SUBSCRIBE, only
+    /// an ordering marker (shared by the watches that arrive together) to have everything published before it.
     public func watch(_ label: HandoffLabel) async throws -> AsyncStream<HandoffNotice> {
-        let stream = router.startWatching(label)
+        let (stream, needsRetained) = router.startWatching(label)
         do {
-            _ = try await client.subscribe(topics.handoffFilter(label), options: MQTTSubscribeOptions(qos: .atLeastOnce))
-            if router.options.willDelay != nil {
-                _ = try await client.subscribe(topics.checkpointFilter(label), options: MQTTSubscribeOptions(qos: .atLeastOnce))
-            }
+            try await subscribeWildcard(again: needsRetained)
             // Retained handoffs (and checkpoints) are sent right after the SUBACK; the marker comes after them. The caller's
             // time limit (HandoffChannel's) bounds this; the minute here only ends a watch nobody bounds.
             try await router.sync(timeout: .seconds(60))
@@ -301,19 +310,36 @@ public final class MQTTHandoffTransport: HandoffTransport {
         return stream
     }
 
+    /// Subscribes the transport's wildcard filters once (the watches that arrive meanwhile wait for the same SUBSCRIBE),
+    /// or `again` (the tracked labels' state was dropped: the retained messages are read again).
+    private func subscribeWildcard(again: Bool) async throws {
+        let filters = [topics.handoffsWildcard] + (router.options.willDelay != nil ? [topics.checkpointsWildcard] : [])
+        let (client, router) = (self.client, self.router)
+        let task = wildcardSubscription.withLock { current -> Task<Void, any Error> in
+            if !again, let current { return current }
+            let task = Task {
+                for filter in filters { _ = try await client.subscribe(filter, options: MQTTSubscribeOptions(qos: .atLeastOnce)) }
+                router.wildcardFilters.withLock { $0 = filters }
+                try await router.sync(timeout: .seconds(60))
+                router.retainedReadAgain()
+            }
+            current = task
+            return task
+        }
+        do {
+            try await task.value
+        } catch {
+            wildcardSubscription.withLock { if $0 == task { $0 = nil } }
+            throw error
+        }
+    }
+
     /// Stops watching `label`. First it waits (at most ``Options/settleTimeout``) for the verdicts of this
     /// participant's claims in flight for the label; the handoffs it won and nobody merged are given back, claims
-    /// without a verdict dead-lettered (see ``Settlement``). Cancelling the caller does not cut this short.
+    /// without a verdict dead-lettered (see ``Settlement``). Cancelling the caller does not cut this short. The
+    /// subscription stays (it is the prefix's): the label is tracked again, as before it was watched.
     public func unwatch(_ label: HandoffLabel) async throws {
         await stopWatchingSettled(label)
-        do {
-            try await client.unsubscribe(topics.handoffFilter(label))
-            if router.options.willDelay != nil { try await client.unsubscribe(topics.checkpointFilter(label)) }
-        } catch let error as MQTTError where error.code == .shutdown {
-            return
-        } catch {
-            throw HandoffError.transportUnavailable("Could not unsubscribe from handoffs for '\(label)': \(error)")
-        }
     }
 
     /// Stops routing `label` once its claims in flight have their verdicts, then gives back or dead-letters what
