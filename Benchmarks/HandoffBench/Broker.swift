@@ -44,9 +44,14 @@ final class BenchBroker: Sendable {
         return URL(fileURLWithPath: found)
     }
 
+    /// The durability settings of the repository's broker/mosquitto.conf (the `durable` profile): the store saved after
+    /// every change, sessions kept for an hour.
+    static let durableSettings = ["persistence true", "autosave_on_changes true", "autosave_interval 1", "persistent_client_expiration 1h"]
+
     /// Starts a broker with ``settings``, plus `extraSettings` (the crash scenario adds `sys_interval 1` to read the
-    /// broker's own byte counters on `$SYS/broker/…`).
-    static func start(extraSettings: [String] = []) async throws -> BenchBroker {
+    /// broker's own byte counters on `$SYS/broker/…`); `durable` adds ``durableSettings``, its store in the broker's
+    /// temporary folder.
+    static func start(extraSettings: [String] = [], durable: Bool = false) async throws -> BenchBroker {
         let executable = try executable()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("handoff-bench-\(getpid())-\(monotonicNow())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -55,7 +60,8 @@ final class BenchBroker: Sendable {
         // A free port can be taken between finding it and mosquitto binding it: try a few.
         for _ in 0..<5 {
             let port = try freePort()
-            let configuration = ["listener \(port) 127.0.0.1"] + settings + extraSettings
+            let durability = durable ? durableSettings + ["persistence_location \(directory.path)/"] : []
+            let configuration = ["listener \(port) 127.0.0.1"] + settings + extraSettings + durability
             let file = directory.appendingPathComponent("mosquitto.conf")
             let log = directory.appendingPathComponent("mosquitto.log")
             let text = (configuration + ["log_dest file \(log.path)", "log_type error", "log_type warning"]).joined(separator: "\n") + "\n"

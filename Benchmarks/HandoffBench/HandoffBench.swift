@@ -15,7 +15,7 @@ struct HandoffBench: AsyncParsableCommand {
 }
 
 enum Scenario: String, CaseIterable, ExpressibleByArgument {
-    case latency, bulk, large, contention, crash
+    case latency, bulk, durable, large, contention, crash
 }
 
 struct Run: AsyncParsableCommand {
@@ -24,7 +24,7 @@ struct Run: AsyncParsableCommand {
         abstract: "Runs the scenarios (all by default) and prints a table and one JSON object."
     )
 
-    @Option(help: "Comma-separated scenarios: latency,bulk,large,contention,crash.")
+    @Option(help: "Comma-separated scenarios: latency,bulk,durable,large,contention,crash.")
     var scenarios: String = Scenario.allCases.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "latency: handoffs measured (default 2000; --quick 100).")
@@ -38,6 +38,9 @@ struct Run: AsyncParsableCommand {
 
     @Option(help: "bulk: labels handed off at shutdown (default 10000; --quick 300).")
     var labels: Int?
+
+    @Option(help: "durable: labels handed off at shutdown on the durable broker (default 10000; --quick 300).")
+    var durableLabels: Int?
 
     @Option(help: "large: bytes of the state's JSON (default 16777216; --quick 1048576).")
     var size: Int?
@@ -99,6 +102,7 @@ struct Run: AsyncParsableCommand {
             warmup: warmup ?? (quick ? 20 : 200),
             stateSize: stateSize,
             labels: labels ?? (quick ? 300 : 10_000),
+            durableLabels: durableLabels ?? (quick ? 300 : 10_000),
             largeSize: size ?? (quick ? 1 << 20 : 16 << 20),
             rounds: rounds ?? 3,
             successors: successors ?? (quick ? 4 : 16),
@@ -125,6 +129,19 @@ struct Run: AsyncParsableCommand {
                 results.append(try await LatencyScenario(context: context, count: parameters.latencyCount, warmup: parameters.warmup, size: parameters.stateSize).run())
             case .bulk:
                 results.append(try await BulkScenario(context: context, labels: parameters.labels, size: parameters.stateSize).run())
+            case .durable:
+                // A broker of its own with the repository's durability settings (the store saved after every change).
+                let durableBroker = try await BenchBroker.start(durable: true)
+                defer { durableBroker.stop() }
+                progress("durable: mosquitto with \(BenchBroker.durableSettings.joined(separator: ", ")) on \(durableBroker.host):\(durableBroker.port)")
+                let durableContext = BenchContext(
+                    host: durableBroker.host, port: durableBroker.port, runID: context.runID,
+                    floor: FloorRunner(executable: floorExecutable, host: durableBroker.host, port: durableBroker.port, skip: swiftOnly),
+                    timeout: timeout
+                )
+                results.append(
+                    try await BulkScenario(context: durableContext, labels: parameters.durableLabels, size: parameters.stateSize, durable: true).run()
+                )
             case .large:
                 var codecList: [BenchCodec] = []
                 for name in codecs.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !name.isEmpty {
@@ -185,6 +202,7 @@ struct Parameters {
     var warmup: Int
     var stateSize: Int
     var labels: Int
+    var durableLabels: Int
     var largeSize: Int
     var rounds: Int
     var successors: Int
@@ -202,6 +220,7 @@ struct Parameters {
             ("latency_warmup", .int(warmup)),
             ("state_size", .int(stateSize)),
             ("bulk_labels", .int(labels)),
+            ("durable_labels", .int(durableLabels)),
             ("large_size", .int(largeSize)),
             ("large_rounds", .int(rounds)),
             ("contention_successors", .int(successors)),
