@@ -190,6 +190,9 @@ final class HandoffRouter: Sendable {
     /// The `signature.mac` of the last checkpoints this participant wrote, per label level: what a successor's signed
     /// claim of them binds to.
     let ownCheckpointMACs = Mutex<[String: [String]]>([:])
+    /// Where large payloads are routed (see ``route(_:)``), and how many messages wait there.
+    private let offloadQueue = DispatchQueue(label: "handoff.router.large-payloads")
+    private let offloaded = Mutex(0)
     /// The transport's wildcard filters once subscribed (subscribed again after every reconnect).
     let wildcardFilters = Mutex<[String]>([])
     /// For tests: called by claim() between deciding to claim and registering its waiter, with the topic.
@@ -405,7 +408,26 @@ final class HandoffRouter: Sendable {
 
     // MARK: - Routing (one task, in the broker's order)
 
+    /// Routes `message`, on libmosquitto's network thread, in the order received. A large payload (its SHA-256, and
+    /// with keys its decryption, take milliseconds) is routed on a queue of its own instead, and the messages after it
+    /// wait behind it there, so that the order holds while the network thread goes on reading the socket.
     func route(_ message: MQTTMessage) {
+        let inline = offloaded.withLock { queued in
+            guard queued > 0 || message.payload.count >= Self.offloadedPayloadSize else { return true }
+            queued += 1
+            return false
+        }
+        guard !inline else { return routeInOrder(message) }
+        offloadQueue.async { [self] in
+            routeInOrder(message)
+            offloaded.withLock { $0 -= 1 }
+        }
+    }
+
+    /// Payloads from this size on are read off the network thread.
+    static let offloadedPayloadSize = 256 * 1024
+
+    private func routeInOrder(_ message: MQTTMessage) {
         if message.topic == syncTopic {
             markerDone(String(decoding: message.payload, as: UTF8.self), .success(()))
             return

@@ -30,6 +30,28 @@ struct MQTTHandoffIntegrationTests {
         }
     }
 
+    @Test("a 3 MiB state, routed off the network thread, and the small ones behind it arrive intact and in order")
+    func largeStateAmongSmallOnes() async throws {
+        try await withMosquittoBroker { broker in
+            let label = uniqueLabel("large")
+            let big = Tally(count: 1, note: String(repeating: "0123456789abcdef", count: 3 * 65_536))
+            try await withTransport(broker) { successor in
+                let channel = HandoffChannel<Tally>(label: label, transport: successor)
+                let notices = NoticeRecorder(try await channel.subscribe())
+                try await withTransport(broker) { predecessor in
+                    let sender = HandoffChannel<Tally>(label: label, transport: predecessor)
+                    _ = try await sender.initiate(big)
+                    for n in 2...4 { _ = try await sender.initiate(Tally(count: n, note: "small")) }
+                }
+                #expect(await notices.wait { notices, _ in notices.count >= 4 })
+                try await successor.sync()
+                let states = try await channel.complete().handoffs.map(\.state).sorted { $0.count < $1.count }
+                #expect(states.map(\.count) == [1, 2, 3, 4])
+                #expect(states.first == big)
+            }
+        }
+    }
+
     @Test("garbage, truncated, wrong-typed and oversized messages go to the dead letters with the reason; the successor keeps working")
     func hostilePublishers() async throws {
         try await withMosquittoBroker { broker in
