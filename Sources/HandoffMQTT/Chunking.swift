@@ -170,12 +170,14 @@ final class ChunkReaders: Sendable {
     /// Takes a message on a chunk topic of a handoff being read; `false` for every other message.
     func route(_ message: MQTTMessage) -> Bool {
         let topic = message.topic
-        guard let slash = topic.lastIndex(of: "/") else { return false }
-        let assembly = state.withLock { state -> ChunkAssembly? in
-            guard !state.reading.isEmpty else { return nil }
-            return state.reading[String(topic[...slash])]
+        // Most of the time nothing is being read: every other message passes on without more work.
+        let found = state.withLock { state -> (ChunkAssembly, String.Index)? in
+            guard !state.reading.isEmpty, let slash = topic.lastIndex(of: "/"), let assembly = state.reading[String(topic[...slash])] else {
+                return nil
+            }
+            return (assembly, slash)
         }
-        guard let assembly else { return false }
+        guard let (assembly, slash) = found else { return false }
         assembly.receive(level: topic[topic.index(after: slash)...], payload: message.payload)
         return true
     }

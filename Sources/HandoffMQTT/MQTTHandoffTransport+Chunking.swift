@@ -18,11 +18,21 @@ extension MQTTHandoffTransport: HandoffChunking {
     /// keyed) or, when its data is longer than the chunk size, its manifest, once its chunks are stored.
     func outgoingPayload(of envelope: HandoffEnvelope, timeout: Duration) async throws -> Data {
         let keys = router.options.keys
-        let sealed = try keys.map { try $0.seal(envelope) } ?? envelope
+        var sealed = try keys.map { try $0.seal(envelope) } ?? envelope
         let chunkSize = router.options.chunkSize
         guard sealed.incarnation == nil, sealed.data.count > chunkSize else { return sealed.encoded() }
+        // The whole data's SHA-256 (the header's `sha256`) is computed while the chunks are being stored, not before.
+        let data = sealed.data
+        let digest = sealed.digest == nil ? Task { HandoffEnvelope.sha256Hex(data) } : nil
+        let hashes: [String]
+        do {
+            hashes = try await publishChunks(of: sealed, chunkSize: chunkSize, timeout: timeout)
+        } catch {
+            digest?.cancel()
+            throw error
+        }
+        if let digest { sealed.digest = await digest.value }
         let header = sealed.encodedHeader()
-        let hashes = try await publishChunks(of: sealed, chunkSize: chunkSize, timeout: timeout)
         let manifest = ChunkManifest(
             chunkSize: chunkSize, chunks: hashes, format: ChunkManifest.format, header: String(decoding: header, as: UTF8.self),
             length: sealed.data.count
