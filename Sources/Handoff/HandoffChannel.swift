@@ -133,8 +133,10 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
         if let fencing = (transport as? any HandoffCheckpointing)?.fencing(of: label) {
             throw HandoffError.fenced(fencing)
         }
-        // With its payload made once (the encoded state is not kept beside it).
-        let envelope = try envelope(for: state).withWireForm()
+        // With its payload made once (the encoded state is not kept beside it); a state sent in chunks is not copied into a
+        // payload at all: its chunks are slices of the data (docs/PROTOCOL.md §12).
+        let made = try envelope(for: state)
+        let envelope = (transport as? any HandoffChunking)?.willChunk(made) == true ? made : made.withWireForm()
         if subscribed.withLock({ $0 }) {
             do {
                 try await unsubscribe()
@@ -233,6 +235,11 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
             return
         }
 
+        if envelope.isChunkManifest, let chunking = transport as? any HandoffChunking {
+            try await processChunked(envelope, chunking, into: &batch, metadata: metadata)
+            return
+        }
+
         let state: State
         do {
             state = try read(envelope)
@@ -266,6 +273,84 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
             logger.debug("handoff claimed", metadata: metadata)
         } else {
             logger.debug("handoff claimed by another participant", metadata: metadata)
+        }
+    }
+
+    /// A chunk manifest (docs/PROTOCOL.md §12): its state exists only once its chunks are read, which only the claim's winner
+    /// does. So it is claimed first, then assembled and read; whatever fails after the claim dead-letters the whole handoff
+    /// (its manifest verbatim; the chunks stay), never a part of it.
+    private func processChunked(
+        _ envelope: HandoffEnvelope, _ chunking: any HandoffChunking, into batch: inout HandoffBatch<State>, metadata: Logger.Metadata
+    ) async throws {
+        var metadata = metadata
+        do {
+            try chunking.checkManifest(envelope)
+        } catch {
+            if error.reason == .unsupportedFormat {
+                let firstReport = reportedDeferred.withLock { $0.insert(envelope.id).inserted }
+                guard firstReport else { return }
+                let rejection = HandoffRejection(label: label, id: envelope.id.rawValue, reason: error.reason, detail: error.detail, disposition: .leftInPlace)
+                logger.warning("\(rejection)", metadata: metadata)
+                batch.deferred.append(rejection)
+                return
+            }
+            try await reject(envelope, reason: error.reason, detail: error.detail, into: &batch, metadata: &metadata)
+            return
+        }
+        guard try await transport.claim(envelope, timeout: timeout) else {
+            logger.debug("handoff claimed by another participant", metadata: metadata)
+            return
+        }
+        let whole: HandoffEnvelope
+        do {
+            whole = try await chunking.assemble(envelope, timeout: timeout)
+        } catch let error as HandoffEnvelopeError {
+            try await reject(envelope, reason: error.reason, detail: error.detail, into: &batch, metadata: &metadata)
+            return
+        }
+        let state: State
+        do {
+            state = try read(whole)
+        } catch {
+            try await reject(whole, reason: error.reason, detail: error.detail, into: &batch, metadata: &metadata)
+            return
+        }
+        var claimed = ClaimedHandoff(
+            id: whole.id, label: label, vsn: whole.vsn, state: state, createdAt: whole.createdAt, origin: whole.origin, isCheckpoint: false
+        )
+        claimed.envelope = whole
+        batch.handoffs.append(claimed)
+        metadata["handoff.bytes"] = "\(whole.data.count)"
+        logger.debug("chunked handoff claimed and assembled", metadata: metadata)
+    }
+
+    private func reject(
+        _ envelope: HandoffEnvelope, reason: HandoffRejection.Reason, detail: String, into batch: inout HandoffBatch<State>,
+        metadata: inout Logger.Metadata
+    ) async throws {
+        let rejection = HandoffRejection(label: label, id: envelope.id.rawValue, reason: reason, detail: detail, disposition: .deadLettered)
+        try await transport.deadLetter(envelope, reason: reason, detail: detail, timeout: timeout)
+        metadata["handoff.reason"] = "\(reason.rawValue)"
+        logger.warning("\(rejection)", metadata: metadata)
+        batch.rejected.append(rejection)
+    }
+
+    /// Tells the transport that the caller merged `handoffs`: the chunks of chunked ones (docs/PROTOCOL.md §12) are removed
+    /// from the broker. Until then they stay, so that a handoff given back or dead-lettered keeps its state. `HandoffService`
+    /// calls it after every merge; a caller of ``complete()`` or ``handoffs()`` calls it once it merged what it got (not
+    /// calling it leaves the chunks stored, never loses a state). Failures are logged, not thrown.
+    public func merged(_ handoffs: [ClaimedHandoff<State>]) async {
+        guard let chunking = transport as? any HandoffChunking else { return }
+        for handoff in handoffs {
+            guard let envelope = handoff.envelope else { continue }
+            do {
+                try await chunking.discardChunks(of: envelope, timeout: timeout)
+            } catch {
+                logger.warning(
+                    "could not remove the chunks of a merged handoff; they stay on the broker",
+                    metadata: ["handoff.id": "\(handoff.id)", "handoff.error": "\(error)"]
+                )
+            }
         }
     }
 

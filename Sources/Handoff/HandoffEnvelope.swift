@@ -145,6 +145,17 @@ public struct HandoffEnvelope: Sendable, Hashable {
     /// The payload in the wire format `swift-handoff/1` (see the type's documentation).
     public func encoded() -> Data {
         if let wire { return wire }
+        let header = encodedHeader()
+        var payload = Data(capacity: header.count + 1 + data.count)
+        payload.append(contentsOf: header)
+        payload.append(0x0A)
+        payload.append(data)
+        return payload
+    }
+
+    /// The header line of ``encoded()`` (without its 0x0A), made from the fields: for a chunked handoff (docs/PROTOCOL.md
+    /// §12), whose manifest carries it while the data travels in chunks, never copied into one payload.
+    package func encodedHeader() -> [UInt8] {
         var header = HeaderWriter()
         header.object { object in
             object.string("contentType", contentType)
@@ -176,11 +187,7 @@ public struct HandoffEnvelope: Sendable, Hashable {
             }
             object.integer("vsn", vsn)
         }
-        var payload = Data(capacity: header.bytes.count + 1 + data.count)
-        payload.append(contentsOf: header.bytes)
-        payload.append(0x0A)
-        payload.append(data)
-        return payload
+        return header.bytes
     }
 
     /// This envelope with its payload made once: ``encoded()`` returns that payload without building it again,

@@ -37,6 +37,9 @@ public struct HandoffRejection: Error, Sendable, Hashable, CustomStringConvertib
         case decryptionFailed = "decryption-failed"
         /// Signed or encrypted with a key this reader does not hold: left in place for a participant that does.
         case unknownKey = "unknown-key"
+        /// A chunked handoff (docs/PROTOCOL.md §12) whose chunk is missing from the broker: the whole handoff is kept as a
+        /// dead letter (its manifest), never merged in part.
+        case chunkMissing = "chunk-missing"
     }
 
     /// What became of a rejected handoff.

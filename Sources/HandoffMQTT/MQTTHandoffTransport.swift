@@ -54,6 +54,10 @@ public final class MQTTHandoffTransport: HandoffTransport {
         /// HiveMQ, ejabberd), whose nodes deliver claims in different orders, use a store's atomic take instead, such as
         /// `RedisClaimArbiter` (module HandoffRedis). Checkpoints (§9) are still claimed by the broker's order.
         public var arbiter: (any HandoffClaimArbiter)?
+        /// States whose data (as stored: after encryption) is longer than this many bytes are handed off in chunks of it plus
+        /// a manifest (docs/PROTOCOL.md §12), so that no message exceeds what brokers accept (AWS IoT Core: 128 KB, EMQX: 1 MB
+        /// by default). Smaller states are sent whole, as before. Every successor reads chunks of any size.
+        public var chunkSize: Int
 
         public init(
             prefix: String = "handoff",
@@ -65,8 +69,11 @@ public final class MQTTHandoffTransport: HandoffTransport {
             livenessLease: Duration? = .seconds(30),
             keys: HandoffKeySet? = nil,
             arbiter: (any HandoffClaimArbiter)? = nil,
-            trackedBytesLimit: Int = 64 * 1024 * 1024
+            trackedBytesLimit: Int = 64 * 1024 * 1024,
+            chunkSize: Int = 256 * 1024
         ) {
+            precondition(chunkSize >= 1, "the chunk size must be positive")
+            self.chunkSize = chunkSize
             precondition(livenessLease.map { $0 > .zero } ?? true, "the liveness lease must be positive")
             precondition(
                 willDelay.map { $0 <= sessionExpiry } ?? true,
@@ -114,6 +121,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
     let logger: Logger
     /// This participant's own checkpoints and fencing.
     let book = CheckpointBook()
+    /// The readers of chunked handoffs being assembled, and the chunks of the assembled ones (docs/PROTOCOL.md §12).
+    let chunkReaders = ChunkReaders()
     /// Unwatches still giving back or dead-lettering what they held: shutdown waits for them before it disconnects.
     private let settlingUnwatches = Mutex(0)
     /// The SUBSCRIBE of the wildcard filters, made by the first watch (`nil`: not yet, or it failed).
@@ -173,7 +182,12 @@ public final class MQTTHandoffTransport: HandoffTransport {
         self.router = router
         // Installed before connect() so that nothing the broker sends is missed. Messages are routed on
         // libmosquitto's network thread, in the order received, without a hop to a task.
-        client.setMessageHandler { message in router.route(message) }
+        let chunkReaders = chunkReaders
+        client.setMessageHandler { message in
+            // The chunks a claim's winner reads (docs/PROTOCOL.md §12) go to their reader, not to the router.
+            guard !chunkReaders.route(message) else { return }
+            router.route(message)
+        }
         let book = book
         router.ownershipLost.withLock {
             $0 = { loss in
@@ -365,6 +379,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
     }
 
     public func release(_ envelope: HandoffEnvelope, timeout: Duration) async throws {
+        chunkReaders.forgetAssembled(envelope)
         do {
             try await router.returnHandoff(label: envelope.label, id: router.key(of: envelope), payload: envelope.encoded(), timeout: timeout)
         } catch let error as MQTTError {
@@ -376,7 +391,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
     public func initiate(_ envelope: HandoffEnvelope, timeout: Duration) async throws {
         let topic = topics.handoff(envelope.label, id: envelope.id.rawValue)
         let properties = MQTTPublishProperties(messageExpiryInterval: router.options.handoffExpiry, contentType: HandoffRouter.contentType)
-        let payload = try router.options.keys.map { try $0.seal(envelope) }?.encoded() ?? envelope.encoded()
+        // A large state goes first as chunks; what waits on the handoff topic is then its manifest (docs/PROTOCOL.md §12).
+        let payload = try await outgoingPayload(of: envelope, timeout: timeout)
         // With an arbiter, the store holds it first: that is what successors list and claim (docs/PROTOCOL.md §11).
         try await router.options.arbiter?.store(prefix: topics.prefix, label: envelope.label, id: envelope.id.rawValue, payload: payload)
         // The PUBACK resumes this task directly; the time limit is kept by the shared TimeoutClock.
@@ -398,6 +414,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
     }
 
     public func deadLetter(_ envelope: HandoffEnvelope, reason: HandoffRejection.Reason, detail: String, timeout: Duration) async throws {
+        chunkReaders.forgetAssembled(envelope)
         try await router.deadLetter(
             label: envelope.label, id: router.key(of: envelope), payload: router.rawPayload(of: envelope), reason: reason, detail: detail, timeout: timeout
         )

@@ -144,6 +144,8 @@ final class Driver<P: HandoffParticipant>: ParticipantDriver {
     private func merge(_ handoffs: [ClaimedHandoff<P.State>]) async {
         do {
             try await participant.mergeClaimedHandoffs(handoffs)
+            // Chunked handoffs (docs/PROTOCOL.md §12): their chunks are removed once merged, not before.
+            await channel.merged(handoffs)
             context.metrics.claimed.increment(by: Int64(handoffs.count))
             for handoff in handoffs {
                 logger.info(

@@ -132,6 +132,22 @@ public final class MosquittoBroker: Sendable {
         return copy
     }
 
+    /// A copy of the repository's `broker/` folder (in a new temporary folder; remove it when done) whose mosquitto.conf
+    /// ends with `lines`: global options for one test's broker, such as `max_packet_size 1048576`.
+    public static func configDirectory(appending lines: [String]) throws -> URL {
+        let source = defaultConfigDirectory()
+        let copy = FileManager.default.temporaryDirectory
+            .appendingPathComponent("mosquitto-custom-\(UUID().uuidString.prefix(8))", isDirectory: true)
+        try FileManager.default.createDirectory(at: copy, withIntermediateDirectories: true)
+        for name in ["passwd", "acl"] {
+            try FileManager.default.copyItem(at: source.appendingPathComponent(name), to: copy.appendingPathComponent(name))
+        }
+        let config = try String(contentsOf: source.appendingPathComponent("mosquitto.conf"), encoding: .utf8)
+        let added = (["", "# Added for this broker."] + lines + [""]).joined(separator: "\n")
+        try (config + added).write(to: copy.appendingPathComponent("mosquitto.conf"), atomically: true, encoding: .utf8)
+        return copy
+    }
+
     /// Starts a private broker and returns once every listener accepts connections.
     ///
     /// - Parameter configDirectory: the folder holding `mosquitto.conf`, `passwd` and `acl`; by default
