@@ -50,6 +50,13 @@ public final class MQTTHandoffTransport: HandoffTransport {
         /// HiveMQ, ejabberd), whose nodes deliver claims in different orders, use a store's atomic take instead, such as
         /// `RedisClaimArbiter` (module HandoffRedis). Checkpoints (§9) are still claimed by the broker's order.
         public var arbiter: (any HandoffClaimArbiter)?
+        /// How successors stagger their merge claims (docs/PROTOCOL.md §5, "Ranked claims"). The default,
+        /// ``ClaimRanking/rendezvous(step:maximumSteps:)`` with 3 ms steps up to 8, ranks this participant among the
+        /// instances whose statuses say they are online (so it needs ``willDelay``; without statuses it claims at once):
+        /// the first-ranked claims at once, the others only if no verdict came within their rank's wait. A handoff then
+        /// costs about one claim instead of one per successor. ``ClaimRanking/off``: every successor claims at once. Claims
+        /// decided by an ``arbiter`` are never ranked (the store, not the broker's fan-out, decides them).
+        public var claimRanking: ClaimRanking
 
         public init(
             prefix: String = "handoff",
@@ -60,7 +67,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
             willDelay: UInt32? = 5,
             livenessLease: Duration? = .seconds(30),
             keys: HandoffKeySet? = nil,
-            arbiter: (any HandoffClaimArbiter)? = nil
+            arbiter: (any HandoffClaimArbiter)? = nil,
+            claimRanking: ClaimRanking = .rendezvous()
         ) {
             precondition(livenessLease.map { $0 > .zero } ?? true, "the liveness lease must be positive")
             precondition(
@@ -76,6 +84,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
             self.willDelay = willDelay
             self.keys = keys
             self.arbiter = arbiter
+            self.claimRanking = claimRanking
         }
     }
 
