@@ -98,29 +98,34 @@ final class ClaimCandidates: Sendable {
     /// The rank (0: first) of this participant for round id `id`, among itself and the instances online, without
     /// `origin` (who never claims its own handoff).
     func rank(id: String, origin: String) -> Int {
-        let others = online()
-        guard !others.isEmpty else { return 0 }
-        let mine = Self.score(id: id, instance: own)
-        var rank = 0
-        for other in others where other != origin && Self.ranks(Self.score(id: id, instance: other), other, above: mine, own) {
-            rank += 1
+        members.withLock { members in
+            guard !members.isEmpty else { return 0 }
+            let mine = Self.score(id: id, instance: own)
+            var rank = 0
+            for (other, member) in members where member.online && other != origin {
+                if Self.ranks(Self.score(id: id, instance: other), other, above: mine, own) { rank += 1 }
+            }
+            return rank
         }
-        return rank
     }
 
     /// SHA-256 of the UTF-8 bytes of `id`, one 0x00 byte, and the UTF-8 bytes of `instance` (docs/PROTOCOL.md §5).
-    static func score(id: String, instance: String) -> [UInt8] {
-        var input = Data(id.utf8)
-        input.append(0)
-        input.append(contentsOf: instance.utf8)
-        return Array(SHA256.hash(data: input))
+    static func score(id: String, instance: String) -> SHA256.Digest {
+        var hasher = SHA256()
+        var id = id
+        var instance = instance
+        id.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        withUnsafeBytes(of: UInt8(0)) { hasher.update(bufferPointer: $0) }
+        instance.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        return hasher.finalize()
     }
 
     /// Higher scores (compared as unsigned big-endian numbers, i.e. byte by byte) rank first; equal scores by the
     /// instance id's UTF-8 bytes, lower first.
-    static func ranks(_ score: [UInt8], _ instance: String, above other: [UInt8], _ otherInstance: String) -> Bool {
-        if score != other { return other.lexicographicallyPrecedes(score) }
-        return Array(instance.utf8).lexicographicallyPrecedes(Array(otherInstance.utf8))
+    static func ranks(_ score: SHA256.Digest, _ instance: String, above other: SHA256.Digest, _ otherInstance: String) -> Bool {
+        let order = score.withUnsafeBytes { lhs in other.withUnsafeBytes { rhs in memcmp(lhs.baseAddress!, rhs.baseAddress!, lhs.count) } }
+        if order != 0 { return order > 0 }
+        return instance.utf8.lexicographicallyPrecedes(otherInstance.utf8)
     }
 }
 
