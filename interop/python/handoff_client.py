@@ -15,7 +15,9 @@ Subcommands (all print or write JSON; `--help` on each for details):
     initiate     hand off one or more states (retained QoS 1 publish, wait for the PUBACK)
     checkpoint   keep checkpoints of a label (§9): Will, birth, checkpoints, then crash (no DISCONNECT)
     race         watch a label and claim every handoff that arrives until N verdicts are seen
-                 (with --checkpoints also the released checkpoints of crashed participants, §9.3)
+                 (with --checkpoints also the released checkpoints of crashed participants, §9.3); ranked
+                 claims (§5 "Ranked claims") by default: it publishes its birth and waits its rank's turn
+                 (--no-rank: every claim at once, no status)
     garbage      publish malformed handoff payloads, with the dead-letter reason each should get
     garbage-checkpoints  publish unreadable checkpoints (with this reader's reason for each), then release them
     dead-letters read the dead letters of a label and their reason user properties
