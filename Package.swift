@@ -59,6 +59,7 @@ let package = Package(
                 "Handoff",
                 "MosquittoClient",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         // A claim arbiter on Redis, for clustered brokers (docs/PROTOCOL.md §11): a minimal RESP client, no dependency.

@@ -5,6 +5,11 @@ import MosquittoClient
 
 /// Scenario 4: many successors race for every handoff; how long until each knows who won, and what it costs.
 ///
+/// swift-handoff runs twice: with its default ranked claims (docs/PROTOCOL.md §5, "Ranked claims": the first-ranked
+/// successor claims at once, the others only if no verdict came in their rank's wait), whose figures are the table's
+/// swift-handoff column, and naive (`claimRanking: .off`, every successor claims at once, as the floor does), whose
+/// figures are the "naive" rows beside the same floor.
+///
 /// The method of the floor (Benchmarks/Floor/README.md, "contention"), with swift-handoff's participants:
 /// 1. The predecessor initiates the first half (`count/2`) and waits for every acknowledgement.
 /// 2. `successors` transports connect; then all their channels subscribe at once and race (`complete()`,
@@ -29,14 +34,89 @@ struct ContentionScenario {
             scenario: "contention", prefix: context.prefix("contention", "floor"),
             ["--count", String(count), "--size", String(size), "--successors", String(successors), "--pace-us", String(paceMicroseconds)]
         )
-        progress("contention: swift-handoff, \(successors) successors, \(count) handoffs")
-        let measured = try await withTimeout(context.timeout, "contention (swift-handoff)") { [self] in try await measure() }
+        progress("contention: swift-handoff (ranked claims), \(successors) successors, \(count) handoffs")
+        let ranking = MQTTHandoffTransport.Options().claimRanking
+        let measured = try await withTimeout(context.timeout, "contention (swift-handoff)") { [self] in
+            try await measure(ranking: ranking, side: "swift")
+        }
+        progress("contention: swift-handoff naive (ranking off), \(successors) successors, \(count) handoffs")
+        let naive = try await withTimeout(context.timeout, "contention (swift-handoff, naive)") { [self] in
+            try await measure(ranking: .off, side: "swift-naive")
+        }
+        let retained = Stats(nanoseconds: measured.retained)
+        let live = Stats(nanoseconds: measured.live)
+        let naiveRetained = Stats(nanoseconds: naive.retained)
+        let naiveLive = Stats(nanoseconds: naive.live)
+        var fields: [(String, JSON)] = [
+            ("count", .int(count)), ("successors", .int(successors)), ("size", .int(size)), ("pace_us", .int(paceMicroseconds)),
+            ("claim_ranking", .string("\(ranking)")),
+        ]
+        fields += figures(of: measured)
+        let speedup: Double? = retained.p99 > 0 ? naiveRetained.p99 / retained.p99 : nil
+        fields.append(("retained_p99_speedup_over_naive", speedup.map(JSON.number) ?? .null))
+        fields.append(("naive", .object(figures(of: naive))))
+        let perHandoff = Double(measured.delivered) / Double(count)
+        let naivePerHandoff = Double(naive.delivered) / Double(count)
+        let rows = [
+            Row(scenario: "contention", metric: "live claim resolution p50", unit: "ms", swift: live.p50, floor: floor["live_resolution_p50_ms"]?.double),
+            Row(
+                scenario: "contention", metric: "live claim resolution p99", unit: "ms", swift: live.p99, floor: floor["live_resolution_p99_ms"]?.double,
+                target: .atMost(10, "")
+            ),
+            Row(
+                scenario: "contention", metric: "retained claim resolution p50", unit: "ms", swift: retained.p50,
+                floor: floor["retained_resolution_p50_ms"]?.double
+            ),
+            Row(
+                scenario: "contention", metric: "retained claim resolution p99", unit: "ms", swift: retained.p99,
+                floor: floor["retained_resolution_p99_ms"]?.double
+            ),
+            Row(
+                scenario: "contention", metric: "retained p99, naive / ranked", unit: "×", swift: speedup, floor: nil,
+                target: .atLeast(5, "")
+            ),
+            Row(
+                scenario: "contention", metric: "messages delivered per handoff", unit: "msgs", swift: perHandoff,
+                floor: floor["messages_per_handoff"]?.double, target: .atMost(2.5 * Double(successors), "2.5 × successors")
+            ),
+            Row(
+                scenario: "contention", metric: "handoffs lost or merged twice", unit: "handoffs", swift: Double(measured.lost + measured.duplicates),
+                floor: floor["lost"]?.double.map { $0 + (floor["disagreements"]?.double ?? 0) }, target: .atMost(0, "")
+            ),
+            Row(scenario: "contention", metric: "naive: live claim resolution p50", unit: "ms", swift: naiveLive.p50, floor: floor["live_resolution_p50_ms"]?.double),
+            Row(scenario: "contention", metric: "naive: live claim resolution p99", unit: "ms", swift: naiveLive.p99, floor: floor["live_resolution_p99_ms"]?.double),
+            Row(
+                scenario: "contention", metric: "naive: retained claim resolution p50", unit: "ms", swift: naiveRetained.p50,
+                floor: floor["retained_resolution_p50_ms"]?.double
+            ),
+            Row(
+                scenario: "contention", metric: "naive: retained claim resolution p99", unit: "ms", swift: naiveRetained.p99,
+                floor: floor["retained_resolution_p99_ms"]?.double
+            ),
+            Row(
+                scenario: "contention", metric: "naive: messages delivered per handoff", unit: "msgs", swift: naivePerHandoff,
+                floor: floor["messages_per_handoff"]?.double
+            ),
+            Row(
+                scenario: "contention", metric: "naive: handoffs lost or merged twice", unit: "handoffs", swift: Double(naive.lost + naive.duplicates),
+                floor: floor["lost"]?.double.map { $0 + (floor["disagreements"]?.double ?? 0) }, target: .atMost(0, "")
+            ),
+        ]
+        return ScenarioResult(
+            name: "contention", rows: rows, swift: .object(fields), floor: floor,
+            notes: [
+                "the p99 target applies to the live half (the floor's README: the retained half measures the broker's fan-out of a burst)",
+                "swift-handoff ranks its claims (\(ranking)); the naive rows are swift-handoff with claimRanking .off, every successor claiming at once like the floor",
+            ]
+        )
+    }
+
+    /// The JSON figures of one run.
+    private func figures(of measured: Measured) -> [(String, JSON)] {
         let retained = Stats(nanoseconds: measured.retained)
         let live = Stats(nanoseconds: measured.live)
         let all = Stats(nanoseconds: measured.retained + measured.live)
-        var fields: [(String, JSON)] = [
-            ("count", .int(count)), ("successors", .int(successors)), ("size", .int(size)), ("pace_us", .int(paceMicroseconds)),
-        ]
+        var fields: [(String, JSON)] = []
         fields += all.fields("resolution_")
         fields.append(("pairs", .int(all.count)))
         fields += retained.fields("retained_resolution_")
@@ -51,33 +131,7 @@ struct ContentionScenario {
             ("merged_twice", .int(measured.duplicates)),
             ("bystanders", .int(measured.bystanders)),
         ]
-        let rows = [
-            Row(scenario: "contention", metric: "live claim resolution p50", unit: "ms", swift: live.p50, floor: floor["live_resolution_p50_ms"]?.double),
-            Row(
-                scenario: "contention", metric: "live claim resolution p99", unit: "ms", swift: live.p99, floor: floor["live_resolution_p99_ms"]?.double,
-                target: .atMost(50, "")
-            ),
-            Row(
-                scenario: "contention", metric: "retained claim resolution p50", unit: "ms", swift: retained.p50,
-                floor: floor["retained_resolution_p50_ms"]?.double
-            ),
-            Row(
-                scenario: "contention", metric: "retained claim resolution p99", unit: "ms", swift: retained.p99,
-                floor: floor["retained_resolution_p99_ms"]?.double
-            ),
-            Row(
-                scenario: "contention", metric: "messages delivered per handoff", unit: "msgs", swift: Double(measured.delivered) / Double(count),
-                floor: floor["messages_per_handoff"]?.double
-            ),
-            Row(
-                scenario: "contention", metric: "handoffs lost or merged twice", unit: "handoffs", swift: Double(measured.lost + measured.duplicates),
-                floor: floor["lost"]?.double.map { $0 + (floor["disagreements"]?.double ?? 0) }, target: .atMost(0, "")
-            ),
-        ]
-        return ScenarioResult(
-            name: "contention", rows: rows, swift: .object(fields), floor: floor,
-            notes: ["the p99 target applies to the live half (the floor's README: the retained half measures the broker's fan-out of a burst)"]
-        )
+        return fields
     }
 
     private struct Measured: Sendable {
@@ -92,13 +146,21 @@ struct ContentionScenario {
         var bystanders = 0
     }
 
-    private func measure() async throws -> Measured {
-        let prefix = context.prefix("contention", "swift")
+    /// A participant with the library's default MQTT settings but `ranking`.
+    private func transport(prefix: String, ranking: MQTTHandoffTransport.ClaimRanking) async throws -> MQTTHandoffTransport {
+        try await MQTTHandoffTransport.connect(
+            configuration: MQTTConfiguration(host: context.host, port: context.port),
+            options: MQTTHandoffTransport.Options(prefix: prefix, claimRanking: ranking)
+        )
+    }
+
+    private func measure(ranking: MQTTHandoffTransport.ClaimRanking, side: String) async throws -> Measured {
+        let prefix = context.prefix("contention", side)
         let label = try HandoffLabel("contention")
         let payload = BenchState.payload(forEncodedSize: size)
         let half = count / 2
 
-        let predecessor = try await context.transport(prefix: prefix)
+        let predecessor = try await transport(prefix: prefix, ranking: ranking)
         let outgoing = HandoffChannel<BenchState>(label: label, transport: predecessor, timeout: .seconds(60))
         let firstHalf = try await withThrowingTaskGroup(of: String.self) { group in
             for index in 0..<half {
@@ -110,7 +172,7 @@ struct ContentionScenario {
         var transports: [MQTTHandoffTransport] = []
         var probes: [ClaimProbe] = []
         for _ in 0..<successors {
-            let transport = try await context.transport(prefix: prefix)
+            let transport = try await transport(prefix: prefix, ranking: ranking)
             let probe = ClaimProbe(topicPrefix: transport.topics.handoff(label, id: ""))
             probe.listen(to: transport.client.messages())
             transports.append(transport)

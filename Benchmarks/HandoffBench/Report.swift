@@ -10,6 +10,8 @@ struct Row: Sendable {
         case ratioAtLeast(Double)
         /// The swift-handoff figure itself must be at most this.
         case atMost(Double, String)
+        /// The swift-handoff figure itself must be at least this.
+        case atLeast(Double, String)
     }
 
     var scenario: String
@@ -30,6 +32,7 @@ struct Row: Sendable {
         case .ratioAtMost(let limit): return "≤ \(format(limit))× floor"
         case .ratioAtLeast(let limit): return "≥ \(format(limit))× floor"
         case .atMost(let limit, let note): return "≤ \(format(limit)) \(unit)\(note.isEmpty ? "" : " (\(note))")"
+        case .atLeast(let limit, let note): return "≥ \(format(limit)) \(unit)\(note.isEmpty ? "" : " (\(note))")"
         }
     }
 
@@ -39,6 +42,7 @@ struct Row: Sendable {
         case .ratioAtMost(let limit): return ratio.map { $0 <= limit }
         case .ratioAtLeast(let limit): return ratio.map { $0 >= limit }
         case .atMost(let limit, _): return swift.map { $0 <= limit }
+        case .atLeast(let limit, _): return swift.map { $0 >= limit }
         }
     }
 

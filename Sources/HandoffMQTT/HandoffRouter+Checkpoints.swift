@@ -114,6 +114,7 @@ extension HandoffRouter {
 
     /// A message on `{prefix}/instances/{instance}`: a birth or a Will. Releases the checkpoints it releases.
     func routeStatus(instance: String, payload: Data) {
+        candidates.observe(instance: instance, payload: payload)
         guard let status = InstanceStatus.decode(payload, on: instance) else { return }
         let through = status.releasedThrough
         guard instance != origin.instance else {

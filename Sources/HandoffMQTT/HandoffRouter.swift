@@ -36,6 +36,9 @@ final class HandoffRouter: Sendable {
         var claimableAt: ContinuousClock.Instant?
         /// It arrived as a retained message (or from a claim arbiter's list), not live.
         var wasRetained = false
+        /// The token of this participant's ranked merge claim that waits for its turn, not yet published
+        /// (docs/PROTOCOL.md §5, "Ranked claims"); a new payload (a new round) drops it, which ends the wait.
+        var rankedWait: UInt64?
     }
 
     /// An open round of one topic: a readable handoff (or released or held checkpoint) seen, no verdict yet.
@@ -138,6 +141,9 @@ final class HandoffRouter: Sendable {
         var continuation: CheckedContinuation<Bool, any Error>
         /// The claim's time limit, disarmed when the waiter is resumed.
         var timer: TimeoutClock.Timeout
+        /// The label level and round key claimed (to end a ranked wait, see ``Entry/rankedWait``).
+        var level = ""
+        var key = ""
 
         func resume(with result: Result<Bool, any Error>) {
             timer.cancel()
@@ -187,6 +193,8 @@ final class HandoffRouter: Sendable {
     let logger: Logger
     let syncTopic: String
     let state = Mutex(State())
+    /// The instances known to be online, which claims are ranked among (docs/PROTOCOL.md §5, "Ranked claims").
+    let candidates: ClaimCandidates
     /// The `signature.mac` of the last checkpoints this participant wrote, per label level: what a successor's signed
     /// claim of them binds to.
     let ownCheckpointMACs = Mutex<[String: [String]]>([:])
@@ -235,6 +243,7 @@ final class HandoffRouter: Sendable {
         self.origin = origin
         self.logger = logger
         self.syncTopic = topics.sync(instance: origin.instance)
+        self.candidates = ClaimCandidates(own: origin.instance)
     }
 
     // MARK: - Watching
@@ -320,7 +329,11 @@ final class HandoffRouter: Sendable {
             state.watched.values[index].continuation = nil
             state.watched.values[index].stopping = false
             state.watched.values[index].won = [:]
-            state.watched.values[index].pending = watched.pending.filter { !$0.value.claiming || $0.value.deadLettering }
+            state.watched.values[index].pending = watched.pending.filter { !$0.value.claiming || $0.value.deadLettering }.mapValues { entry in
+                var entry = entry
+                entry.rankedWait = nil  // its caller is answered below (its waiter is among the label's claims)
+                return entry
+            }
             boundTracking(&state, adding: Self.payloadBytes(of: state.watched.values[index]))
             return (watched, waiters)
         }
@@ -335,6 +348,7 @@ final class HandoffRouter: Sendable {
     /// Call it from a task that is not cancelled: it waits for the broker.
     func stopWatching(_ label: HandoffLabel, settlingWithin timeout: Duration) async -> Unsettled {
         state.withLock { state in state.modifyWatched(label.topicLevel) { $0.stopping = true } }
+        abortRankedWaits(of: [label.topicLevel]) { HandoffError.notSubscribed($0) }
         await awaitVerdicts(of: [label.topicLevel], timeout: timeout)
         return stopWatching(label)
     }
@@ -392,7 +406,7 @@ final class HandoffRouter: Sendable {
     func pending(_ label: HandoffLabel) throws -> [HandoffEnvelope] {
         let entries = try state.withLock { state in
             guard let watched = state.watched[label.topicLevel], watched.isWatched else { throw HandoffError.notSubscribed(label) }
-            return Array(watched.won.values) + watched.pending.values.filter { !$0.claiming }
+            return Array(watched.won.values) + watched.pending.values.filter { !$0.claiming && $0.rankedWait == nil }
         }
         return entries.map(\.envelope).sorted { ($0.createdAt, $0.id.rawValue) < ($1.createdAt, $1.id.rawValue) }
     }
@@ -567,6 +581,8 @@ final class HandoffRouter: Sendable {
         if let claimableAt = state.withLock({ $0.watched[label.topicLevel]?.pending[id]?.claimableAt }), claimableAt > .now {
             try await Task.sleep(until: claimableAt)
         }
+        // Ranked claims (docs/PROTOCOL.md §5): below the first rank, the claim waits its turn before it is published.
+        let rankedDelay = rankedDelay(for: envelope, timeout: timeout)
         enum Start { case decided(Bool), claim(UInt64, mac: String?) }
         let start = try state.withLock { state -> Start in
             guard !state.shutDown, !state.stopping else { throw HandoffError.shutdown }
@@ -576,8 +592,12 @@ final class HandoffRouter: Sendable {
                 if watched.won.removeValue(forKey: id) != nil { return .decided(true) }
                 if let won = watched.decided(id, by: origin.instance) { return .decided(won) }
                 // Not waiting (never seen, or claimed by this process already): nothing to win.
-                guard let entry = watched.pending[id], !entry.claiming else { return .decided(false) }
-                watched.pending[id]?.claiming = true
+                guard let entry = watched.pending[id], !entry.claiming, entry.rankedWait == nil else { return .decided(false) }
+                if rankedDelay > .zero {
+                    watched.pending[id]?.rankedWait = token
+                } else {
+                    watched.pending[id]?.claiming = true
+                }
                 return .claim(token, mac: watched.openRounds[id]?.mac ?? entry.envelope.signatureMAC)
             }
             guard let start = start ?? nil else { throw HandoffError.notSubscribed(label) }
@@ -606,7 +626,10 @@ final class HandoffRouter: Sendable {
                         guard !state.shutDown else { return .shutDown }
                         if cancelled {
                             // Nothing was published: the handoff is still this participant's to claim later.
-                            state.watched[label.topicLevel]?.pending[id]?.claiming = false
+                            state.modifyWatched(label.topicLevel) { watched in
+                                watched.pending[id]?.claiming = false
+                                if watched.pending[id]?.rankedWait == token { watched.pending[id]?.rankedWait = nil }
+                            }
                             return .cancelled
                         }
                         // Another participant's claim may have arrived since this claim was decided on: its
@@ -614,7 +637,8 @@ final class HandoffRouter: Sendable {
                         if let won = state.modifyWatched(label.topicLevel, { $0.decided(id, by: origin.instance) }) ?? nil {
                             return .decided(won)
                         }
-                        superseded = state.claims.updateValue(ClaimWaiter(token: token, continuation: continuation, timer: timer), forKey: topic)
+                        let waiter = ClaimWaiter(token: token, continuation: continuation, timer: timer, level: label.topicLevel, key: id)
+                        superseded = state.claims.updateValue(waiter, forKey: topic)
                         return .waiting
                     }
                     // (Only one claim of a topic is in flight at a time; should another one have been, it is answered.)
@@ -631,6 +655,13 @@ final class HandoffRouter: Sendable {
                         timer.cancel()
                         return continuation.resume(returning: won)
                     case .waiting: break
+                    }
+                    if rankedDelay > .zero {
+                        // Published when its turn comes, unless the verdict (or a cancellation, a stop) answers it first.
+                        _ = TimeoutClock.shared.schedule(after: rankedDelay) { [self] in
+                            publishRankedClaim(topic: topic, token: token, label: label, id: id, properties: properties)
+                        }
+                        return
                     }
                     // The clear is published after the waiter is registered: the verdict cannot be missed.
                     // Nobody waits for its PUBACK: only a failure matters.
@@ -654,11 +685,15 @@ final class HandoffRouter: Sendable {
         }
     }
 
-    /// Gives up waiting for the verdict of the claim `token` (the verdict is still recorded when it comes).
-    private func failClaim(topic: String, token: UInt64, error: any Error, label: HandoffLabel? = nil, id: String = "") {
+    /// Gives up waiting for the verdict of the claim `token` (the verdict is still recorded when it comes). A ranked
+    /// claim still waiting for its turn is not published at all.
+    func failClaim(topic: String, token: UInt64, error: any Error, label: HandoffLabel? = nil, id: String = "") {
         let waiter = state.withLock { state -> ClaimWaiter? in
-            guard state.claims[topic]?.token == token else { return nil }
+            guard let waiter = state.claims[topic], waiter.token == token else { return nil }
             if let label { state.watched[label.topicLevel]?.pending[id]?.claiming = false }
+            state.modifyWatched(waiter.level) { watched in
+                if watched.pending[waiter.key]?.rankedWait == token { watched.pending[waiter.key]?.rankedWait = nil }
+            }
             return state.claims.removeValue(forKey: topic)
         }
         waiter?.resume(with: .failure(error))
@@ -863,6 +898,8 @@ final class HandoffRouter: Sendable {
 
     func connectionChanged(_ event: MQTTConnectionEvent) {
         guard case .connected(let sessionPresent, reconnect: true) = event else { return }
+        // The statuses are read again after every connect: a status removed meanwhile must not stay a claim candidate.
+        candidates.reset()
         // Nothing could be heard while disconnected: the liveness lease of every instance starts again.
         state.withLock { state in
             let now = ContinuousClock.now
@@ -879,10 +916,12 @@ final class HandoffRouter: Sendable {
         // verdicts of claims in flight may be among it. Waiting handoffs come back as retained messages
         // with the resubscription; claims in flight have an unknown outcome: their handoffs are
         // dead-lettered (nothing is lost; a duplicate is possible and flagged by the reason).
-        let (uncertain, waiters) = state.withLock { state in
+        let (uncertain, waiters, unpublished) = state.withLock { state in
             var uncertain: [Entry] = []
+            var unpublished: Set<UInt64> = []
             for (level, var watched) in state.watched {
                 uncertain += watched.pending.values.filter { $0.claiming && !$0.deadLettering }
+                unpublished.formUnion(watched.pending.values.compactMap(\.rankedWait))
                 watched.pending = [:]
                 watched.held = [:]
                 watched.openRounds = [:]
@@ -892,14 +931,17 @@ final class HandoffRouter: Sendable {
             }
             let waiters = Array(state.claims.values)
             state.claims = [:]
-            return (uncertain, waiters)
+            return (uncertain, waiters, unpublished)
         }
         // The client restored the subscriptions before this ran, so their retained messages may have been routed
         // and just forgotten: subscribing again sends them again, now that nothing is left to forget.
         subscribeAgain()
         logger.warning("Broker session lost; waiting handoffs are read again", metadata: ["handoff.claims_in_flight": "\(uncertain.count)"])
         for waiter in waiters {
-            waiter.resume(with: .failure(HandoffError.transportUnavailable("the broker session was lost during the claim; the handoff was dead-lettered")))
+            let detail = unpublished.contains(waiter.token)
+                ? "the broker session was lost before this participant's ranked claim was published; the waiting handoffs are read again"
+                : "the broker session was lost during the claim; the handoff was dead-lettered"
+            waiter.resume(with: .failure(HandoffError.transportUnavailable(detail)))
         }
         for entry in uncertain {
             Task {
@@ -932,6 +974,7 @@ final class HandoffRouter: Sendable {
     /// Call it from a task that is not cancelled: it waits for the broker.
     func shutDown(settlingWithin timeout: Duration) async -> Unsettled {
         state.withLock { $0.stopping = true }
+        abortRankedWaits(of: nil) { _ in HandoffError.shutdown }
         await awaitVerdicts(of: nil, timeout: timeout)
         let (watched, claims, syncs) = state.withLock { state in
             state.shutDown = true

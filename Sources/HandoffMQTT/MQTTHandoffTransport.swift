@@ -58,6 +58,13 @@ public final class MQTTHandoffTransport: HandoffTransport {
         /// a manifest (docs/PROTOCOL.md §12), so that no message exceeds what brokers accept (AWS IoT Core: 128 KB, EMQX: 1 MB
         /// by default). Smaller states are sent whole, as before. Every successor reads chunks of any size.
         public var chunkSize: Int
+        /// How successors stagger their merge claims (docs/PROTOCOL.md §5, "Ranked claims"). The default,
+        /// ``ClaimRanking/rendezvous(step:maximumSteps:)`` with 3 ms steps up to 8, ranks this participant among the
+        /// instances whose statuses say they are online (so it needs ``willDelay``; without statuses it claims at once):
+        /// the first-ranked claims at once, the others only if no verdict came within their rank's wait. A handoff then
+        /// costs about one claim instead of one per successor. ``ClaimRanking/off``: every successor claims at once. Claims
+        /// decided by an ``arbiter`` are never ranked (the store, not the broker's fan-out, decides them).
+        public var claimRanking: ClaimRanking
 
         public init(
             prefix: String = "handoff",
@@ -70,7 +77,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
             keys: HandoffKeySet? = nil,
             arbiter: (any HandoffClaimArbiter)? = nil,
             trackedBytesLimit: Int = 64 * 1024 * 1024,
-            chunkSize: Int = 256 * 1024
+            chunkSize: Int = 256 * 1024,
+            claimRanking: ClaimRanking = .rendezvous()
         ) {
             precondition(chunkSize >= 1, "the chunk size must be positive")
             self.chunkSize = chunkSize
@@ -89,6 +97,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
             self.keys = keys
             self.arbiter = arbiter
             self.trackedBytesLimit = trackedBytesLimit
+            self.claimRanking = claimRanking
         }
     }
 

@@ -15,7 +15,9 @@ Subcommands (all print or write JSON; `--help` on each for details):
     initiate     hand off one or more states (retained QoS 1 publish, wait for the PUBACK)
     checkpoint   keep checkpoints of a label (§9): Will, birth, checkpoints, then crash (no DISCONNECT)
     race         watch a label and claim every handoff that arrives until N verdicts are seen
-                 (with --checkpoints also the released checkpoints of crashed participants, §9.3)
+                 (with --checkpoints also the released checkpoints of crashed participants, §9.3); ranked
+                 claims (§5 "Ranked claims") by default: it publishes its birth and waits its rank's turn
+                 (--no-rank: every claim at once, no status)
     garbage      publish malformed handoff payloads, with the dead-letter reason each should get
     garbage-checkpoints  publish unreadable checkpoints (with this reader's reason for each), then release them
     dead-letters read the dead letters of a label and their reason user properties
@@ -85,6 +87,32 @@ CLAIM_PURPOSE = "handoff-claim-purpose"
 PURPOSE_MERGE = "merge"
 PURPOSE_DEAD_LETTER = "dead-letter"
 PURPOSE_ALREADY_MERGED = "already-merged"
+
+
+# §5 "Ranked claims": rank r (0: first) waits min(r, RANK_MAX_STEPS) x RANK_STEP before its merge claim.
+RANK_STEP = 0.003  # seconds
+RANK_MAX_STEPS = 8
+
+
+def rendezvous_score(round_id: str, instance: str) -> bytes:
+    """§5 "Ranked claims": SHA-256 of the UTF-8 bytes of the round's envelope id, one 0x00 byte, and the UTF-8 bytes
+    of the instance id. Higher scores (compared byte by byte, as unsigned big-endian numbers) rank first."""
+    return hashlib.sha256(round_id.encode("utf-8") + b"\x00" + instance.encode("utf-8")).digest()
+
+
+def claim_rank(round_id: str, own: str, candidates: set[str], origin: Optional[str]) -> int:
+    """§5 "Ranked claims": how many of `candidates` (the other instances online) rank above `own` for `round_id`;
+    the envelope's `origin` (who never claims its own handoff) is left out. Equal scores: the lower instance id (as
+    UTF-8 bytes) first."""
+    mine = (rendezvous_score(round_id, own), own.encode("utf-8"))
+    rank = 0
+    for other in candidates:
+        if other == own or other == origin:
+            continue
+        score = rendezvous_score(round_id, other)
+        if score > mine[0] or (score == mine[0] and other.encode("utf-8") < mine[1]):
+            rank += 1
+    return rank
 
 
 def is_merge_purpose(purpose: Optional[str]) -> bool:
@@ -1100,6 +1128,7 @@ class Participant:
         self._statuses: dict[str, InstanceStatus] = {}  # instance -> its latest status (as read)
         self._released_through: dict[str, int] = {}  # instance -> the highest "released through" seen
         self._status_changed = False  # a "released through" went up since take_status_change()
+        self._online: dict[str, tuple[int, bool]] = {}  # §5 "Ranked claims": instance -> (incarnation, online)
         self._actions: list[Callable[[], None]] = []  # publishes decided under the lock, done after it
 
         self._client = _new_client(f"handoff-{self.instance}")
@@ -1272,13 +1301,34 @@ class Participant:
     def _track_status(self, instance: str, payload: bytes) -> None:
         """§9.1: keeps, per instance, the highest "released through" seen (it never goes down). A zero-length
         message (a removed status) and a status a reader ignores change nothing. Called with the lock held."""
+        if not payload:
+            self._online.pop(instance, None)  # §5 "Ranked claims": a removed status is no candidate
         status = decode_status(payload, instance) if payload else None
         if status is None:
             return
+        known = self._online.get(instance)
+        # §5 "Ranked claims": the highest incarnation counts; at an equal one, a death notice beats a birth.
+        if known is None or status.incarnation > known[0] or (status.incarnation == known[0] and known[1]):
+            self._online[instance] = (status.incarnation, status.state == "online")
         self._statuses[instance] = status
         if status.released_through > self._released_through.get(instance, 0):
             self._released_through[instance] = status.released_through
             self._status_changed = True
+
+    def online_instances(self) -> set[str]:
+        """§5 "Ranked claims": the other instances whose latest status (§9.1) says they are online."""
+        with self._lock:
+            return {instance for instance, (_, online) in self._online.items() if online and instance != self.instance}
+
+    def ranked_delay(self, round_id: str, origin: Optional[str], step: float = RANK_STEP, max_steps: int = RANK_MAX_STEPS) -> float:
+        """§5 "Ranked claims": seconds this participant waits for a verdict before its merge claim of round `round_id`."""
+        if step <= 0 or max_steps <= 0:
+            return 0.0
+        return min(claim_rank(round_id, self.instance, self.online_instances(), origin), max_steps) * step
+
+    def remove_status(self) -> None:
+        """§9.1 "Graceful shutdown" without checkpoints: removes its status (a zero-length retained publish)."""
+        self.publish(self.topics.status(self.instance), b"", retain=True)
 
     def released_through(self, instance: str) -> int:
         """The highest "released through" seen for `instance` (0: nothing released)."""
@@ -1599,6 +1649,8 @@ class Racer:
     claim_delay: float = 0.0  # seconds each claim waits at least (to let other racers win some races)
     claim_jitter: float = 0.0  # seconds of random delay added to each claim
     checkpoints: bool = False
+    rank_step: float = RANK_STEP  # §5 "Ranked claims": seconds per rank (0: ranking off, every claim at once)
+    rank_max_steps: int = RANK_MAX_STEPS
     results: dict[str, RaceResult] = field(default_factory=dict)
     held_verdicts: list[dict[str, Any]] = field(default_factory=list)  # verdicts on checkpoints it held (not released)
     _due: list[tuple[float, Round]] = field(default_factory=list)  # claims to publish, and when
@@ -1719,6 +1771,8 @@ class Racer:
         if round_.restored_at is not None:
             # §10.6: a round opened by a restore is not claimed for merging until 250 ms after the restore arrived.
             due = max(due, round_.restored_at + Participant.RESTORE_HOLD)
+        # §5 "Ranked claims": below the first rank, wait for the verdict (publish_claim publishes nothing once it came).
+        due += self.participant.ranked_delay(envelope.id, envelope.origin.get("instance"), self.rank_step, self.rank_max_steps)
         self._due.append((due, round_))
 
     def claim_due(self) -> None:
@@ -2592,8 +2646,19 @@ def command_race(args: argparse.Namespace) -> int:
     """Watches a label and claims until `--expect` verdicts were seen; writes what it saw per handoff id (and,
     with --checkpoints, per released checkpoint id)."""
     deadline = time.monotonic() + args.deadline
-    participant = _participant(args)
+    ranked = not args.no_rank
+    if ranked:
+        # §5 "Ranked claims" ranks among the instances online (§9.1): read the statuses, and publish our own birth (with
+        # its Will) so that the other participants rank us too.
+        participant = Participant(
+            args.host, args.port, args.prefix, timeout=args.timeout, keys=_keys(args), encrypt=args.encrypt,
+            will_delay=args.will_delay,
+        ).connect()
+    else:
+        participant = _participant(args)
     try:
+        if ranked:
+            participant.announce()
         participant.watch(args.label, checkpoints=args.checkpoints)
         if args.ready_file:
             _write_json(args.ready_file, {"instance": participant.instance})
@@ -2602,7 +2667,8 @@ def command_race(args: argparse.Namespace) -> int:
             return 2
         racer = Racer(
             participant, args.label, set(args.readable_versions), args.claim_delay / 1000, args.claim_jitter / 1000,
-            checkpoints=args.checkpoints,
+            checkpoints=args.checkpoints, rank_step=args.rank_step / 1000 if ranked else 0.0,
+            rank_max_steps=args.rank_max_steps,
         )
         complete = racer.run(args.expect, deadline)
         summary = {
@@ -2622,6 +2688,9 @@ def command_race(args: argparse.Namespace) -> int:
             print(f"error: saw {len(racer.results)} verdicts of {args.expect} before the deadline", file=sys.stderr)
             return 1
     finally:
+        if ranked:
+            with contextlib.suppress(Exception):
+                participant.remove_status()  # §9.1 "Graceful shutdown": no checkpoints of ours to release
         participant.close()
     return 0
 
@@ -2851,6 +2920,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     race.add_argument("--ready-file", help="written once subscribed and synced")
     race.add_argument("--go-file", help="claim only once this file exists")
     race.add_argument("--checkpoints", action="store_true", help="also claim the label's released checkpoints (§9.3)")
+    race.add_argument(
+        "--no-rank", action="store_true",
+        help="§5 \"Ranked claims\" off: claim at once, publish no status (by default the racer publishes its birth, "
+        "ranks itself among the instances online and waits its rank's delay for a verdict before claiming)",
+    )
+    race.add_argument("--rank-step", type=float, default=RANK_STEP * 1000, help="ms of wait per rank (default 3)")
+    race.add_argument("--rank-max-steps", type=int, default=RANK_MAX_STEPS, help="ranks beyond this wait as long (default 8)")
+    race.add_argument("--will-delay", type=int, default=5, help="with ranking: the Will Delay Interval of its status, seconds")
     race.add_argument("--out")
     race.set_defaults(run=command_race)
 
