@@ -117,10 +117,15 @@ struct Run: AsyncParsableCommand {
         let broker = try await BenchBroker.start()
         defer { broker.stop() }
         progress("mosquitto (\(broker.version)) on \(broker.host):\(broker.port)")
-        let context = BenchContext(
-            host: broker.host, port: broker.port, runID: "\(getpid())-\(monotonicNow())",
-            floor: FloorRunner(executable: floorExecutable, host: broker.host, port: broker.port, skip: swiftOnly), timeout: timeout
-        )
+        let runID = "\(getpid())-\(monotonicNow())"
+        /// The context of a scenario on `broker`: the run's id, the floor and swift-handoff both against that broker.
+        func scenarioContext(on broker: BenchBroker) -> BenchContext {
+            BenchContext(
+                host: broker.host, port: broker.port, runID: runID,
+                floor: FloorRunner(executable: floorExecutable, host: broker.host, port: broker.port, skip: swiftOnly), timeout: timeout
+            )
+        }
+        let context = scenarioContext(on: broker)
         let started = monotonicNow()
         var results: [ScenarioResult] = []
         for scenario in selected {
@@ -134,13 +139,8 @@ struct Run: AsyncParsableCommand {
                 let durableBroker = try await BenchBroker.start(durable: true)
                 defer { durableBroker.stop() }
                 progress("durable: mosquitto with \(BenchBroker.durableSettings.joined(separator: ", ")) on \(durableBroker.host):\(durableBroker.port)")
-                let durableContext = BenchContext(
-                    host: durableBroker.host, port: durableBroker.port, runID: context.runID,
-                    floor: FloorRunner(executable: floorExecutable, host: durableBroker.host, port: durableBroker.port, skip: swiftOnly),
-                    timeout: timeout
-                )
                 results.append(
-                    try await BulkScenario(context: durableContext, labels: parameters.durableLabels, size: parameters.stateSize, durable: true).run()
+                    try await BulkScenario(context: scenarioContext(on: durableBroker), labels: parameters.durableLabels, size: parameters.stateSize, durable: true).run()
                 )
             case .large:
                 var codecList: [BenchCodec] = []
@@ -161,14 +161,9 @@ struct Run: AsyncParsableCommand {
                 let crashBroker = try await BenchBroker.start(extraSettings: CrashScenario.brokerSettings)
                 defer { crashBroker.stop() }
                 progress("crash: mosquitto with \(CrashScenario.brokerSettings.joined(separator: ", ")) on \(crashBroker.host):\(crashBroker.port)")
-                let crashContext = BenchContext(
-                    host: crashBroker.host, port: crashBroker.port, runID: context.runID,
-                    floor: FloorRunner(executable: floorExecutable, host: crashBroker.host, port: crashBroker.port, skip: swiftOnly),
-                    timeout: timeout
-                )
                 results.append(
                     try await CrashScenario(
-                        context: crashContext, labels: parameters.crashLabels, repetitions: parameters.crashRepetitions,
+                        context: scenarioContext(on: crashBroker), labels: parameters.crashLabels, repetitions: parameters.crashRepetitions,
                         checkpointLabels: parameters.checkpointLabels, size: parameters.stateSize, willDelay: parameters.willDelay,
                         brokerConfiguration: crashBroker.configuration
                     ).run()
