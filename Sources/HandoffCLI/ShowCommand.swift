@@ -33,16 +33,18 @@ struct ShowCommand: AsyncParsableCommand {
         guard !found.isEmpty else {
             throw CLIError("nothing stored for '\(label)'/\(id) under prefix '\(try connection.topics().prefix)': no waiting handoff, checkpoint or dead letter (see `handoff list --label '\(label)'`)")
         }
+        let keys = try connection.keySet()
         var failures: [String] = []
         for (index, item) in found.enumerated() {
             if index > 0 { say() }
-            show(item)
-            if let problem = item.problem { failures.append("\(item.kind.rawValue) \(item.topic): \(problem)") }
+            let signatureProblem = show(item, keys: keys)
+            if let problem = item.problem ?? signatureProblem { failures.append("\(item.kind.rawValue) \(item.topic): \(problem)") }
         }
         if !failures.isEmpty { throw CLIError(failures.joined(separator: "; ")) }
     }
 
-    private func show(_ item: StoredItem) {
+    /// Prints `item`; returns why its signature or encryption fails the keys of `--keys` (PROTOCOL.md §10.4), if it does.
+    private func show(_ item: StoredItem, keys: HandoffKeySet?) -> String? {
         say("\(item.kind.rawValue) \(item.topic)")
         say("  size        \(item.size) bytes")
         if let letter = item.deadLetter {
@@ -64,17 +66,34 @@ struct ShowCommand: AsyncParsableCommand {
         } else {
             say("header:     (none: no newline within the first \(HandoffEnvelope.maximumHeaderSize + 1) bytes)")
         }
-        guard let envelope = item.envelope, item.problem == nil else {
+        guard let stored = item.envelope, item.problem == nil else {
             say("integrity:  FAILED: \(item.problem ?? "unreadable")")
-            return
+            return nil
         }
-        say("integrity:  verified (sha256 \(envelope.sha256) of \(envelope.data.count) bytes)")
+        say("integrity:  verified (sha256 \(stored.sha256) of \(stored.data.count) bytes)")
+        var envelope = stored
+        if let keys {
+            do {
+                envelope = try keys.open(envelope)
+                say("signature:  verified (key \(envelope.signature?.member?.key ?? "?"))")
+            } catch {
+                say("signature:  FAILED: \(error)")
+                return "\(error)"
+            }
+        } else if let signature = envelope.signature?.member {
+            say("signature:  present (key \(signature.key)), not verified: pass --keys")
+        }
+        if let encryption = envelope.encryption?.member {
+            say("state:      encrypted with key \(encryption.key) (\(envelope.data.count) bytes): pass --keys to decrypt")
+            return nil
+        }
         if Format.isJSON(envelope.contentType), let pretty = Format.prettyJSON(envelope.data) {
             say("state (\(envelope.contentType), vsn \(envelope.vsn)):")
             say(indent(pretty))
         } else {
             say("state:      \(envelope.data.count) bytes of \(envelope.contentType), not shown (`handoff claim` writes them to a file)")
         }
+        return nil
     }
 
     private func indent(_ text: String) -> String {
