@@ -13,10 +13,7 @@ import Testing
 struct PythonCheckpointTests {
     @Test("a Python predecessor checkpoints and dies: a running Swift successor merges its last checkpoint, exactly")
     func pythonCrashToSwift() async throws {
-        try PythonClient.requireAvailable()
-        try await withMosquittoBroker { broker in
-            let python = try PythonClient(broker: broker)
-            defer { python.removeFiles() }
+        try await withPythonClient { broker, python in
             let label = try HandoffLabel("meter/é 50%")
             let successor = try await python.connectCheckpointing()
             let channel = HandoffChannel<InteropNote>(label: label, transport: successor)
@@ -79,10 +76,7 @@ struct PythonCheckpointTests {
 
     @Test("a Python predecessor shuts down gracefully (§9.6): the Swift successor merges its handoff, not its checkpoint")
     func pythonGracefulHandoff() async throws {
-        try PythonClient.requireAvailable()
-        try await withMosquittoBroker { broker in
-            let python = try PythonClient(broker: broker)
-            defer { python.removeFiles() }
+        try await withPythonClient { broker, python in
             let label = try HandoffLabel("graceful")
             let successor = try await python.connectCheckpointing()
             let channel = HandoffChannel<InteropNote>(label: label, transport: successor)
@@ -111,10 +105,7 @@ struct PythonCheckpointTests {
 
     @Test("a Swift predecessor checkpoints and crashes: a running Python successor merges it and fences it; a Python successor started after another crash merges that one")
     func swiftCrashToPython() async throws {
-        try PythonClient.requireAvailable()
-        try await withMosquittoBroker { broker in
-            let python = try PythonClient(broker: broker)
-            defer { python.removeFiles() }
+        try await withPythonClient { broker, python in
             let label = try HandoffLabel("a/b+#")
             let proxy = try await TCPProxy.start(forwardingTo: broker.plainPort)
             defer { proxy.stop() }
@@ -171,10 +162,7 @@ struct PythonCheckpointTests {
 
     @Test("unreadable checkpoints from Python: ignored while their writers live; once released, Swift dead-letters each with the Python reader's reason, verbatim")
     func garbageCheckpoints() async throws {
-        try PythonClient.requireAvailable()
-        try await withMosquittoBroker { broker in
-            let python = try PythonClient(broker: broker)
-            defer { python.removeFiles() }
+        try await withPythonClient { broker, python in
             let label = try HandoffLabel("garbage/cp")
             let live = try await python.connectCheckpointing()
             let liveChannel = HandoffChannel<AnyJSONState>(label: label, transport: live)
@@ -219,10 +207,7 @@ struct PythonCheckpointTests {
 
     @Test("3 Python and 3 Swift successors watch one label; 3 Swift and 3 Python predecessors checkpoint and crash: each checkpoint merged exactly once, none lost, all agree")
     func crashRace() async throws {
-        try PythonClient.requireAvailable()
-        try await withMosquittoBroker { broker in
-            let python = try PythonClient(broker: broker)
-            defer { python.removeFiles() }
+        try await withPythonClient { broker, python in
             let label = try HandoffLabel("crash-race/é")
             let total = 2 * Self.predecessorsPerLanguage
 

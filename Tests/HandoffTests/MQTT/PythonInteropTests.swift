@@ -14,10 +14,7 @@ struct PythonInteropTests {
 
     @Test("Python hands off under awkward labels; a Swift successor claims them and decodes the exact states")
     func pythonToSwift() async throws {
-        try PythonClient.requireAvailable()
-        try await withMosquittoBroker { broker in
-            let python = try PythonClient(broker: broker)
-            defer { python.removeFiles() }
+        try await withPythonClient { broker, python in
             let transport = try await python.connectTransport()
 
             // Half of the labels get their handoffs before the successor subscribes, half after.
@@ -65,10 +62,7 @@ struct PythonInteropTests {
 
     @Test("Swift hands off under awkward labels; the Python client claims them and checks data and SHA-256")
     func swiftToPython() async throws {
-        try PythonClient.requireAvailable()
-        try await withMosquittoBroker { broker in
-            let python = try PythonClient(broker: broker)
-            defer { python.removeFiles() }
+        try await withPythonClient { broker, python in
             let predecessor = try await python.connectTransport()
 
             for (index, label) in Self.awkwardLabels.enumerated() {
@@ -106,10 +100,7 @@ struct PythonInteropTests {
 
     @Test("4 Python and 4 Swift successors race for 320 handoffs from Python and Swift, one Swift successor stops mid-race: exactly one merges each, none lost, all agree")
     func race() async throws {
-        try PythonClient.requireAvailable()
-        try await withMosquittoBroker { broker in
-            let python = try PythonClient(broker: broker)
-            defer { python.removeFiles() }
+        try await withPythonClient { broker, python in
             let label = try HandoffLabel("race/é")
             let half = Self.raceHandoffsPerPredecessor
             let total = 4 * half
@@ -272,10 +263,7 @@ struct PythonInteropTests {
 
     @Test("Python publishes garbage; Swift dead-letters it per §7 and Python reads the dead letters and their reasons")
     func garbageFromPython() async throws {
-        try PythonClient.requireAvailable()
-        try await withMosquittoBroker { broker in
-            let python = try PythonClient(broker: broker)
-            defer { python.removeFiles() }
+        try await withPythonClient { broker, python in
             let label = try HandoffLabel("garbage/ü")
             let cases: [GarbageCase] = try await python.json("garbage", ["--label", label.rawValue])
             let deadCases = cases.filter { $0.expect != "left-in-place" }
@@ -333,10 +321,7 @@ struct PythonInteropTests {
 
     @Test("Python dead-letters garbage per §7; Swift reads the dead letters with reason, rejecter and payload")
     func garbageDeadLetteredByPython() async throws {
-        try PythonClient.requireAvailable()
-        try await withMosquittoBroker { broker in
-            let python = try PythonClient(broker: broker)
-            defer { python.removeFiles() }
+        try await withPythonClient { broker, python in
             let label = try HandoffLabel("garbage/py")
             let cases: [GarbageCase] = try await python.json("garbage", ["--label", label.rawValue])
             // The Python racer reads any JSON state, so the undecodable-state case is merged by it, not rejected.
@@ -525,6 +510,17 @@ struct PythonDumpEntry: Decodable, Sendable {
 
 struct PythonInteropError: Error, CustomStringConvertible {
     var description: String
+}
+
+/// Runs `body` with a private mosquitto and the Python client on it (failing, never skipping, when python3 or
+/// paho-mqtt is missing); the client's files are removed afterwards.
+func withPythonClient<T>(_ body: (MosquittoBroker, PythonClient) async throws -> T) async throws -> T {
+    try PythonClient.requireAvailable()
+    return try await withMosquittoBroker { broker in
+        let python = try PythonClient(broker: broker)
+        defer { python.removeFiles() }
+        return try await body(broker, python)
+    }
 }
 
 /// The Python client, interop/python/handoff_client.py, run with /usr/bin/python3 against one broker and prefix.

@@ -18,10 +18,7 @@ struct PythonSigningTests {
 
     @Test("2 Python and 2 Swift keyed successors race for encrypted handoffs from both while an attacker forges and clears: each genuine one merged once, the forged one dead-lettered")
     func keyedRaceUnderAttack() async throws {
-        try PythonClient.requireAvailable()
-        try await withMosquittoBroker { broker in
-            let python = try PythonClient(broker: broker)
-            defer { python.removeFiles() }
+        try await withPythonClient { broker, python in
             let secrets = (Data((0..<32).map { UInt8($0) }), Data((0..<32).map { UInt8(200 - $0) }))
             let keyFile = python.file("keys")
             try "k2 \(secrets.1.base64EncodedString())\nk1 \(secrets.0.base64EncodedString())\n".write(to: keyFile, atomically: true, encoding: .utf8)
