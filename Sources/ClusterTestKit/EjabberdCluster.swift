@@ -418,7 +418,7 @@ public final class EjabberdCluster: Sendable {
             .filter { !$0.isEmpty }
     }
 
-    private func control(on node: Node, _ arguments: [String], timeout: Duration) async throws -> CommandOutcome {
+    private func control(on node: Node, _ arguments: [String], timeout: Duration) async throws -> CommandResult {
         if state.withLock({ $0.isRemoved }) {
             throw ClusterTestKitError(.clusterStopped, "This cluster was stopped and its folder removed.")
         }

@@ -51,21 +51,29 @@ struct ExternalProgram: Sendable, Hashable {
 }
 
 /// The outcome of a finished command.
-struct CommandResult: Sendable {
+package struct CommandResult: Sendable {
     /// The exit status, or the signal number when the command was killed by a signal.
-    var status: Int32
+    package var status: Int32
     /// Whether the command exited (rather than being killed by a signal).
-    var exited: Bool
+    package var exited: Bool
+    /// Whether it ended within its time limit (it was killed when it did not).
+    package var finished: Bool
     /// Standard output and standard error, interleaved.
-    var output: String
+    package var output: String
 
-    var succeeded: Bool { exited && status == 0 }
+    package var succeeded: Bool { finished && exited && status == 0 }
 }
 
 /// Runs a command to completion without blocking a thread, with its output collected in a temporary file
-/// (a pipe could fill up and stall the command).
-func runCommand(_ executable: URL, _ arguments: [String]) async throws -> CommandResult {
-    let outputFile = FileManager.default.temporaryDirectory
+/// (a pipe could fill up and stall the command); with a `timeout`, it is killed (SIGKILL) when it runs longer.
+package func runCommand(
+    _ executable: URL,
+    _ arguments: [String],
+    environment: [String: String]? = nil,
+    workingDirectory: URL? = nil,
+    timeout: Duration? = nil
+) async throws -> CommandResult {
+    let outputFile = (workingDirectory ?? FileManager.default.temporaryDirectory)
         .appendingPathComponent("mosquitto-test-kit-output-\(UUID().uuidString)")
     guard FileManager.default.createFile(atPath: outputFile.path, contents: nil) else {
         throw MosquittoTestKitError(.commandFailed, "Could not create \(outputFile.path) to collect a command's output.")
@@ -77,10 +85,13 @@ func runCommand(_ executable: URL, _ arguments: [String]) async throws -> Comman
     let process = Process()
     process.executableURL = executable
     process.arguments = arguments
+    if let environment { process.environment = environment }
+    if let workingDirectory { process.currentDirectoryURL = workingDirectory }
     process.standardOutput = outputHandle
     process.standardError = outputHandle
     process.standardInput = FileHandle.nullDevice
 
+    let timedOut = LockedValue(false)
     let (status, reason) = try await withCheckedThrowingContinuation {
         (continuation: CheckedContinuation<(Int32, Process.TerminationReason), any Error>) in
         process.terminationHandler = { finished in
@@ -93,8 +104,29 @@ func runCommand(_ executable: URL, _ arguments: [String]) async throws -> Comman
             continuation.resume(throwing: MosquittoTestKitError(
                 .commandFailed, "Could not run \(executable.path): \(error)"
             ))
+            return
+        }
+        if let timeout {
+            let pid = process.processIdentifier
+            Task {
+                try? await Task.sleep(for: timeout)
+                guard process.isRunning else { return }
+                timedOut.withLock { $0 = true }
+                POSIX.send(SIGKILL, to: pid)
+            }
         }
     }
     let output = (try? String(contentsOf: outputFile, encoding: .utf8)) ?? ""
-    return CommandResult(status: status, exited: reason == .exit, output: output)
+    return CommandResult(status: status, exited: reason == .exit, finished: !timedOut.withLock { $0 }, output: output)
+}
+
+/// Waits until `process` has exited, without blocking a thread; `false` when `timeout` passed first.
+package func waitForExit(of process: Process, timeout: Duration) async -> Bool {
+    let clock = ContinuousClock()
+    let deadline = clock.now.advanced(by: timeout)
+    while process.isRunning {
+        if clock.now >= deadline { return false }
+        try? await Task.sleep(for: .milliseconds(5))
+    }
+    return true
 }

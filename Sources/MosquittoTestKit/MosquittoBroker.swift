@@ -310,7 +310,7 @@ public final class MosquittoBroker: Sendable {
             watchdog = try ParentDeathWatchdog(guarding: process.processIdentifier, removingOnParentDeath: layout.root)
         } catch {
             POSIX.send(SIGKILL, to: process.processIdentifier)
-            _ = await Self.waitForExit(of: process, timeout: Self.gracefulStopTimeout)
+            _ = await waitForExit(of: process, timeout: Self.gracefulStopTimeout)
             throw LaunchFailure(error: error as? MosquittoTestKitError ?? .init(.brokerDidNotStart, "\(error)"), portWasTaken: false)
         }
         state.withLock {
@@ -339,7 +339,7 @@ public final class MosquittoBroker: Sendable {
             }
             if clock.now >= deadline {
                 POSIX.send(SIGKILL, to: process.processIdentifier)
-                _ = await Self.waitForExit(of: process, timeout: Self.gracefulStopTimeout)
+                _ = await waitForExit(of: process, timeout: Self.gracefulStopTimeout)
                 finishRun(of: process)
                 throw LaunchFailure(
                     error: startFailure(
@@ -378,9 +378,9 @@ public final class MosquittoBroker: Sendable {
         guard let process = state.withLock({ $0.process }) else { return }
         if process.isRunning {
             process.terminate()
-            if await !Self.waitForExit(of: process, timeout: Self.gracefulStopTimeout) {
+            if await !waitForExit(of: process, timeout: Self.gracefulStopTimeout) {
                 POSIX.send(SIGKILL, to: process.processIdentifier)
-                _ = await Self.waitForExit(of: process, timeout: Self.gracefulStopTimeout)
+                _ = await waitForExit(of: process, timeout: Self.gracefulStopTimeout)
             }
         }
         finishRun(of: process)
@@ -392,7 +392,7 @@ public final class MosquittoBroker: Sendable {
         guard let process = state.withLock({ $0.process }) else { return }
         if process.isRunning {
             POSIX.send(SIGKILL, to: process.processIdentifier)
-            _ = await Self.waitForExit(of: process, timeout: Self.gracefulStopTimeout)
+            _ = await waitForExit(of: process, timeout: Self.gracefulStopTimeout)
         }
         finishRun(of: process)
     }
@@ -420,17 +420,6 @@ public final class MosquittoBroker: Sendable {
             return watchdog
         }
         watchdog?.stop()
-    }
-
-    /// Waits until `process` has exited; false when `timeout` passed first.
-    private static func waitForExit(of process: Process, timeout: Duration) async -> Bool {
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: timeout)
-        while process.isRunning {
-            if clock.now >= deadline { return false }
-            try? await Task.sleep(for: .milliseconds(5))
-        }
-        return true
     }
 
     // MARK: Log
