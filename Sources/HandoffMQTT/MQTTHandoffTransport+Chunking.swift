@@ -61,12 +61,11 @@ extension MQTTHandoffTransport: HandoffChunking {
                 try await withThrowingTaskGroup(of: (Int, String).self) { group in
                     var hashes = [String](repeating: "", count: count)
                     var next = 0
-                    func chunk(_ index: Int) -> Data {
+                    // Publishes chunk `next` (a slice of the data, no copy) in a child task that returns its SHA-256.
+                    func sendNext() {
+                        let index = next
                         let start = data.startIndex + index * chunkSize
-                        return data[start..<min(start + chunkSize, data.endIndex)]
-                    }
-                    while next < min(window, count) {
-                        let (index, slice) = (next, chunk(next))
+                        let slice = data[start..<min(start + chunkSize, data.endIndex)]
                         group.addTask {
                             let digest = HandoffEnvelope.sha256Hex(slice)
                             try await client.publish(topics.chunk(label, id: id, index: index), payload: slice, qos: .atLeastOnce, retain: true, properties: properties)
@@ -74,16 +73,10 @@ extension MQTTHandoffTransport: HandoffChunking {
                         }
                         next += 1
                     }
+                    while next < min(window, count) { sendNext() }
                     while let (index, digest) = try await group.next() {
                         hashes[index] = digest
-                        guard next < count else { continue }
-                        let (index, slice) = (next, chunk(next))
-                        group.addTask {
-                            let digest = HandoffEnvelope.sha256Hex(slice)
-                            try await client.publish(topics.chunk(label, id: id, index: index), payload: slice, qos: .atLeastOnce, retain: true, properties: properties)
-                            return (index, digest)
-                        }
-                        next += 1
+                        if next < count { sendNext() }
                     }
                     return hashes
                 }
