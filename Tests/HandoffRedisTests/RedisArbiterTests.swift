@@ -19,6 +19,12 @@ struct Reading: Codable, Sendable, Hashable {
 struct RedisArbiterTests {
     static func label(_ name: String) -> HandoffLabel { try! HandoffLabel("redis/\(name)/\(UUID().uuidString.prefix(8))") }
 
+    /// A participant's options under `prefix`, with an arbiter of its own on `redis` (no Will: no checkpoints here).
+    static func options(_ prefix: String, _ redis: RedisServer, timeout: Duration = .seconds(5)) -> MQTTHandoffTransport.Options {
+        MQTTHandoffTransport.Options(
+            prefix: prefix, willDelay: nil, livenessLease: nil, arbiter: RedisClaimArbiter(host: redis.host, port: redis.port, timeout: timeout))
+    }
+
     @Test("of 16 concurrent takes of one handoff exactly one gets the payload, and the store names it")
     func oneWinner() async throws {
         try await withRedisServer { redis in
@@ -51,9 +57,7 @@ struct RedisArbiterTests {
             try await withMosquittoBroker { broker in
                 let label = Self.label("race")
                 let configuration = MQTTConfiguration(host: broker.host, port: broker.plainPort)
-                func options() -> MQTTHandoffTransport.Options {
-                    MQTTHandoffTransport.Options(prefix: "redis-race", willDelay: nil, livenessLease: nil, arbiter: RedisClaimArbiter(host: redis.host, port: redis.port))
-                }
+                func options() -> MQTTHandoffTransport.Options { Self.options("redis-race", redis) }
                 let predecessor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options())
                 let sender = HandoffChannel<Reading>(label: label, transport: predecessor)
                 var expected: [String: Reading] = [:]
@@ -103,8 +107,7 @@ struct RedisArbiterTests {
             try await withMosquittoBroker { broker in
                 let label = Self.label("adopted")
                 let configuration = MQTTConfiguration(host: broker.host, port: broker.plainPort)
-                let options = MQTTHandoffTransport.Options(
-                    prefix: "redis-adopt", willDelay: nil, livenessLease: nil, arbiter: RedisClaimArbiter(host: redis.host, port: redis.port))
+                let options = Self.options("redis-adopt", redis)
                 let envelope = HandoffEnvelope(
                     label: label, vsn: 1, origin: HandoffOrigin(instance: "plain-client"), data: try JSONEncoder().encode(Reading(sensor: 1, value: 2)))
                 let topic = try HandoffTopics(prefix: "redis-adopt").handoff(label, id: envelope.id.rawValue)
@@ -132,10 +135,7 @@ struct RedisArbiterTests {
             try await withMosquittoBroker { broker in
                 let label = Self.label("down")
                 let configuration = MQTTConfiguration(host: broker.host, port: broker.plainPort)
-                func options() -> MQTTHandoffTransport.Options {
-                    MQTTHandoffTransport.Options(
-                        prefix: "redis-down", willDelay: nil, livenessLease: nil, arbiter: RedisClaimArbiter(host: redis.host, port: redis.port, timeout: .seconds(1)))
-                }
+                func options() -> MQTTHandoffTransport.Options { Self.options("redis-down", redis, timeout: .seconds(1)) }
                 let predecessor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options())
                 let sender = HandoffChannel<Reading>(label: label, transport: predecessor)
                 for n in 0..<3 { _ = try await sender.initiate(Reading(sensor: n, value: n)) }
