@@ -228,14 +228,15 @@ public struct HandoffEnvelope: Sendable, Hashable {
         hasher.combine(incarnation)
     }
 
-    static func hex(_ digest: SHA256.Digest) -> String {
-        var bytes = [UInt8]()
-        bytes.reserveCapacity(SHA256.byteCount * 2)
-        for byte in digest {
-            bytes.append(lowerHexDigits[Int(byte >> 4)])
-            bytes.append(lowerHexDigits[Int(byte & 0x0F)])
+    /// `bytes` (a digest, a MAC, a nonce) in lower-case hexadecimal.
+    package static func hex(_ bytes: some Sequence<UInt8>) -> String {
+        var digits = [UInt8]()
+        digits.reserveCapacity(SHA256.byteCount * 2)
+        for byte in bytes {
+            digits.append(lowerHexDigits[Int(byte >> 4)])
+            digits.append(lowerHexDigits[Int(byte & 0x0F)])
         }
-        return String(decoding: bytes, as: UTF8.self)
+        return String(decoding: digits, as: UTF8.self)
     }
 
     private static let lowerHexDigits: [UInt8] = Array("0123456789abcdef".utf8)

@@ -26,12 +26,12 @@ extension HandoffKeySet {
             } catch {
                 throw .encodingFailed(label: envelope.label, detail: "AES-GCM encryption failed: \(error)")
             }
-            sealed.encryption = .valid(.init(alg: Self.encryptionAlgorithm, key: writingKey.id, value: Self.hex(nonce)))
+            sealed.encryption = .valid(.init(alg: Self.encryptionAlgorithm, key: writingKey.id, value: HandoffEnvelope.hex(nonce)))
         }
         sealed.digest = sealed.sha256
         sealed.signature = .valid(.init(alg: Self.signatureAlgorithm, key: writingKey.id, value: ""))
         let mac = HMAC<SHA256>.authenticationCode(for: sealed.signedText(), using: writingKey.macKey)
-        sealed.signature = .valid(.init(alg: Self.signatureAlgorithm, key: writingKey.id, value: Self.hex(mac)))
+        sealed.signature = .valid(.init(alg: Self.signatureAlgorithm, key: writingKey.id, value: HandoffEnvelope.hex(mac)))
         return sealed
     }
 
@@ -125,7 +125,7 @@ extension HandoffKeySet {
     package func claimSignature(topic: String, claimBy: String, purpose: String?, roundMAC: String) -> String {
         let text = Self.claimText(topic: topic, claimBy: claimBy, purpose: purpose, roundMAC: roundMAC)
         let mac = HMAC<SHA256>.authenticationCode(for: text, using: writingKey.macKey)
-        return "\(Self.signatureAlgorithm):\(writingKey.id):\(Self.hex(mac))"
+        return "\(Self.signatureAlgorithm):\(writingKey.id):\(HandoffEnvelope.hex(mac))"
     }
 
     /// Whether `signature` (a `handoff-claim-signature`) verifies for this claim with a key of this set.
@@ -149,16 +149,6 @@ extension HandoffKeySet {
     }
 
     // MARK: - Hex
-
-    package static func hex(_ bytes: some Sequence<UInt8>) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        for byte in bytes {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0F)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
 
     /// `count` bytes from exactly `2 × count` hex digits of either case; `nil` otherwise.
     package static func bytes(hex: String, count: Int) -> Data? {

@@ -59,7 +59,7 @@ public struct HandoffKey: Sendable {
 
     /// The derived subkeys in lower-case hex, for test vectors.
     package var subkeysHex: (mac: String, encryption: String) {
-        (HandoffKeySet.hex(macKeyBytes), HandoffKeySet.hex(encryptionKeyBytes))
+        (HandoffEnvelope.hex(macKeyBytes), HandoffEnvelope.hex(encryptionKeyBytes))
     }
 }
 
