@@ -15,7 +15,8 @@ extension MQTTHandoffTransport: HandoffCheckpointing {
             throw HandoffError.encodingFailed(label: envelope.label, detail: "a checkpoint must come from this participant's instance \(origin.instance)")
         }
         let label = envelope.label
-        let fingerprint = "\(envelope.vsn) \(envelope.contentType) \(envelope.sha256)"
+        let digest = envelope.sha256
+        let fingerprint = "\(envelope.vsn) \(envelope.contentType) \(digest)"
         let incarnation: Int
         switch book.decide(label, fingerprint: fingerprint, onlyIfChanged: onlyIfChanged) {
         case .skip(let outcome): return outcome
@@ -26,6 +27,7 @@ extension MQTTHandoffTransport: HandoffCheckpointing {
         }
         var stamped = envelope
         stamped.incarnation = incarnation
+        stamped.digest = digest  // hashed once: the header's sha256 is the fingerprint's
         if let keys = router.options.keys { stamped = try keys.seal(stamped) }
         let payload = stamped.encoded()
         let (client, topic) = (self.client, topics.checkpoint(label, instance: origin.instance))
