@@ -47,13 +47,29 @@ fi
 
 # Two runs: the clustered-broker tests (two ejabberd nodes, a Redis server, 16 successors racing) run alone after the
 # others, since on a 2-core machine they would starve the timing-sensitive tests running beside them.
+# Each run's output is also kept, so that the end of the output names every failure of both runs (a CI log may only
+# show its last lines).
+main_log=$(mktemp)
+cluster_log=$(mktemp)
+trap 'rm -f "$build_log" "$main_log" "$cluster_log"' EXIT
+
 echo "== swift test (all but ClusterTests)"
 set +e
-swift test --skip ClusterTests
-test_status=$?
+swift test --skip ClusterTests 2>&1 | tee "$main_log"
+test_status=${PIPESTATUS[0]}
 echo "== swift test --filter ClusterTests"
-swift test --filter ClusterTests
-cluster_status=$?
+swift test --filter ClusterTests 2>&1 | tee "$cluster_log"
+cluster_status=${PIPESTATUS[0]}
 set -e
+
+summarize() { # name, status, log
+    echo "== $1: status $2"
+    grep -E '^(✘|error:|Fatal error|.*: error: )' "$3" | grep -v '^✘ Suite' | head -40
+    grep -E 'Test run with|Executed [0-9]+ tests?' "$3" | tail -2
+}
+echo
+echo "== summary"
+summarize "swift test --skip ClusterTests" "$test_status" "$main_log"
+summarize "swift test --filter ClusterTests" "$cluster_status" "$cluster_log"
 if [ "$test_status" -ne 0 ]; then exit "$test_status"; fi
 exit "$cluster_status"
