@@ -1,13 +1,13 @@
-import CMosquitto
 import Foundation
 import Logging
 import Synchronization
 
 /// The mutable heart of an ``MQTTClient``: pending operations, subscriptions, listeners, connection status.
 ///
-/// libmosquitto's network thread calls back into it through the userdata pointer of `mosquitto_new`
-/// (no global registry). Every callback copies what it needs out of libmosquitto's memory, updates the
-/// state under one `Mutex`, and resumes continuations or yields to streams after releasing it.
+/// libmosquitto's network thread calls back into it through the callbacks' userdata pointer (no global
+/// registry; see `Mosquitto/MosquittoCallbacks.swift`). Every callback copies what it needs out of
+/// libmosquitto's memory, updates the state under one `Mutex`, and resumes continuations or yields to
+/// streams after releasing it.
 final class ClientCore: Sendable {
     typealias PublishContinuation = PublishCompletion
     typealias SubscribeContinuation = CheckedContinuation<MQTTQoS, any Error>
@@ -51,6 +51,13 @@ final class ClientCore: Sendable {
         case published(reasonCode: Int32)
         case subscribed(granted: Int32)
         case unsubscribed
+    }
+
+    /// How severe a line of libmosquitto's log is.
+    enum LogSeverity: Sendable {
+        case error
+        case warning
+        case other
     }
 
     struct State {
@@ -104,7 +111,7 @@ final class ClientCore: Sendable {
     let endpoint: String
     let host: String
     let port: Int
-    /// Set once after `mosquitto_new`; the handle is needed to resubscribe from the connect callback.
+    /// The libmosquitto client this core belongs to: needed to resubscribe from the connect callback and to set each Will.
     let handle: MosquittoHandle
 
     let protocolVersion: MQTTProtocolVersion
@@ -134,7 +141,7 @@ final class ClientCore: Sendable {
             if state.cancelledTokens.remove(token) != nil { return .failure(CancellationError()) }
             if state.status == .shutDown { return .failure(Self.shutdownError) }
             if case .published(let reasonCode)? = state.early.removeValue(forKey: mid) {
-                return Self.publishResult(reasonCode: reasonCode, topic: topic)
+                return MQTTError.publishResult(reasonCode: reasonCode, topic: topic)
             }
             state.publishes[mid] = Waiter(token: token, what: topic, qos: qos, continuation: continuation)
             state.tokenToMid[token] = mid
@@ -148,7 +155,7 @@ final class ClientCore: Sendable {
             if state.cancelledTokens.remove(token) != nil { return .failure(CancellationError()) }
             if state.status == .shutDown { return .failure(Self.shutdownError) }
             if case .subscribed(let granted)? = state.early.removeValue(forKey: mid) {
-                return Self.subscribeResult(granted: granted, filter: filter)
+                return MQTTError.subscribeResult(granted: granted, filter: filter)
             }
             state.subscribes[mid] = Waiter(token: token, what: filter, qos: .atLeastOnce, continuation: continuation)
             state.tokenToMid[token] = mid
@@ -224,11 +231,7 @@ final class ClientCore: Sendable {
         for listener in listeners { listener.yield(event) }
         if !toResubscribe.isEmpty {
             // Subscribing from a callback is allowed (only destroy, loop_stop and loop are not).
-            var mids: [Int32] = []
-            for (filter, options) in toResubscribe {
-                var mid: Int32 = 0
-                if handle.subscribe(filter: filter, options: options, mid: &mid) == MOSQ_ERR_SUCCESS.rawValue { mids.append(mid) }
-            }
+            let mids = toResubscribe.compactMap { filter, options in try? handle.subscribe(filter, options: options) }
             // Their SUBACKs arrive on this very thread, after this callback returns.
             state.withLock { state in
                 for mid in mids { state.ignored[mid] = false }
@@ -238,22 +241,10 @@ final class ClientCore: Sendable {
         }
     }
 
-    func didDisconnect(rc: Int32) {
+    func didDisconnect(_ code: MosquittoReturnCode) {
         let lost = MQTTError(.connectionLost, "The connection to \(endpoint) was lost before the broker answered; subscriptions are restored on reconnect")
         let (error, shuttingDown, connectWaiter, subscribes, unsubscribes, publishes, listeners) = state.withLock { state in
-            let logged = state.lastLoggedError
-            let error: MQTTError
-            if rc == 0 {
-                error = MQTTError(.connectionLost, "Disconnected from the broker at \(endpoint) on request")
-            } else if state.hasConnected || rc != MOSQ_ERR_CONN_LOST.rawValue {
-                var mapped = MQTTError.mosquitto(rc, "stay connected to \(endpoint)", logged: logged)
-                if mapped.code == .notConnected { mapped.code = .connectionLost }
-                error = mapped
-            } else {
-                // Lost before the first CONNACK: usually TLS, explained only in the log.
-                error = logged.map { MQTTError(.tlsFailure, "The connection to \(endpoint) failed during the handshake: \($0)") }
-                    ?? MQTTError.mosquitto(rc, "connect to \(endpoint)")
-            }
+            let error = code.disconnectError(endpoint: endpoint, hasConnected: state.hasConnected, logged: state.lastLoggedError)
             if state.status != .shutDown { state.status = .disconnected }
             // SUBSCRIBE/UNSUBSCRIBE packets and QoS 0 publishes are not resent after a reconnect.
             let subscribes = Array(state.subscribes.values)
@@ -296,7 +287,7 @@ final class ClientCore: Sendable {
                 return nil
             }
             state.tokenToMid[waiter.token] = nil
-            let result = Self.publishResult(reasonCode: reasonCode, topic: waiter.what)
+            let result = MQTTError.publishResult(reasonCode: reasonCode, topic: waiter.what)
             return { waiter.continuation.resume(with: result) }
         }
         resume?()
@@ -310,7 +301,7 @@ final class ClientCore: Sendable {
                 return nil
             }
             state.tokenToMid[waiter.token] = nil
-            let result = Self.subscribeResult(granted: granted, filter: waiter.what)
+            let result = MQTTError.subscribeResult(granted: granted, filter: waiter.what)
             return { waiter.continuation.resume(with: result) }
         }
         resume?()
@@ -337,11 +328,11 @@ final class ClientCore: Sendable {
         for listener in listeners { listener.yield(message) }
     }
 
-    func didLog(level: Int32, text: String) {
-        if level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING) != 0 {
+    func didLog(_ severity: LogSeverity, text: String) {
+        if severity != .other {
             // A TLS failure during the first connect ends libmosquitto's network thread without a disconnect
             // callback: the log line is the only news of it.
-            let isTLSFailure = level & MOSQ_LOG_ERR != 0 && (text.contains("OpenSSL") || text.contains("TLS"))
+            let isTLSFailure = severity == .error && (text.contains("OpenSSL") || text.contains("TLS"))
             let connectWaiter = state.withLock { state in
                 state.lastLoggedError = text
                 return isTLSFailure && state.status == .connecting ? state.connectContinuation.take() : nil
@@ -384,20 +375,4 @@ final class ClientCore: Sendable {
     }
 
     static let shutdownError = MQTTError(.shutdown, "The MQTT client was shut down")
-
-    // MARK: - Results
-
-    static func publishResult(reasonCode: Int32, topic: String) -> Result<Void, any Error> {
-        guard reasonCode >= 0x80 else { return .success(()) }
-        let text = String(cString: mosquitto_reason_string(reasonCode))
-        let hint = reasonCode == 0x87 ? "; check the broker's ACL for this user" : ""
-        return .failure(MQTTError(.publishRefused, "The broker refused the publish to '\(topic)': \(text)\(hint)", reasonCode: Int(reasonCode)))
-    }
-
-    static func subscribeResult(granted: Int32, filter: String) -> Result<MQTTQoS, any Error> {
-        if let qos = MQTTQoS(rawValue: granted) { return .success(qos) }
-        let text = String(cString: mosquitto_reason_string(granted))
-        let hint = granted == 0x87 ? "; check the broker's ACL for this user" : ""
-        return .failure(MQTTError(.subscriptionRefused, "The broker refused the subscription to '\(filter)': \(text)\(hint)", reasonCode: Int(granted)))
-    }
 }

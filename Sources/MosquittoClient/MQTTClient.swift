@@ -1,4 +1,3 @@
-import CMosquitto
 import Foundation
 import Logging
 import Synchronization
@@ -40,7 +39,6 @@ public final class MQTTClient: Sendable {
 
     /// Creates a client; nothing is sent until ``connect()``.
     public init(configuration: MQTTConfiguration, logger: Logger = Logger(label: "mqtt")) throws {
-        MosquittoLibrary.initialize()
         self.configuration = configuration
         self.logger = logger
         let clientID = configuration.clientID ?? "swift-\(UUID().uuidString.lowercased())"
@@ -48,23 +46,19 @@ public final class MQTTClient: Sendable {
         guard !configuration.host.isEmpty, (1...65535).contains(configuration.port) else {
             throw MQTTError(.invalidConfiguration, "The broker address '\(configuration.host):\(configuration.port)' is not valid")
         }
-        guard let pointer = mosquitto_new(clientID, configuration.cleanStart, nil) else {
-            throw MQTTError(.invalidConfiguration, "libmosquitto could not create a client (out of memory or an invalid client id '\(clientID)')")
-        }
-        let handle = MosquittoHandle(pointer: pointer)
+        let handle = try MosquittoHandle(clientID: clientID, cleanStart: configuration.cleanStart)
         self.handle = handle
         self.core = ClientCore(
             handle: handle, host: configuration.host, port: configuration.port, protocolVersion: configuration.protocolVersion, logger: logger
         )
         do {
-            try Self.configure(handle: handle, configuration)
+            try handle.configure(configuration)
         } catch {
-            mosquitto_destroy(pointer)
+            handle.destroy(releasing: nil)
             throw error
         }
-        // The core lives as long as the handle: released in teardown right after mosquitto_destroy.
-        mosquitto_user_data_set(pointer, Unmanaged.passRetained(core).toOpaque())
-        Self.installCallbacks(pointer)
+        // The core lives as long as the handle: released in teardown right after the handle is destroyed.
+        handle.attach(core)
     }
 
     deinit {
@@ -109,21 +103,10 @@ public final class MQTTClient: Sendable {
         guard canConnect else { throw ClientCore.shutdownError }
         try core.prepareNextWill()
         let (handle, configuration) = (self.handle, self.configuration)
-        // mosquitto_connect resolves the host and opens the TCP (and TLS) connection synchronously.
-        let (rc, savedErrno): (Int32, Int32) = await runOnDedicatedThread(name: "mqtt-connect") {
-            let properties = MosquittoPropertyList()
-            if configuration.protocolVersion == .v5, configuration.sessionExpiryInterval > 0 {
-                try? properties.add(Int32(MQTT_PROP_SESSION_EXPIRY_INTERVAL.rawValue), uint32: configuration.sessionExpiryInterval)
-            }
-            errno = 0
-            let rc = mosquitto_connect_bind_v5(
-                handle.pointer, configuration.host, Int32(configuration.port), configuration.keepAlive, nil, properties.pointer
-            )
-            return (rc, errno)
-        }
-        guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+        // The connect resolves the host and opens the TCP (and TLS) connection synchronously.
+        if let failure = await runOnDedicatedThread(name: "mqtt-connect", { handle.connect(configuration) }) {
             let logged = core.state.withLock { $0.lastLoggedError }
-            throw MQTTError.mosquitto(rc, "connect to the MQTT broker at \(core.endpoint)", errno: savedErrno, logged: logged)
+            throw failure.error("connect to the MQTT broker at \(core.endpoint)", logged: logged)
         }
         let core = self.core
         let timeout = configuration.connectTimeout
@@ -136,12 +119,12 @@ public final class MQTTClient: Sendable {
         defer { timer.cancel() }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             core.state.withLock { $0.connectContinuation = continuation }
-            let rc = mosquitto_loop_start(handle.pointer)
-            if rc == MOSQ_ERR_SUCCESS.rawValue {
+            do {
+                try handle.startLoop()
                 lifecycle.withLock { $0.loopStarted = true }
-            } else {
+            } catch {
                 let continuation = core.state.withLock { $0.connectContinuation.take() }
-                continuation?.resume(throwing: MQTTError.mosquitto(rc, "start libmosquitto's network thread"))
+                continuation?.resume(throwing: error)
             }
         }
     }
@@ -165,20 +148,18 @@ public final class MQTTClient: Sendable {
         retain: Bool = false,
         properties: MQTTPublishProperties = .none
     ) async throws {
-        let propertyList = try preparePublish(topic, payload: payload, qos: qos, properties: properties)
-        let (handle, core) = (self.handle, self.core)
+        try preparePublish(topic, payload: payload, qos: qos)
+        let (handle, core, version) = (self.handle, self.core, configuration.protocolVersion)
         let token = core.makeToken()
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                var mid: Int32 = 0
-                let rc = handle.publish(mid: &mid, topic: topic, payload: payload, qos: qos, retain: retain, properties: propertyList?.pointer)
-                // With QoS 1/2 libmosquitto queues the message even when disconnected (MOSQ_ERR_NO_CONN)
-                // and sends it after the reconnect.
-                if rc == MOSQ_ERR_SUCCESS.rawValue || (rc == MOSQ_ERR_NO_CONN.rawValue && qos != .atMostOnce) {
+                do {
+                    // With QoS 1/2 libmosquitto queues the message even when disconnected and sends it after the reconnect.
+                    let mid = try handle.publish(topic, payload: payload, qos: qos, retain: retain, properties: properties, protocolVersion: version)
                     core.registerPublish(mid: mid, token: token, topic: topic, qos: qos, continuation: .continuation(continuation))
-                } else {
+                } catch {
                     core.forget(token: token)
-                    continuation.resume(throwing: MQTTError.mosquitto(rc, "publish to '\(topic)'"))
+                    continuation.resume(throwing: error)
                 }
             }
         } onCancel: {
@@ -198,24 +179,18 @@ public final class MQTTClient: Sendable {
         properties: MQTTPublishProperties = .none,
         completion: @escaping @Sendable (Result<Void, any Error>) -> Void
     ) {
-        let propertyList: MosquittoPropertyList?
+        let mid: Int32
         do {
-            propertyList = try preparePublish(topic, payload: payload, qos: qos, properties: properties)
+            try preparePublish(topic, payload: payload, qos: qos)
+            mid = try handle.publish(topic, payload: payload, qos: qos, retain: retain, properties: properties, protocolVersion: configuration.protocolVersion)
         } catch {
             return completion(.failure(error))
         }
-        var mid: Int32 = 0
-        let token = core.makeToken()
-        let rc = handle.publish(mid: &mid, topic: topic, payload: payload, qos: qos, retain: retain, properties: propertyList?.pointer)
-        if rc == MOSQ_ERR_SUCCESS.rawValue || (rc == MOSQ_ERR_NO_CONN.rawValue && qos != .atMostOnce) {
-            core.registerPublish(mid: mid, token: token, topic: topic, qos: qos, continuation: .callback(completion))
-        } else {
-            completion(.failure(MQTTError.mosquitto(rc, "publish to '\(topic)'")))
-        }
+        core.registerPublish(mid: mid, token: core.makeToken(), topic: topic, qos: qos, continuation: .callback(completion))
     }
 
-    /// Checks that a publish can be made now and builds its MQTT 5 property list.
-    private func preparePublish(_ topic: String, payload: Data, qos: MQTTQoS, properties: MQTTPublishProperties) throws -> MosquittoPropertyList? {
+    /// Checks that a publish can be made now.
+    private func preparePublish(_ topic: String, payload: Data, qos: MQTTQoS) throws {
         guard payload.count <= 268_435_455 else {
             throw MQTTError(.payloadTooLarge, "A payload of \(payload.count) bytes exceeds MQTT's limit of 268,435,455 bytes")
         }
@@ -227,7 +202,6 @@ public final class MQTTClient: Sendable {
             throw MQTTError(.notConnected, "Cannot publish to '\(topic)' at QoS 0 while the connection to \(core.endpoint) is down")
         case .connected, .disconnected: break
         }
-        return configuration.protocolVersion == .v5 && !properties.isEmpty ? try MosquittoPropertyList(publish: properties) : nil
     }
 
     // MARK: - Subscribe
@@ -246,13 +220,12 @@ public final class MQTTClient: Sendable {
         do {
             return try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { (continuation: ClientCore.SubscribeContinuation) in
-                    var mid: Int32 = 0
-                    let rc = handle.subscribe(filter: filter, options: effective, mid: &mid)
-                    if rc == MOSQ_ERR_SUCCESS.rawValue {
+                    do {
+                        let mid = try handle.subscribe(filter, options: effective)
                         core.registerSubscribe(mid: mid, token: token, filter: filter, continuation: continuation)
-                    } else {
+                    } catch {
                         core.forget(token: token)
-                        continuation.resume(throwing: MQTTError.mosquitto(rc, "subscribe to '\(filter)'"))
+                        continuation.resume(throwing: error)
                     }
                 }
             } onCancel: {
@@ -274,13 +247,12 @@ public final class MQTTClient: Sendable {
         let token = core.makeToken()
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: ClientCore.UnsubscribeContinuation) in
-                var mid: Int32 = 0
-                let rc = handle.unsubscribe(filter: filter, mid: &mid)
-                if rc == MOSQ_ERR_SUCCESS.rawValue {
+                do {
+                    let mid = try handle.unsubscribe(filter)
                     core.registerUnsubscribe(mid: mid, token: token, filter: filter, continuation: continuation)
-                } else {
+                } catch {
                     core.forget(token: token)
-                    continuation.resume(throwing: MQTTError.mosquitto(rc, "unsubscribe from '\(filter)'"))
+                    continuation.resume(throwing: error)
                 }
             }
         } onCancel: {
@@ -400,126 +372,13 @@ public final class MQTTClient: Sendable {
     /// the client. Runs on a thread of its own, never on libmosquitto's.
     private static func teardown(handle: MosquittoHandle, core: ClientCore, loopStarted: Bool, grace: Duration) {
         if loopStarted {
-            let graceful = mosquitto_disconnect_v5(handle.pointer, 0, nil) == MOSQ_ERR_SUCCESS.rawValue
+            let graceful = handle.disconnect()
                 && core.disconnected.wait(timeout: .now() + .milliseconds(Int(grace.components.seconds * 1000 + grace.components.attoseconds / 1_000_000_000_000_000))) == .success
             // A forced stop cancels the thread even inside a blocking connect(); libmosquitto issues 2545/2328.
-            mosquitto_loop_stop(handle.pointer, !graceful)
+            handle.stopLoop(force: !graceful)
         }
-        mosquitto_destroy(handle.pointer)
-        Unmanaged.passUnretained(core).release()
+        handle.destroy(releasing: core)
     }
-
-    // MARK: - Setup
-
-    private static func configure(handle: MosquittoHandle, _ configuration: MQTTConfiguration) throws {
-        let pointer = handle.pointer
-        func check(_ rc: Int32, _ what: String) throws {
-            guard rc == MOSQ_ERR_SUCCESS.rawValue else {
-                throw MQTTError(.invalidConfiguration, "Could not \(what): \(String(cString: mosquitto_strerror(rc)))")
-            }
-        }
-        let version = configuration.protocolVersion == .v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311
-        try check(mosquitto_int_option(pointer, MOSQ_OPT_PROTOCOL_VERSION, Int32(version)), "set the MQTT protocol version")
-        try check(mosquitto_int_option(pointer, MOSQ_OPT_TCP_NODELAY, configuration.tcpNoDelay ? 1 : 0), "set TCP_NODELAY")
-        if configuration.protocolVersion == .v5 {
-            try check(mosquitto_int_option(pointer, MOSQ_OPT_RECEIVE_MAXIMUM, configuration.receiveMaximum), "set the receive maximum")
-        }
-        if configuration.maximumInflightMessages > 0 {
-            try check(mosquitto_int_option(pointer, MOSQ_OPT_SEND_MAXIMUM, Int32(clamping: configuration.maximumInflightMessages)), "set the send maximum")
-        }
-        if configuration.username != nil || configuration.password != nil {
-            try check(mosquitto_username_pw_set(pointer, configuration.username, configuration.password), "set the username and password")
-        }
-        if let tls = configuration.tls {
-            for file in [tls.caFile, tls.certificateFile, tls.keyFile].compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: file) {
-                throw MQTTError(.tlsFailure, "The TLS file '\(file)' does not exist or is not readable")
-            }
-            if tls.caFile == nil {
-                try check(mosquitto_int_option(pointer, MOSQ_OPT_TLS_USE_OS_CERTS, 1), "use the system's CA certificates")
-            }
-            if tls.caFile != nil || tls.certificateFile != nil {
-                let rc = mosquitto_tls_set(pointer, tls.caFile, nil, tls.certificateFile, tls.keyFile, nil)
-                guard rc == MOSQ_ERR_SUCCESS.rawValue else {
-                    throw MQTTError(.tlsFailure, "Could not load the TLS files (CA \(tls.caFile ?? "system"), certificate \(tls.certificateFile ?? "none")): \(String(cString: mosquitto_strerror(rc)))")
-                }
-            }
-            try check(mosquitto_tls_insecure_set(pointer, !tls.verifyHostname), "set TLS host name verification")
-        }
-        try handle.setWill(configuration.will, protocolVersion: configuration.protocolVersion)
-        let reconnect = configuration.reconnect
-        try check(mosquitto_reconnect_delay_set(pointer, reconnect.initialDelay, reconnect.maximumDelay, true), "set the reconnect delay")
-    }
-
-    private static func installCallbacks(_ pointer: OpaquePointer) {
-        mosquitto_connect_v5_callback_set(pointer) { _, userdata, reasonCode, flags, _ in
-            uncancellable { ClientCore.from(userdata)?.didConnect(reasonCode: reasonCode, flags: flags) }
-        }
-        mosquitto_disconnect_v5_callback_set(pointer) { _, userdata, rc, _ in
-            uncancellable { ClientCore.from(userdata)?.didDisconnect(rc: rc) }
-        }
-        mosquitto_publish_v5_callback_set(pointer) { _, userdata, mid, reasonCode, _ in
-            uncancellable { ClientCore.from(userdata)?.didPublish(mid: mid, reasonCode: reasonCode) }
-        }
-        mosquitto_subscribe_v5_callback_set(pointer) { _, userdata, mid, count, granted, _ in
-            let first = count > 0 ? granted?.pointee ?? 0x80 : 0x80
-            uncancellable { ClientCore.from(userdata)?.didSubscribe(mid: mid, granted: first) }
-        }
-        mosquitto_unsubscribe_v5_callback_set(pointer) { _, userdata, mid, _ in
-            uncancellable { ClientCore.from(userdata)?.didUnsubscribe(mid: mid) }
-        }
-        mosquitto_message_v5_callback_set(pointer) { _, userdata, message, properties in
-            uncancellable { receive(userdata, message, properties) }
-        }
-        mosquitto_log_callback_set(pointer) { _, userdata, level, text in
-            guard let text else { return }
-            uncancellable { ClientCore.from(userdata)?.didLog(level: level, text: String(cString: text)) }
-        }
-    }
-}
-
-/// Runs a callback's Swift code on libmosquitto's network thread with the thread's cancellation disabled. A forced
-/// stop (`mosquitto_loop_stop(_, true)`, which is `pthread_cancel`) must only ever cancel the thread inside
-/// libmosquitto (a blocking connect or select), never inside a lock our code holds there: cancelled while writing a
-/// log line, the thread left standard error's lock taken, and every later log line or print of the process blocked.
-private func uncancellable(_ body: () -> Void) {
-    var previous: Int32 = 0
-    pthread_setcancelstate(Int32(PTHREAD_CANCEL_DISABLE), &previous)
-    body()
-    pthread_setcancelstate(previous, nil)
-}
-
-/// The message callback: copies the message (taking its payload over where that is safe) and routes it.
-private func receive(
-    _ userdata: UnsafeMutableRawPointer?, _ message: UnsafePointer<mosquitto_message>?, _ properties: OpaquePointer?
-) {
-    guard let core = ClientCore.from(userdata), let message else { return }
-    // libmosquitto frees the message when the callback returns: copy everything now, except the payload,
-    // which is taken over (no copy: a handed-off state can be many megabytes). libmosquitto 2.0 allocates
-    // it with calloc and frees it after the callback only if it is still set (message__cleanup), so
-    // clearing the pointer hands the buffer to Data. QoS 2 messages are stored by libmosquitto after
-    // the callback in some versions: their payload is copied, and so is every payload with a libmosquitto
-    // other than 2.0.x, whose internals this relies on.
-    let m = message.pointee
-    let payload: Data
-    if m.payloadlen > 0, let bytes = m.payload {
-        if m.qos < 2 && MosquittoLibrary.payloadTakeoverIsSafe {
-            UnsafeMutablePointer(mutating: message).pointee.payload = nil
-            payload = Data(bytesNoCopy: bytes, count: Int(m.payloadlen), deallocator: .free)
-        } else {
-            payload = Data(bytes: bytes, count: Int(m.payloadlen))
-        }
-    } else {
-        payload = Data()
-    }
-    core.didReceive(
-        MQTTMessage(
-            topic: String(cString: m.topic),
-            payload: payload,
-            qos: MQTTQoS(rawValue: m.qos) ?? .atMostOnce,
-            retain: m.retain,
-            properties: MQTTPublishProperties(copying: properties)
-        )
-    )
 }
 
 extension MQTTClient {
@@ -539,12 +398,5 @@ extension MQTTClient {
             await client.shutdown()
             throw error
         }
-    }
-}
-
-extension ClientCore {
-    /// The core behind a callback's userdata pointer.
-    static func from(_ userdata: UnsafeMutableRawPointer?) -> ClientCore? {
-        userdata.map { Unmanaged<ClientCore>.fromOpaque($0).takeUnretainedValue() }
     }
 }

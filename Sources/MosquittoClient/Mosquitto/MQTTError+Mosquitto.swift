@@ -1,6 +1,39 @@
 import CMosquitto
 import Foundation
 
+/// A libmosquitto return code (`MOSQ_ERR_*`) with the `errno` saved right after the call, for code that must not
+/// see libmosquitto's constants: a failed connect, or the reason a disconnect callback reports (0: on request).
+struct MosquittoReturnCode: Sendable {
+    let rc: Int32
+    let errno: Int32
+
+    init(_ rc: Int32, errno: Int32 = 0) {
+        self.rc = rc
+        self.errno = errno
+    }
+
+    /// The error for this code of an operation (`what`), with the last error libmosquitto logged.
+    func error(_ what: String, logged: String? = nil) -> MQTTError {
+        MQTTError.mosquitto(rc, what, errno: errno, logged: logged)
+    }
+
+    /// The error a disconnect callback with this code reports to pending operations' callers and to the events:
+    /// on request, lost after a connection (or failed otherwise), or lost before the first CONNACK (usually TLS,
+    /// explained only in libmosquitto's log).
+    func disconnectError(endpoint: String, hasConnected: Bool, logged: String?) -> MQTTError {
+        if rc == 0 {
+            return MQTTError(.connectionLost, "Disconnected from the broker at \(endpoint) on request")
+        } else if hasConnected || rc != MOSQ_ERR_CONN_LOST.rawValue {
+            var mapped = MQTTError.mosquitto(rc, "stay connected to \(endpoint)", logged: logged)
+            if mapped.code == .notConnected { mapped.code = .connectionLost }
+            return mapped
+        } else {
+            return logged.map { MQTTError(.tlsFailure, "The connection to \(endpoint) failed during the handshake: \($0)") }
+                ?? MQTTError.mosquitto(rc, "connect to \(endpoint)")
+        }
+    }
+}
+
 extension MQTTError {
     /// The error for a libmosquitto return code of an operation (`what`), with the last error libmosquitto logged.
     static func mosquitto(_ rc: Int32, _ what: String, errno savedErrno: Int32 = 0, logged: String? = nil) -> MQTTError {
@@ -54,5 +87,21 @@ extension MQTTError {
                 reasonCode: Int(reasonCode)
             )
         }
+    }
+
+    /// The outcome of a PUBACK/PUBCOMP reason code: success below 0x80, otherwise the broker's refusal.
+    static func publishResult(reasonCode: Int32, topic: String) -> Result<Void, any Error> {
+        guard reasonCode >= 0x80 else { return .success(()) }
+        let text = String(cString: mosquitto_reason_string(reasonCode))
+        let hint = reasonCode == 0x87 ? "; check the broker's ACL for this user" : ""
+        return .failure(MQTTError(.publishRefused, "The broker refused the publish to '\(topic)': \(text)\(hint)", reasonCode: Int(reasonCode)))
+    }
+
+    /// The outcome of a SUBACK's first reason code: the granted QoS, otherwise the broker's refusal.
+    static func subscribeResult(granted: Int32, filter: String) -> Result<MQTTQoS, any Error> {
+        if let qos = MQTTQoS(rawValue: granted) { return .success(qos) }
+        let text = String(cString: mosquitto_reason_string(granted))
+        let hint = granted == 0x87 ? "; check the broker's ACL for this user" : ""
+        return .failure(MQTTError(.subscriptionRefused, "The broker refused the subscription to '\(filter)': \(text)\(hint)", reasonCode: Int(granted)))
     }
 }

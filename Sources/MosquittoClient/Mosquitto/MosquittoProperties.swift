@@ -1,28 +1,6 @@
 import CMosquitto
 import Foundation
 
-/// Makes sure `mosquitto_lib_init` runs exactly once per process (it is not thread safe).
-enum MosquittoLibrary {
-    private static let initialized: Bool = {
-        mosquitto_lib_init()
-        return true
-    }()
-
-    static func initialize() {
-        _ = initialized
-    }
-
-    /// Whether a received payload may be taken over from libmosquitto instead of copied: only with the 2.0
-    /// series, whose message handling (checked in 2.0.11) frees the payload after the callback only if set.
-    static let payloadTakeoverIsSafe: Bool = {
-        var major: Int32 = 0
-        var minor: Int32 = 0
-        var revision: Int32 = 0
-        mosquitto_lib_version(&major, &minor, &revision)
-        return major == 2 && minor == 0
-    }()
-}
-
 /// An owned `mosquitto_property` list built from Swift values; freed on deinit.
 ///
 /// Not `Sendable`: it lives only for the duration of one call into libmosquitto.
