@@ -52,11 +52,23 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        // The claim rule (docs/PROTOCOL.md §5, §9, §10.6) as a state machine without I/O: rounds, verdicts, what is
+        // held, claims waiting; events in, actions out. HandoffMQTT drives it over MQTT. No broker, no libmosquitto.
+        .target(
+            name: "HandoffClaims",
+            dependencies: ["Handoff"]
+        ),
+        // The claim state machine under scripted message orders, without a broker (runs without mosquitto installed).
+        .testTarget(
+            name: "HandoffClaimsTests",
+            dependencies: ["HandoffClaims", "Handoff"]
+        ),
         // The global backend: handoffs as retained messages on an MQTT broker (docs/PROTOCOL.md).
         .target(
             name: "HandoffMQTT",
             dependencies: [
                 "Handoff",
+                "HandoffClaims",
                 "MosquittoClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),

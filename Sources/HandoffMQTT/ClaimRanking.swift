@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Handoff
+import HandoffClaims
 import MosquittoClient
 import Synchronization
 
@@ -146,58 +147,15 @@ extension HandoffRouter {
     /// The ranked wait of claim `token` is over: publishes the claim, unless its waiter was answered meanwhile (a
     /// verdict, a cancellation), a new round replaced the handoff (it is offered again), or its label is stopping.
     func publishRankedClaim(topic: String, token: UInt64, label: HandoffLabel, id: String, properties: MQTTPublishProperties) {
-        enum Next { case none, publish, answer(ClaimWaiter, Result<Bool, any Error>) }
-        let next = state.withLock { state -> Next in
-            guard state.claims[topic]?.token == token else { return .none }
-            let stopping = state.shutDown || state.stopping
-            var answer: Result<Bool, any Error>?
-            if let index = state.watched.index(forKey: label.topicLevel) {
-                let watched = state.watched.values[index]
-                if let entry = watched.pending[id], entry.rankedWait == token, !entry.deadLettering {
-                    state.watched.values[index].pending[id]?.rankedWait = nil
-                    if stopping || watched.stopping {
-                        answer = .failure(stopping ? HandoffError.shutdown : HandoffError.notSubscribed(label))
-                    } else {
-                        state.watched.values[index].pending[id]?.claiming = true
-                    }
-                } else {
-                    // Decided, replaced by a new round (offered again with its own notice) or being dead-lettered.
-                    answer = .success(false)
-                }
-            } else {
-                answer = .failure(HandoffError.notSubscribed(label))
-            }
-            guard let answer else { return .publish }
-            guard let waiter = state.claims.removeValue(forKey: topic) else { return .none }
-            return .answer(waiter, answer)
-        }
-        switch next {
+        switch state.withLock({ $0.machine.rankedTurn(label, id, token: token) }) {
         case .none: break
-        case .answer(let waiter, let result): waiter.resume(with: result)
+        case .answer(let result): answer(token, result)
         case .publish:
             client.publish(topic, payload: Data(), qos: .atLeastOnce, retain: true, properties: properties) { [self] result in
                 guard case .failure(let error) = result else { return }
                 // The clear did not go out: the handoff is still waiting and may be claimed again.
-                failClaim(topic: topic, token: token, error: error, label: label, id: id)
+                abandonClaim(label, id, token: token, error: error, unpublished: true)
             }
         }
-    }
-
-    /// Ends the ranked waits of the labels `levels` (all when `nil`) with `error`, without claiming: stopping makes no
-    /// new claim (docs/PROTOCOL.md §5, "Stopping"), and a claim never published has no verdict to wait for.
-    func abortRankedWaits(of levels: Set<String>?, with error: @Sendable (HandoffLabel) -> any Error) {
-        let aborted = state.withLock { state -> [(ClaimWaiter, HandoffLabel)] in
-            var aborted: [(ClaimWaiter, HandoffLabel)] = []
-            for (topic, waiter) in state.claims {
-                guard levels?.contains(waiter.level) ?? true, let index = state.watched.index(forKey: waiter.level),
-                    state.watched.values[index].pending[waiter.key]?.rankedWait == waiter.token
-                else { continue }
-                state.watched.values[index].pending[waiter.key]?.rankedWait = nil
-                state.claims[topic] = nil
-                aborted.append((waiter, state.watched.values[index].label))
-            }
-            return aborted
-        }
-        for (waiter, label) in aborted { waiter.resume(with: .failure(error(label))) }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Handoff
+import HandoffClaims
 import MosquittoClient
 
 /// Claims decided by a ``HandoffClaimArbiter`` instead of the broker's order (docs/PROTOCOL.md §11). The router still
@@ -21,19 +22,7 @@ extension HandoffRouter {
     func claimThroughArbiter(_ envelope: HandoffEnvelope, _ arbiter: any HandoffClaimArbiter) async throws -> Bool {
         let label = envelope.label
         let id = envelope.id.rawValue
-        enum Start { case decided(Bool), take(Entry) }
-        let start = try state.withLock { state -> Start in
-            guard !state.shutDown, !state.stopping else { throw HandoffError.shutdown }
-            let start = state.modifyWatched(label.topicLevel) { watched -> Start? in
-                guard watched.isWatched, !watched.stopping else { return nil }
-                if watched.won.removeValue(forKey: id) != nil { return .decided(true) }
-                guard let entry = watched.pending[id], !entry.claiming else { return .decided(false) }
-                watched.pending[id]?.claiming = true
-                return .take(entry)
-            }
-            guard let start = start ?? nil else { throw HandoffError.notSubscribed(label) }
-            return start
-        }
+        let start = try state.withLock { try $0.machine.startArbitratedClaim(label, id) }
         guard case .take(let entry) = start else {
             if case .decided(let won) = start { return won }
             return false
@@ -43,40 +32,23 @@ extension HandoffRouter {
             outcome = try await arbiter.take(prefix: topics.prefix, label: label, id: id, for: origin.instance)
         } catch HandoffError.claimOutcomeUnknown(let label, let handoffID, let detail) {
             // The store may have given it to this participant: keep it as a dead letter rather than lose it (§5).
-            forgetPending(label, id)
+            _ = state.withLock { $0.machine.arbitrated(label, id, won: nil, claimed: entry) }
             try? await deadLetter(
                 label: label, id: id, payload: entry.payload, reason: .claimOutcomeUnknown, detail: detail, claim: false, timeout: options.settleTimeout
             )
             throw HandoffError.claimOutcomeUnknown(label: label, id: handoffID, detail: detail + "; its payload was dead-lettered")
         } catch {
             // Nothing was decided: it is still waiting, and may be claimed again.
-            state.withLock { state in state.modifyWatched(label.topicLevel) { $0.pending[id]?.claiming = false } }
+            state.withLock { $0.machine.arbitrationFailed(label, id) }
             throw error
         }
         let topic = roundTopic(label, id)
         let won = outcome != .lost
-        let mac = state.withLock { state in
-            state.modifyWatched(label.topicLevel) { watched -> String? in
-                let mac = watched.openRounds[id]?.mac ?? entry.envelope.signatureMAC
-                watched.pending[id] = nil
-                watched.openRounds[id] = nil
-                if won { watched.record(verdict: Verdict(winner: origin.instance, merging: true), for: id) }
-                return mac
-            } ?? nil
-        }
+        let mac = state.withLock { $0.machine.arbitrated(label, id, won: won, claimed: entry) }
         guard won || entry.wasRetained else { return false }
         let properties = claimProperties(topic: topic, purpose: won ? "merge" : "already-merged", roundMAC: mac)
         let client = self.client
         Task { try? await client.publish(topic, payload: Data(), qos: .atLeastOnce, retain: true, properties: properties) }
         return won
-    }
-
-    private func forgetPending(_ label: HandoffLabel, _ id: String) {
-        state.withLock { state in
-            state.modifyWatched(label.topicLevel) { watched in
-                watched.pending[id] = nil
-                watched.openRounds[id] = nil
-            }
-        }
     }
 }

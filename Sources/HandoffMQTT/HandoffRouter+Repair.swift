@@ -1,18 +1,14 @@
 import Foundation
 import Handoff
+import HandoffClaims
 import Logging
 import MosquittoClient
 
 /// Keyed reading and signed claims (docs/PROTOCOL.md §10.4, §10.5), and the repair of a waiting handoff whose retained
 /// copy a clear that is not a claim removed (§10.6).
 extension HandoffRouter {
-    /// How long a round opened by a restore waits before this participant claims it for merging: time for a stale
-    /// restore to be claimed `already-merged` by its restorer or by the earlier winner.
-    static let restoreGrace: Duration = .milliseconds(250)
     /// The longest random delay before a restore, so that usually one participant restores.
     static let restoreJitterMilliseconds = 100
-    /// Restores of one round by one participant, at most.
-    static let maximumRestores = 3
 
     /// The user properties of a claim by this participant: signed when it is keyed and the round's envelope was signed.
     func claimProperties(topic: String, purpose: String, roundMAC: String?) -> MQTTPublishProperties {
@@ -48,65 +44,28 @@ extension HandoffRouter {
         }
     }
 
-    /// Whether a restore (a payload with `handoff-restore-by`) changes nothing: it repeats, byte for byte, the payload
-    /// of a round that is open here. It then also stands for this participant's own restore, if one is due.
-    static func restoresOpenRound(_ watched: inout Watched, _ key: String, payload: Data) -> Bool {
-        guard var round = watched.openRounds[key], round.payload == nil || round.payload == payload else { return false }
-        round.restoreDue = false
-        watched.openRounds[key] = round
-        return true
+    static func restoreMetadata(_ label: HandoffLabel, _ key: String, _ cause: String) -> Logger.Metadata {
+        ["handoff.label": "\(label)", "handoff.id": "\(topicLevel(ofKey: key))", "handoff.cause": "\(cause)"]
     }
 
-    /// The retained copy of round `key` was removed (or replaced) by something that is not a claim: publishes the
-    /// round's payload again as received, after a random delay, unless a restore or a verdict comes first
+    /// Restores round `key` after a clear that is not a claim (``ClaimAction/scheduleRestore(_:key:payload:cause:)``):
+    /// publishes the round's payload again as received, after a random delay, unless a restore or a verdict comes first
     /// (docs/PROTOCOL.md §10.6).
-    func restoreAfterClear(label: HandoffLabel, id key: String, why: String) {
-        enum Plan { case none, limit, restore(Data) }
-        let plan = state.withLock { state -> Plan in
-            state.modifyWatched(label.topicLevel) { watched -> Plan in
-                // A held checkpoint is repaired by its live writer, which alone knows its newest one.
-                guard var round = watched.openRounds[key], let payload = round.payload, !round.restoreDue, watched.held[key] == nil else {
-                    return .none
-                }
-                guard round.restores < Self.maximumRestores else { return .limit }
-                round.restoreDue = true
-                watched.openRounds[key] = round
-                return .restore(payload)
-            } ?? .none
-        }
-        let metadata: Logger.Metadata = ["handoff.label": "\(label)", "handoff.id": "\(Self.topicLevel(ofKey: key))", "handoff.cause": "\(why)"]
-        switch plan {
-        case .none:
-            logger.debug("A zero-length message on a handoff topic is not a claim; nothing to restore", metadata: metadata)
-        case .limit:
-            logger.error(
-                "A waiting handoff keeps being cleared by messages that are not claims; not restoring it again (do the participants' key sets agree?)",
-                metadata: metadata
-            )
-        case .restore(let payload):
-            logger.warning("A waiting handoff was cleared by a message that is not a claim; restoring it", metadata: metadata)
-            let (client, topic) = (self.client, roundTopic(label, key))
-            let properties = MQTTPublishProperties(
-                userProperties: [MQTTUserProperty(HandoffProperty.restoreBy, origin.instance)],
-                messageExpiryInterval: options.handoffExpiry, contentType: Self.contentType
-            )
-            Task { [self] in
-                try? await Task.sleep(for: .milliseconds(Int.random(in: 0..<Self.restoreJitterMilliseconds)))
-                let due = state.withLock { state in
-                    state.modifyWatched(label.topicLevel) { watched -> Bool in
-                        guard var round = watched.openRounds[key], round.restoreDue, round.payload == payload else { return false }
-                        round.restoreDue = false
-                        round.restores += 1
-                        watched.openRounds[key] = round
-                        return true
-                    } ?? false
-                }
-                guard due else { return }
-                do {
-                    try await client.publish(topic, payload: payload, qos: .atLeastOnce, retain: true, properties: properties)
-                } catch {
-                    logger.warning("Could not restore a waiting handoff", metadata: metadata.merging(["handoff.error": "\(error)"]) { $1 })
-                }
+    func restore(label: HandoffLabel, key: String, payload: Data, cause: String) {
+        let metadata = Self.restoreMetadata(label, key, cause)
+        logger.warning("A waiting handoff was cleared by a message that is not a claim; restoring it", metadata: metadata)
+        let (client, topic) = (self.client, roundTopic(label, key))
+        let properties = MQTTPublishProperties(
+            userProperties: [MQTTUserProperty(HandoffProperty.restoreBy, origin.instance)],
+            messageExpiryInterval: options.handoffExpiry, contentType: Self.contentType
+        )
+        Task { [self] in
+            try? await Task.sleep(for: .milliseconds(Int.random(in: 0..<Self.restoreJitterMilliseconds)))
+            guard state.withLock({ $0.machine.restoreIsDue(label, key, payload: payload) }) else { return }
+            do {
+                try await client.publish(topic, payload: payload, qos: .atLeastOnce, retain: true, properties: properties)
+            } catch {
+                logger.warning("Could not restore a waiting handoff", metadata: metadata.merging(["handoff.error": "\(error)"]) { $1 })
             }
         }
     }

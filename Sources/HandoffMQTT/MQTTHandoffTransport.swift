@@ -1,5 +1,6 @@
 import Foundation
 import Handoff
+import HandoffClaims
 import Logging
 import MosquittoClient
 import Synchronization
