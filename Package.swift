@@ -119,13 +119,18 @@ let package = Package(
         ),
         // Private mosquitto brokers and a failure-injecting TCP proxy, for tests, demos and benchmarks.
         .target(name: "MosquittoTestKit"),
+        // For tests: who won each handoff round in the broker's order, seen by a plain MQTT client (RoundObserver).
+        .target(
+            name: "HandoffTestKit",
+            dependencies: ["Handoff", "HandoffClaims", "HandoffMQTT", "MosquittoClient"]
+        ),
         .testTarget(
             name: "MosquittoClientTests",
             dependencies: ["MosquittoClient", "MosquittoTestKit"]
         ),
         .testTarget(
             name: "HandoffTests",
-            dependencies: ["Handoff", "HandoffMQTT", "MosquittoClient", "MosquittoTestKit"]
+            dependencies: ["Handoff", "HandoffMQTT", "HandoffTestKit", "MosquittoClient", "MosquittoTestKit"]
         ),
         .testTarget(
             name: "HandoffServiceTests",
@@ -218,7 +223,8 @@ let package = Package(
         .testTarget(
             name: "ClusterTests",
             dependencies: [
-                "ClusterTestKit", "Handoff", "HandoffMQTT", "HandoffRedis", "MosquittoClient", .product(name: "Logging", package: "swift-log"),
+                "ClusterTestKit", "Handoff", "HandoffMQTT", "HandoffRedis", "HandoffTestKit", "MosquittoClient",
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // The benchmark: swift-handoff against the floor, in the same run, on a private mosquitto

@@ -649,17 +649,3 @@ extension DeadLetter {
         )
     }
 }
-
-extension HandoffRouter {
-    /// The winner of the latest round of handoff `id` of a watched label, if this participant saw it.
-    func verdict(label: HandoffLabel, id: String) -> String? {
-        state.withLock { $0.machine.winner(label, id) }
-    }
-}
-
-extension MQTTHandoffTransport {
-    /// The instance that won handoff `id` as this participant saw it (for tests and diagnostics).
-    func verdict(label: HandoffLabel, id: String) -> String? {
-        router.verdict(label: label, id: id)
-    }
-}

@@ -3,6 +3,7 @@ import Foundation
 import Handoff
 @testable import HandoffMQTT
 import HandoffRedis
+import HandoffTestKit
 import MosquittoClient
 import Synchronization
 import Testing
@@ -46,6 +47,8 @@ struct ClusterRaceTests {
                 options: MQTTHandoffTransport.Options(prefix: prefix, willDelay: nil, livenessLease: nil, arbiter: arbiter?())
             )
         }
+        // What each node delivers, in its order: the first claim of each round (the broker-order rule).
+        let observers = try await cluster.nodes.asyncMap { try await RoundObserver.start(configuration: configuration($0), prefix: prefix) }
         let predecessors = try await cluster.nodes.asyncMap { try await connect($0) }
         let senders = predecessors.map { HandoffChannel<Sample>(label: label, transport: $0, timeout: .seconds(30)) }
         let expected = Mutex<Set<String>>([])
@@ -95,14 +98,12 @@ struct ClusterRaceTests {
         for worker in workers { worker.cancel() }
         let merges = log.merges
         let transports = successors.map(\.0)
-        // The successors of node A and of node B, as each saw the verdicts (the broker-order rule: the first claim).
-        let nodeA = transports.prefix(8)
-        let nodeB = transports.suffix(8)
+        // The verdicts as node A and node B delivered them (the broker-order rule: the first claim).
         let disagreements = all.count { id in
-            let winnersA = Set(nodeA.compactMap { $0.verdict(label: label, id: id) })
-            let winnersB = Set(nodeB.compactMap { $0.verdict(label: label, id: id) })
-            return !winnersA.isEmpty && !winnersB.isEmpty && winnersA != winnersB
+            let winners = observers.map { $0.winner(label, id) }
+            return winners.allSatisfy { $0 != nil } && Set(winners).count > 1
         }
+        for observer in observers { await observer.stop() }
         let outcome = Outcome(
             handoffs: all.count,
             duplicates: merges.values.count { $0.count > 1 },

@@ -1,6 +1,7 @@
 import Foundation
 import Handoff
 @testable import HandoffMQTT
+import HandoffTestKit
 import MosquittoClient
 import MosquittoTestKit
 import Synchronization
@@ -23,6 +24,7 @@ struct ContentionTests {
             let options = MQTTHandoffTransport.Options(prefix: "race-\(UUID().uuidString.prefix(8))")
             let label = try HandoffLabel("race")
             let predecessor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)
+            let observer = try await RoundObserver.start(configuration: configuration, prefix: options.prefix)
             // 500 handoffs published at once on a broker that saves its store after each: allow for a loaded machine.
             let sender = HandoffChannel<Int>(label: label, transport: predecessor, timeout: .seconds(60))
 
@@ -64,14 +66,12 @@ struct ContentionTests {
             #expect(duplicates.isEmpty, "merged more than once: \(duplicates.count)")
             #expect(values.withLock { $0.sorted() } == Array(0..<Self.handoffCount))
 
-            // Every participant that saw a handoff's verdict agrees with the one that merged it.
-            for transport in successors {
-                for (id, owners) in result {
-                    if let verdict = transport.verdict(label: label, id: id) {
-                        #expect(verdict == owners.first, "\(transport.origin.instance) disagrees on \(id)")
-                    }
-                }
+            // The first claim of each round, in the broker's order, names the one that merged it.
+            for (id, owners) in result {
+                let winner = await observer.winner(label, id, within: .seconds(5))
+                #expect(winner == owners.first, "the broker's order names \(winner ?? "nobody") for \(id), merged by \(owners)")
             }
+            await observer.stop()
 
             for worker in workers { worker.cancel() }
             for transport in successors { await transport.shutdown() }

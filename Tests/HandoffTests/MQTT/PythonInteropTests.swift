@@ -1,6 +1,7 @@
 import Foundation
 import Handoff
 @testable import HandoffMQTT
+import HandoffTestKit
 import MosquittoClient
 import MosquittoTestKit
 import Testing
@@ -107,6 +108,7 @@ struct PythonInteropTests {
 
             // Handoffs waiting before anyone subscribes: half from a Swift predecessor, half from a Python one.
             var expected: [String: RaceItem] = [:]
+            let observer = try await python.observeRounds()
             let swiftPredecessor = try await python.connectTransport()
             let sender = HandoffChannel<RaceItem>(label: label, transport: swiftPredecessor, timeout: .seconds(30))
             try await initiateRaceItems(on: sender, range: 0..<half, into: &expected)
@@ -190,14 +192,12 @@ struct PythonInteropTests {
                 outcomes.append(try await racer.result(within: .seconds(160)))
             }
             let pythonDone = ContinuousClock.now - started
-            // Every Swift successor has seen every verdict, and the merges have been recorded.
+            // Every round has its verdict on the broker, and the merges have been recorded.
             let swiftInstances = successors.map(\.transport.origin.instance)
             let allSeen = await eventually(upTo: .seconds(30)) {
-                running.allSatisfy { successor in
-                    expected.keys.allSatisfy { successor.transport.verdict(label: label, id: $0) != nil }
-                }
+                expected.keys.allSatisfy { observer.winner(label, $0) != nil }
             }
-            #expect(allSeen, "a Swift successor did not see every verdict")
+            #expect(allSeen, "a handoff has no verdict on the broker")
             // A Swift successor reports its merges when its batch (complete()) ends, which can be after the verdicts.
             let pythonMerged = Set(outcomes.flatMap { $0.handoffs.filter(\.value.merged).keys })
             _ = await eventually(upTo: .seconds(30)) {
@@ -221,7 +221,7 @@ struct PythonInteropTests {
             #expect(interrupted.isEmpty, "Swift successors' complete() was interrupted \(interrupted.count) times: \(interrupted.prefix(3))")
             let lost = Set(expected.keys).subtracting(mergers.keys).sorted()
             let unknown = Set(mergers.keys).subtracting(expected.keys).sorted()
-            #expect(lost.isEmpty, "\(lost.count) handoffs merged by nobody: \(lost.prefix(5).map { raceDiagnosis($0, outcomes, successors.map(\.transport), label) })")
+            #expect(lost.isEmpty, "\(lost.count) handoffs merged by nobody: \(lost.prefix(5).map { raceDiagnosis($0, outcomes, observer, label) })")
             #expect(unknown.isEmpty, "\(unknown.count) merged handoffs were never initiated: \(unknown.prefix(5))")
             let duplicates = mergers.filter { $0.value.count != 1 }
             #expect(duplicates.isEmpty, "\(duplicates.count) merged more than once: \(duplicates.prefix(5).map { "\($0.key): \($0.value.map(\.instance))" })")
@@ -239,7 +239,7 @@ struct PythonInteropTests {
             // Who wins depends on the machine's load (the shared CI machine can starve either side), so the
             // split is printed above, not asserted: the agreement checks below show both sides took part.
 
-            // Every participant's verdict agrees with the one that merged.
+            // Every participant's verdict, and the broker's order, agree with the one that merged.
             // (A handoff given back has a second round; a Python racer that had stopped before it knows only the first.)
             for outcome in outcomes {
                 #expect(outcome.handoffs.count == total)
@@ -248,13 +248,11 @@ struct PythonInteropTests {
                     #expect(entry.merged == (entry.winner == outcome.instance), "Python \(outcome.instance) on \(id): \(entry)")
                 }
             }
-            for successor in running {
-                for (id, winner) in winners {
-                    let verdict = successor.transport.verdict(label: label, id: id)
-                    #expect(verdict == winner, "Swift \(successor.transport.origin.instance) disagrees on \(id)")
-                }
+            for (id, winner) in winners {
+                #expect(observer.winner(label, id) == winner, "the broker's order disagrees on \(id)")
             }
 
+            await observer.stop()
             for worker in workers { worker.cancel() }
             for successor in running { await successor.transport.shutdown() }
             await swiftPredecessor.shutdown()
@@ -445,10 +443,10 @@ func drainRace(_ channel: HandoffChannel<RaceItem>, instance: String, into merge
 }
 
 /// What each racer saw of handoff `id`, for failure messages.
-private func raceDiagnosis(_ id: String, _ outcomes: [PythonRace<RaceItem>], _ transports: [MQTTHandoffTransport], _ label: HandoffLabel) -> String {
+private func raceDiagnosis(_ id: String, _ outcomes: [PythonRace<RaceItem>], _ observer: RoundObserver, _ label: HandoffLabel) -> String {
     let python = outcomes.map { "py \($0.instance.prefix(8)): \($0.handoffs[id].map { "\($0.winner.prefix(8)) merged=\($0.merged)" } ?? "no verdict")" }
-    let swift = transports.map { "swift \($0.origin.instance.prefix(8)): \($0.verdict(label: label, id: id)?.prefix(8) ?? "no verdict")" }
-    return "\(id) [\((python + swift).joined(separator: "; "))]"
+    let broker = "broker order: \(observer.winner(label, id)?.prefix(8) ?? "no verdict")"
+    return "\(id) [\((python + [broker]).joined(separator: "; "))]"
 }
 
 private func isRFC3339(_ text: String) -> Bool {
@@ -572,6 +570,11 @@ struct PythonClient {
     func removeFiles() { try? FileManager.default.removeItem(at: directory) }
 
     /// A Swift participant on the same broker and prefix.
+    /// An observer of the prefix's rounds in the broker's order (who won each handoff), subscribed now.
+    func observeRounds(keys: HandoffKeySet? = nil) async throws -> RoundObserver {
+        try await RoundObserver.start(configuration: MQTTConfiguration(host: host, port: port), prefix: prefix, keys: keys)
+    }
+
     func connectTransport(settleTimeout: Duration = .seconds(2), keys: HandoffKeySet? = nil) async throws -> MQTTHandoffTransport {
         try await MQTTHandoffTransport.connect(
             configuration: MQTTConfiguration(host: host, port: port),

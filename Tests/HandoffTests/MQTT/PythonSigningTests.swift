@@ -1,6 +1,7 @@
 import Foundation
 import Handoff
 @testable import HandoffMQTT
+import HandoffTestKit
 import MosquittoClient
 import MosquittoTestKit
 import Testing
@@ -27,6 +28,7 @@ struct PythonSigningTests {
             let perSide = 10
 
             var expected: [String: RaceItem] = [:]
+            let observer = try await python.observeRounds(keys: keys)
             let predecessor = try await python.connectTransport(keys: keys)
             let sender = HandoffChannel<RaceItem>(label: label, transport: predecessor, timeout: .seconds(30))
             for n in 0..<perSide {
@@ -80,9 +82,7 @@ struct PythonSigningTests {
             defer { for worker in workers { worker.cancel() } }
             var outcomes: [PythonRace<RaceItem>] = []
             for racer in racers { outcomes.append(try await racer.result(within: .seconds(130))) }
-            _ = await eventually(upTo: .seconds(30)) {
-                successors.allSatisfy { successor in expected.keys.allSatisfy { successor.transport.verdict(label: label, id: $0) != nil } }
-            }
+            _ = await eventually(upTo: .seconds(30)) { expected.keys.allSatisfy { observer.winner(label, $0) != nil } }
             // Whatever is left after the racers stopped, the Swift successors drain.
             for successor in successors {
                 try await drainRace(successor.channel, instance: successor.transport.origin.instance, into: merges, interruptions: interruptions)
@@ -107,14 +107,16 @@ struct PythonSigningTests {
             let letters = try await successors[0].transport.deadLetters(label, timeout: .seconds(10))
             #expect(Set(letters.map(\.id)) == Set(attack.forged.map(\.id)))
             #expect(letters.allSatisfy { $0.reason == .signatureInvalid })
-            // Both languages agree on every verdict.
+            // Python's verdicts, the merges and the broker's order (signed claims only) agree.
             for outcome in outcomes {
                 for (id, entry) in outcome.handoffs where expected[id] != nil {
-                    for successor in successors {
-                        #expect(successor.transport.verdict(label: label, id: id) == entry.winner, "Swift and Python disagree on \(id)")
-                    }
+                    #expect(observer.winner(label, id) == entry.winner, "Python and the broker's order disagree on \(id)")
                 }
             }
+            for (id, list) in mergers {
+                #expect(observer.winner(label, id) == list.first, "\(id) was merged by another participant than the verdict names")
+            }
+            await observer.stop()
             let pythonWins = mergers.values.filter { outcomes.map(\.instance).contains($0.first ?? "") }.count
             print("keyed race of \(expected.count) handoffs under attack: Python merged \(pythonWins), Swift \(expected.count - pythonWins)")
             for successor in successors { await successor.transport.shutdown() }

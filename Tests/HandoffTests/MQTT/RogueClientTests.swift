@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Handoff
 @testable import HandoffMQTT
+import HandoffTestKit
 import MosquittoClient
 import MosquittoTestKit
 import Testing
@@ -136,6 +137,8 @@ struct RogueClientTests {
     func staleRestore(namingTheWatcher: Bool) async throws {
         try await withMosquittoBroker { broker in
             let label = uniqueLabel("stale")
+            let observer = try await RoundObserver.start(
+                configuration: MQTTConfiguration(host: broker.host, port: broker.plainPort), prefix: Self.options(nil).prefix)
             try await withTransport(broker, options: Self.options(nil)) { watcher in
                 let watching = NoticeRecorder(try await HandoffChannel<Tally>(label: label, transport: watcher).subscribe())
                 let envelope = try await withTransport(broker, options: Self.options(nil)) { predecessor in
@@ -158,7 +161,7 @@ struct RogueClientTests {
                     // Decided by a claim of the winner or of the restorer (both `already-merged`), and cleared from the broker.
                     let voiders: Set<String> = [winner.origin.instance, watcher.origin.instance]
                     #expect(await eventually {
-                        guard let verdict = winner.verdict(label: label, id: envelope.id.rawValue), voiders.contains(verdict) else { return false }
+                        guard let verdict = observer.winner(label, envelope.id.rawValue), voiders.contains(verdict) else { return false }
                         return (try? await Self.retained(broker, topic)) == .some(nil)
                     })
                     #expect(try await channel.complete().handoffs.isEmpty, "the winner merged the stale restore")
@@ -170,6 +173,7 @@ struct RogueClientTests {
                 }
                 #expect(late == 0)
             }
+            await observer.stop()
         }
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Handoff
 @testable import HandoffMQTT
+import HandoffTestKit
 import MosquittoClient
 import MosquittoTestKit
 import Testing
@@ -180,6 +181,7 @@ struct StoppingTests {
             let options = MQTTHandoffTransport.Options(prefix: "won-\(UUID().uuidString.prefix(8))")
             let label = try HandoffLabel("won")
             let predecessor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)
+            let observer = try await RoundObserver.start(configuration: configuration, prefix: options.prefix)
             let envelope = try await HandoffChannel<Int>(label: label, transport: predecessor).initiate(7)
             // The successor talks to the broker through a proxy that can hold its traffic back.
             let proxy = try await TCPProxy.start(forwardingTo: broker.plainPort)
@@ -195,7 +197,8 @@ struct StoppingTests {
             proxy.resume()
             try await successor.sync()
             // The verdict came after all: won, not merged, and offered again.
-            #expect(successor.verdict(label: label, id: envelope.id.rawValue) == successor.origin.instance)
+            #expect(await observer.winner(label, envelope.id.rawValue, within: .seconds(5)) == successor.origin.instance)
+            await observer.stop()
             #expect(try await successor.pending(label).map(\.id) == [envelope.id], "the won handoff is offered again")
 
             try await successor.unwatch(label)
