@@ -35,13 +35,8 @@ final class HandoffRouter: Sendable {
         var notices: [String: AsyncStream<HandoffNotice>.Continuation] = [:]
         /// The claims waiting for their verdict, by the machine's token.
         var waiters: [UInt64: ClaimWaiter] = [:]
-        /// Ordering markers in flight, by nonce, with the callers each one answers.
-        var syncs: [String: [CheckedContinuation<Void, any Error>]] = [:]
-        /// The marker whose echo will release the queued callers (nil: none in flight).
-        var syncInFlight: String?
-        /// Callers that arrived while a marker was in flight: they share the next one.
-        var syncQueued: [CheckedContinuation<Void, any Error>] = []
-        var nextMarker: UInt64 = 1
+        /// The ordering markers in flight and the callers they answer.
+        var markers = OrderingMarkers<CheckedContinuation<Void, any Error>>()
     }
 
     let client: MQTTClient
@@ -496,43 +491,23 @@ final class HandoffRouter: Sendable {
 
     // MARK: - Ordering markers
 
-    /// Returns once every message the broker queued for this participant before now has been routed.
-    ///
-    /// Callers that arrive while a marker is in flight share the next marker, published as soon as that one
-    /// is back (or after 50 ms): a marker published after a caller arrived answers it just as well, and
-    /// watching 10,000 labels at once then sends a few markers instead of 10,000.
+    /// Returns once every message the broker queued for this participant before now has been routed (see
+    /// ``OrderingMarkers``: callers that arrive while a marker is in flight share the next one).
     func sync(timeout: Duration) async throws {
         try await withDeadline(timeout, operation: "sync with the broker") { [self] in
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                enum Action { case shutDown, publish(String), armFlush, wait }
-                let action = state.withLock { state -> Action in
-                    guard !state.machine.isShutDown else { return .shutDown }
-                    guard state.syncInFlight != nil else {
-                        let nonce = Self.nextNonce(&state)
-                        state.syncInFlight = nonce
-                        state.syncs[nonce] = [continuation]
-                        return .publish(nonce)
-                    }
-                    state.syncQueued.append(continuation)
-                    return state.syncQueued.count == 1 ? .armFlush : .wait
-                }
-                switch action {
+                switch state.withLock({ $0.markers.request(continuation) }) {
                 case .shutDown: continuation.resume(throwing: HandoffError.shutdown)
                 case .publish(let nonce): publishMarker(nonce)
                 case .armFlush:
                     // Progress even if the marker in flight is slow or lost.
-                    _ = TimeoutClock.shared.schedule(after: .milliseconds(50)) { [self] in flushQueuedSyncs() }
+                    _ = TimeoutClock.shared.schedule(after: .milliseconds(50)) { [self] in
+                        if let next = state.withLock({ $0.markers.flush() }) { publishMarker(next) }
+                    }
                 case .wait: break
                 }
             }
         }
-    }
-
-    /// Unique among this participant's markers (its sync topic is its own); no UUID: on Linux each one opens
-    /// /dev/urandom.
-    private static func nextNonce(_ state: inout State) -> String {
-        defer { state.nextMarker += 1 }
-        return "sync-\(state.nextMarker)"
     }
 
     private func publishMarker(_ nonce: String) {
@@ -544,28 +519,9 @@ final class HandoffRouter: Sendable {
 
     /// A marker came back (or could not be sent): answer its callers, and send the next one for the queued.
     private func markerDone(_ nonce: String, _ result: Result<Void, any Error>) {
-        let (waiters, next) = state.withLock { state -> ([CheckedContinuation<Void, any Error>], String?) in
-            let waiters = state.syncs.removeValue(forKey: nonce) ?? []
-            guard state.syncInFlight == nonce else { return (waiters, nil) }
-            state.syncInFlight = nil
-            return (waiters, Self.takeQueuedSyncs(&state))
-        }
+        let (waiters, next) = state.withLock { $0.markers.done(nonce) }
         for waiter in waiters { waiter.resume(with: result) }
         if let next { publishMarker(next) }
-    }
-
-    private func flushQueuedSyncs() {
-        if let next = state.withLock({ Self.takeQueuedSyncs(&$0) }) { publishMarker(next) }
-    }
-
-    /// Moves the queued callers to a new marker in flight; returns its nonce (nil: nobody queued).
-    private static func takeQueuedSyncs(_ state: inout State) -> String? {
-        guard !state.syncQueued.isEmpty, !state.machine.isShutDown else { return nil }
-        let nonce = nextNonce(&state)
-        state.syncs[nonce] = state.syncQueued
-        state.syncQueued = []
-        state.syncInFlight = nonce
-        return nonce
     }
 
     // MARK: - Connection changes
@@ -615,13 +571,8 @@ final class HandoffRouter: Sendable {
         await awaitVerdicts(of: nil, timeout: timeout)
         let (notices, actions, unsettled, waiters, syncs) = state.withLock { state in
             let (actions, unsettled) = state.machine.shutDown()
-            defer {
-                state.notices = [:]
-                state.syncs = [:]
-                state.syncQueued = []
-                state.syncInFlight = nil
-            }
-            return (Array(state.notices.values), actions, unsettled, state.waiters, state.syncs.values.flatMap { $0 } + state.syncQueued)
+            defer { state.notices = [:] }
+            return (Array(state.notices.values), actions, unsettled, state.waiters, state.markers.shutDown())
         }
         for notices in notices { notices.finish() }
         perform(actions)
