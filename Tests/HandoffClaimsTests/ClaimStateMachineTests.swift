@@ -374,4 +374,53 @@ struct ClaimStateMachineTests {
         #expect(unsettled.unknown.map(\.key) == ["h1"])
         #expect(script.machine.startWatching(script.label).shutDown)
     }
+
+    @Test("keyed: a claim whose signature does not verify is no verdict (the handoff is restored); a signed one decides")
+    func signedClaims() throws {
+        let keys = try HandoffKeySet(writingKey: HandoffKey(id: "k1", secret: Data(repeating: 7, count: 32)))
+        var script = Script()
+        script.machine = ClaimStateMachine(instance: Script.me, keys: keys)
+        _ = script.machine.startWatching(script.label)
+        let envelope = try keys.seal(script.envelope("h1"))
+        _ = script.machine.handoffSeen(
+            script.label, id: "h1", envelope: envelope, payload: envelope.encoded(), restoredBy: nil, retained: false, now: script.now)
+        let topic = "handoff/handoffs/counter/h1"
+        let forged = script.machine.claimSeen(script.label, key: "h1", topic: topic, claimer: "other", purpose: "merge", signature: "hmac-sha256:k1:00")
+        guard case .scheduleRestore = forged.first else {
+            Issue.record("a forged claim decided the round: \(forged)")
+            return
+        }
+        #expect(script.machine.winner(script.label, "h1") == nil)
+        let mac = try #require(script.machine.roundMAC(script.label, "h1"))
+        let signature = keys.claimSignature(topic: topic, claimBy: "other", purpose: "merge", roundMAC: mac)
+        _ = script.machine.claimSeen(script.label, key: "h1", topic: topic, claimer: "other", purpose: "merge", signature: signature)
+        #expect(script.machine.winner(script.label, "h1") == "other")
+    }
+
+    @Test("a handoff being dead-lettered here is not offered, and its claim is not one stopping waits for")
+    func deadLettering() throws {
+        var script = Script.watching()
+        script.handoff("h1")
+        script.machine.deadLettering(script.label, "h1", true)
+        #expect(try script.pendingIDs().isEmpty)
+        #expect(!script.machine.hasClaimsInFlight(nil))
+        script.machine.deadLettering(script.label, "h1", false)
+        #expect(try script.pendingIDs() == ["h1"], "a failed dead-lettering leaves it waiting")
+        #expect(script.claim("h1", by: Script.me, purpose: "dead-letter").isEmpty)
+        #expect(try script.machine.startClaim(script.label, "h1", ranked: false) == .decided(false), "nobody merges a dead-letter verdict")
+    }
+
+    @Test("over the tracked-bytes limit, the labels nobody watches are dropped; watching one then needs the retained messages")
+    func trackingBound() throws {
+        var script = Script()
+        script.machine = ClaimStateMachine(instance: Script.me, trackedBytesLimit: 10)
+        _ = script.machine.label(atLevel: "counter")
+        guard case .droppedTrackedLabels(10) = script.handoff("h1").last else {
+            Issue.record("not dropped")
+            return
+        }
+        #expect(script.machine.startWatching(script.label) == .init(needsRetained: true))
+        script.machine.retainedReadAgain()
+        #expect(script.handoff("h1", retained: true).map(\.isOffer) == [true])
+    }
 }
