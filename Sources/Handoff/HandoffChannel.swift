@@ -133,10 +133,7 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
         if let fencing = (transport as? any HandoffCheckpointing)?.fencing(of: label) {
             throw HandoffError.fenced(fencing)
         }
-        // With its payload made once (the encoded state is not kept beside it); a state sent in chunks is not copied into a
-        // payload at all: its chunks are slices of the data (docs/PROTOCOL.md §12).
-        let made = try envelope(for: state)
-        let envelope = (transport as? any HandoffChunking)?.willChunk(made) == true ? made : made.withWireForm()
+        let envelope = try handoffEnvelope(for: state)
         if subscribed.withLock({ $0 }) {
             do {
                 try await unsubscribe()
@@ -168,9 +165,17 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
         return try await checkpoints.checkpoint(try envelope(for: state), onlyIfChanged: onlyIfChanged, timeout: timeout)
     }
 
+    /// The envelope that hands `state` off, as ``initiate(_:)`` and `HandoffService` send it: with its payload made once
+    /// (the encoded state is not kept beside it, so a large state's bytes are held once); a state sent in chunks is not
+    /// copied into a payload at all: its chunks are slices of the data (docs/PROTOCOL.md §12).
+    package func handoffEnvelope(for state: State) throws(HandoffError) -> HandoffEnvelope {
+        let made = try envelope(for: state)
+        return (transport as? any HandoffChunking)?.willChunk(made) == true ? made : made.withWireForm()
+    }
+
     /// The envelope of `state`. Not yet in wire form: a checkpointing transport stamps it first (which would drop a
-    /// wire form made here); ``initiate(_:)`` makes it once.
-    private func envelope(for state: State) throws(HandoffError) -> HandoffEnvelope {
+    /// wire form made here); ``handoffEnvelope(for:)`` makes it once.
+    package func envelope(for state: State) throws(HandoffError) -> HandoffEnvelope {
         let data: Data
         do {
             data = try codec.encode(state)
@@ -244,17 +249,7 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
         do {
             state = try read(envelope)
         } catch {
-            let rejection = HandoffRejection(
-                label: label,
-                id: envelope.id.rawValue,
-                reason: error.reason,
-                detail: error.detail,
-                disposition: .deadLettered
-            )
-            try await transport.deadLetter(envelope, reason: error.reason, detail: error.detail, timeout: timeout)
-            metadata["handoff.reason"] = "\(error.reason.rawValue)"
-            logger.warning("\(rejection)", metadata: metadata)
-            batch.rejected.append(rejection)
+            try await reject(envelope, reason: error.reason, detail: error.detail, into: &batch, metadata: &metadata)
             return
         }
 
@@ -329,10 +324,32 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
         metadata: inout Logger.Metadata
     ) async throws {
         let rejection = HandoffRejection(label: label, id: envelope.id.rawValue, reason: reason, detail: detail, disposition: .deadLettered)
-        try await transport.deadLetter(envelope, reason: reason, detail: detail, timeout: timeout)
+        try await deadLetter(envelope, reason: reason, detail: detail)
         metadata["handoff.reason"] = "\(reason.rawValue)"
         logger.warning("\(rejection)", metadata: metadata)
         batch.rejected.append(rejection)
+    }
+
+    /// Passes `envelope` to the transport's dead letters: the one way this channel and `HandoffService` dead-letter.
+    package func deadLetter(_ envelope: HandoffEnvelope, reason: HandoffRejection.Reason, detail: String) async throws {
+        try await transport.deadLetter(envelope, reason: reason, detail: detail, timeout: timeout)
+    }
+
+    /// The envelope of a claimed handoff that must be kept (its merge threw): the payload as the transport received it (a
+    /// checkpoint keeps its incarnation, and so its topic), never re-encoded from the state, which may have been migrated.
+    /// Only a handoff made by hand, that no transport delivered, is encoded from its state.
+    package func receivedEnvelope(of handoff: ClaimedHandoff<State>) throws(HandoffError) -> HandoffEnvelope {
+        if let envelope = handoff.envelope { return envelope }
+        let data: Data
+        do {
+            data = try codec.encode(handoff.state)
+        } catch {
+            throw HandoffError.encodingFailed(label: label, detail: String(describing: error))
+        }
+        return HandoffEnvelope(
+            id: handoff.id, label: label, vsn: version, createdAt: handoff.createdAt, origin: handoff.origin,
+            contentType: codec.contentType, data: data
+        )
     }
 
     /// Tells the transport that the caller merged `handoffs`: the chunks of chunked ones (docs/PROTOCOL.md §12) are removed

@@ -73,7 +73,7 @@ extension HandoffService {
         }
         let envelope: HandoffEnvelope
         do {
-            envelope = try await driver.makeEnvelope(origin: transport.origin)
+            envelope = try await driver.makeEnvelope(forHandoff: true)
         } catch {
             let detail: String
             if case .encodingFailed(_, let encodingDetail) = error { detail = encodingDetail } else { detail = "\(error)" }

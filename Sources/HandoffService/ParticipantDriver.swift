@@ -22,8 +22,9 @@ protocol ParticipantDriver: Sendable {
     /// A merge in progress when the task is cancelled is finished first (its handoffs are claimed: they must be
     /// merged before the state is snapshotted).
     func mergeUntilCancelled(ready: @escaping @Sendable () -> Void) async
-    /// Snapshots the participant's state and encodes it into an envelope from `origin`.
-    func makeEnvelope(origin: HandoffOrigin) async throws(HandoffError) -> HandoffEnvelope
+    /// Snapshots the participant's state and encodes it into an envelope (through its channel, the one envelope writer):
+    /// in wire form for a handoff, unstamped for a checkpoint (the transport stamps it).
+    func makeEnvelope(forHandoff: Bool) async throws(HandoffError) -> HandoffEnvelope
     /// Tells the participant that successors took its state over (inside its isolation).
     func ownershipLost(_ fencing: HandoffFencing) async
 }
@@ -32,7 +33,7 @@ extension ParticipantDriver {
     /// Snapshots the participant's state and stores it as its checkpoint.
     func checkpoint(into transport: any HandoffCheckpointing, onlyIfChanged: Bool, timeout: Duration) async throws -> HandoffCheckpointOutcome {
         guard !transport.isFenced(label) else { return .fenced }
-        return try await transport.checkpoint(try await makeEnvelope(origin: transport.origin), onlyIfChanged: onlyIfChanged, timeout: timeout)
+        return try await transport.checkpoint(try await makeEnvelope(forHandoff: false), onlyIfChanged: onlyIfChanged, timeout: timeout)
     }
 }
 
@@ -170,19 +171,9 @@ final class Driver<P: HandoffParticipant>: ParticipantDriver {
         var metadata: Logger.Metadata = ["handoff.id": "\(handoff.id)", "handoff.error": "\(error)"]
         let envelope: HandoffEnvelope
         do {
-            // The payload as received (a checkpoint keeps its incarnation, and so its topic); re-encoded only for a
-            // handoff made by hand.
-            envelope = try handoff.envelope ?? HandoffEnvelope(
-                id: handoff.id,
-                label: handoff.label,
-                vsn: P.handoffVersion,
-                createdAt: handoff.createdAt,
-                origin: handoff.origin,
-                contentType: context.codec.contentType,
-                data: try context.codec.encode(handoff.state)
-            )
-        } catch let encodingError {
-            metadata["handoff.encoding_error"] = "\(encodingError)"
+            envelope = try channel.receivedEnvelope(of: handoff)
+        } catch {
+            metadata["handoff.encoding_error"] = "\(error)"
             logger.error("the merge strategy threw and the claimed state cannot be encoded: it is LOST", metadata: metadata)
             return
         }
@@ -194,12 +185,7 @@ final class Driver<P: HandoffParticipant>: ParticipantDriver {
             }
         }
         do {
-            try await context.transport.deadLetter(
-                envelope,
-                reason: .mergeFailed,
-                detail: "the merge strategy threw: \(error)",
-                timeout: context.operationTimeout
-            )
+            try await channel.deadLetter(envelope, reason: .mergeFailed, detail: "the merge strategy threw: \(error)")
             logger.error(
                 "the merge strategy threw; the claimed handoff was not merged and was passed to the dead letters",
                 metadata: metadata
@@ -220,20 +206,8 @@ final class Driver<P: HandoffParticipant>: ParticipantDriver {
         await participant.handoffOwnershipLost(fencing)
     }
 
-    func makeEnvelope(origin: HandoffOrigin) async throws(HandoffError) -> HandoffEnvelope {
+    func makeEnvelope(forHandoff: Bool) async throws(HandoffError) -> HandoffEnvelope {
         let state = await participant.stateForHandoff()
-        let data: Data
-        do {
-            data = try context.codec.encode(state)
-        } catch {
-            throw .encodingFailed(label: label, detail: String(describing: error))
-        }
-        return HandoffEnvelope(
-            label: label,
-            vsn: P.handoffVersion,
-            origin: origin,
-            contentType: context.codec.contentType,
-            data: data
-        )
+        return forHandoff ? try channel.handoffEnvelope(for: state) : try channel.envelope(for: state)
     }
 }
