@@ -226,7 +226,7 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
         guard migrations.canRead(version: envelope.vsn) else {
             let firstReport = reportedDeferred.withLock { $0.insert(envelope.id).inserted }
             guard firstReport else { return }
-            let detail = HandoffStateError.unknownVersionDetail(envelope.vsn, migrations: migrations)
+            let detail = HandoffError.unknownVersionDetail(envelope.vsn, migrations: migrations)
             let rejection = HandoffRejection(
                 label: label,
                 id: envelope.id.rawValue,
@@ -299,7 +299,7 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
         let whole: HandoffEnvelope
         do {
             whole = try await chunking.assemble(envelope, timeout: timeout)
-        } catch let error as HandoffEnvelopeError {
+        } catch let error as HandoffError {
             try await reject(envelope, reason: error.reason, detail: error.detail, into: &batch, metadata: &metadata)
             return
         }
@@ -372,10 +372,9 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
     }
 
     /// The envelope's state at the current version, checked.
-    private func read(_ envelope: HandoffEnvelope) throws(HandoffStateError) -> State {
+    private func read(_ envelope: HandoffEnvelope) throws(HandoffError) -> State {
         guard sameMediaType(envelope.contentType, codec.contentType) else {
-            throw HandoffStateError(
-                reason: .undecodableState,
+            throw HandoffError.unreadableState(.undecodableState,
                 detail: "content type '\(envelope.contentType)' is not this channel's '\(codec.contentType)'"
             )
         }
@@ -384,7 +383,7 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
             do {
                 try validate(state)
             } catch {
-                throw HandoffStateError(reason: .validationFailed, detail: String(describing: error))
+                throw HandoffError.unreadableState(.validationFailed, detail: String(describing: error))
             }
         }
         return state
@@ -421,7 +420,7 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
     }
 }
 
-extension HandoffStateError {
+extension HandoffError {
     static func unknownVersionDetail<S>(_ version: Int, migrations: HandoffMigrations<S>) -> String {
         if version > migrations.currentVersion {
             return "written at version \(version), newer than this reader's version \(migrations.currentVersion)"

@@ -14,15 +14,15 @@ public protocol HandoffChunking: HandoffTransport {
     func willChunk(_ envelope: HandoffEnvelope) -> Bool
 
     /// Checks a manifest before it is claimed: a manifest of a chunk format this release cannot read throws
-    /// ``HandoffEnvelopeError`` with reason `unsupported-format` (leave it in place), an unreadable one with `malformed`
+    /// ``HandoffError`` (``HandoffError/Code/unreadableEnvelope``) with reason `unsupported-format` (leave it in place), an unreadable one with `malformed`
     /// (dead-letter it).
-    func checkManifest(_ manifest: HandoffEnvelope) throws(HandoffEnvelopeError)
+    func checkManifest(_ manifest: HandoffEnvelope) throws(HandoffError)
 
     /// After a won claim of a manifest: reads its chunks, checks each one's SHA-256 and the whole state's (and, when keyed,
     /// the signature and encryption of the envelope the chunks make), and returns that envelope with the whole state as its
     /// data. Its wire form stays the manifest as received, so that a give-back or a dead letter stores the manifest verbatim.
     ///
-    /// - Throws: ``HandoffEnvelopeError`` when the handoff must be dead-lettered as a whole (`chunk-missing`,
+    /// - Throws: ``HandoffError`` (``HandoffError/Code/unreadableEnvelope``) when the handoff must be dead-lettered as a whole (`chunk-missing`,
     ///   `integrity-failure`, `malformed`, `too-large`, `signature-invalid`, `decryption-failed`); any other error when the
     ///   chunks could not be read (the transport then gave the manifest back, or reports why it could not).
     func assemble(_ manifest: HandoffEnvelope, timeout: Duration) async throws -> HandoffEnvelope

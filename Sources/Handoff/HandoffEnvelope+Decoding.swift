@@ -9,32 +9,30 @@ extension HandoffEnvelope {
     /// - Parameters:
     ///   - payload: The whole message.
     ///   - maximumSize: The largest payload accepted, in bytes (256 MiB by default, MQTT's limit).
-    /// - Throws: ``HandoffEnvelopeError`` with reason `tooLarge` (payload over `maximumSize`), `malformed` (no
+    /// - Throws: ``HandoffError`` (``HandoffError/Code/unreadableEnvelope``) with reason `tooLarge` (payload over `maximumSize`), `malformed` (no
     ///   header line, bad JSON, a missing, mistyped or invalid field, or more data than `length`), `truncated`
     ///   (less data than `length`), `unsupportedFormat` (another `format`) or `integrityFailure` (SHA-256
     ///   mismatch).
     public static func decode(
         _ payload: Data,
         maximumSize: Int = 256 * 1024 * 1024
-    ) throws(HandoffEnvelopeError) -> HandoffEnvelope {
+    ) throws(HandoffError) -> HandoffEnvelope {
         guard payload.count <= maximumSize else {
-            throw HandoffEnvelopeError(
-                reason: .tooLarge,
+            throw HandoffError.unreadableEnvelope(.tooLarge,
                 detail: "payload of \(payload.count) bytes exceeds the maximum of \(maximumSize) bytes"
             )
         }
         guard !payload.isEmpty else {
-            throw HandoffEnvelopeError(reason: .malformed, detail: "empty payload")
+            throw HandoffError.unreadableEnvelope(.malformed, detail: "empty payload")
         }
         guard let headerLength = headerLength(of: payload) else {
             if payload.count > maximumHeaderSize {
-                throw HandoffEnvelopeError(
-                    reason: .malformed,
+                throw HandoffError.unreadableEnvelope(.malformed,
                     detail: "no header line within the first \(maximumHeaderSize + 1) bytes (the header may be at "
                         + "most \(maximumHeaderSize) bytes)"
                 )
             }
-            throw HandoffEnvelopeError(reason: .malformed, detail: "no header line (no newline byte in the payload)")
+            throw HandoffError.unreadableEnvelope(.malformed, detail: "no header line (no newline byte in the payload)")
         }
         let headerBytes = payload[payload.startIndex..<(payload.startIndex + headerLength)]
         let header = try WireHeader.decode(headerBytes)
@@ -42,27 +40,25 @@ extension HandoffEnvelope {
         // `format` first: a different format may legitimately have a different header.
         guard let format = try header.string(\.format, "format") else { throw missing("format") }
         guard format == Self.format else {
-            throw HandoffEnvelopeError(
-                reason: .unsupportedFormat,
+            throw HandoffError.unreadableEnvelope(.unsupportedFormat,
                 detail: "format '\(format)' is not supported, this reader reads '\(Self.format)'"
             )
         }
         guard let rawID = try header.string(\.id, "id") else { throw missing("id") }
         guard let id = try? HandoffID(rawID) else {
-            throw HandoffEnvelopeError(reason: .malformed, detail: "field 'id': \(HandoffError.invalidID(rawID))")
+            throw HandoffError.unreadableEnvelope(.malformed, detail: "field 'id': \(HandoffError.invalidID(rawID))")
         }
         guard let rawLabel = try header.string(\.label, "label") else { throw missing("label") }
         let label: HandoffLabel
         do {
             label = try HandoffLabel(rawLabel)
         } catch {
-            throw HandoffEnvelopeError(reason: .malformed, detail: "field 'label': \(error)")
+            throw HandoffError.unreadableEnvelope(.malformed, detail: "field 'label': \(error)")
         }
         guard let vsn = try header.integer(\.vsn, "vsn", in: 0...Int.max) else { throw missing("vsn") }
         guard let rawCreatedAt = try header.string(\.createdAt, "createdAt") else { throw missing("createdAt") }
         guard let createdAt = RFC3339.parse(rawCreatedAt) else {
-            throw HandoffEnvelopeError(
-                reason: .malformed,
+            throw HandoffError.unreadableEnvelope(.malformed,
                 detail: "field 'createdAt' is not an RFC 3339 date-time such as '2026-11-25T06:00:00.123Z': "
                     + "'\(rawCreatedAt.prefix(64))'"
             )
@@ -76,14 +72,12 @@ extension HandoffEnvelope {
         let dataStart = payload.startIndex + headerLength + 1
         let available = payload.endIndex - dataStart
         guard available >= length else {
-            throw HandoffEnvelopeError(
-                reason: .truncated,
+            throw HandoffError.unreadableEnvelope(.truncated,
                 detail: "header announces \(length) bytes of data, only \(available) arrived"
             )
         }
         guard available == length else {
-            throw HandoffEnvelopeError(
-                reason: .malformed,
+            throw HandoffError.unreadableEnvelope(.malformed,
                 detail: "header announces \(length) bytes of data, but \(available) follow the header"
             )
         }
@@ -91,13 +85,11 @@ extension HandoffEnvelope {
         let actualDigest = hex(SHA256.hash(data: data))
         guard actualDigest == expectedDigest.lowercased() else {
             if expectedDigest.utf8.count != 64 || !expectedDigest.utf8.allSatisfy(\.isHexDigit) {
-                throw HandoffEnvelopeError(
-                    reason: .malformed,
+                throw HandoffError.unreadableEnvelope(.malformed,
                     detail: "field 'sha256' is not 64 hexadecimal digits"
                 )
             }
-            throw HandoffEnvelopeError(
-                reason: .integrityFailure,
+            throw HandoffError.unreadableEnvelope(.integrityFailure,
                 detail: "SHA-256 of the data is \(actualDigest), the header says \(expectedDigest)"
             )
         }
@@ -139,8 +131,8 @@ extension HandoffEnvelope {
         self.incarnation = incarnation
     }
 
-    static func missing(_ field: String) -> HandoffEnvelopeError {
-        HandoffEnvelopeError(reason: .malformed, detail: "missing field '\(field)'")
+    static func missing(_ field: String) -> HandoffError {
+        HandoffError.unreadableEnvelope(.malformed, detail: "missing field '\(field)'")
     }
 
     /// The byte count before the first 0x0A, looking at most `maximumHeaderSize + 1` bytes in.

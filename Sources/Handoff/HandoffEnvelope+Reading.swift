@@ -6,14 +6,13 @@ extension HandoffEnvelope {
     /// (9–10, keyed). The first check that fails gives the reason. The returned envelope's data is decrypted; its
     /// wire form is `payload`, verbatim (what dead letters, give-backs and restores store).
     ///
-    /// - Throws: ``HandoffEnvelopeError`` with the reason of the first failing check.
+    /// - Throws: ``HandoffError`` (``HandoffError/Code/unreadableEnvelope``) with the reason of the first failing check.
     package static func read(
         _ payload: Data, topicLabel: HandoffLabel, topicID: String, keys: HandoffKeySet?, maximumSize: Int
-    ) throws(HandoffEnvelopeError) -> HandoffEnvelope {
+    ) throws(HandoffError) -> HandoffEnvelope {
         let decoded = try decode(payload, maximumSize: maximumSize)
         guard decoded.id.rawValue == topicID, decoded.label == topicLabel else {
-            throw HandoffEnvelopeError(
-                reason: .labelMismatch,
+            throw HandoffError.unreadableEnvelope(.labelMismatch,
                 detail: "the envelope names '\(decoded.label)'/\(decoded.id) but was published on the topic of '\(topicLabel)'/\(topicID)"
             )
         }
@@ -28,20 +27,20 @@ extension HandoffEnvelope {
     /// instance, an incarnation).
     package static func readCheckpoint(
         _ payload: Data, topicLabel: HandoffLabel, topicInstance: String, keys: HandoffKeySet?, maximumSize: Int
-    ) throws(HandoffEnvelopeError) -> HandoffEnvelope {
+    ) throws(HandoffError) -> HandoffEnvelope {
         let decoded = try decode(payload, maximumSize: maximumSize)
         guard decoded.label == topicLabel, decoded.origin.instance == topicInstance, decoded.incarnation != nil else {
             let detail = decoded.incarnation == nil
                 ? "a checkpoint without an incarnation"
                 : "the checkpoint names '\(decoded.label)' from instance \(decoded.origin.instance) but was published on the "
                     + "checkpoint topic of '\(topicLabel)' of instance \(topicInstance)"
-            throw HandoffEnvelopeError(reason: .labelMismatch, detail: detail)
+            throw HandoffError.unreadableEnvelope(.labelMismatch, detail: detail)
         }
         return try open(decoded, keys: keys).withReceivedPayload(payload)
     }
 
     /// Checks 9 and 10 (docs/PROTOCOL.md §10.4), keyed or not.
-    private static func open(_ envelope: HandoffEnvelope, keys: HandoffKeySet?) throws(HandoffEnvelopeError) -> HandoffEnvelope {
+    private static func open(_ envelope: HandoffEnvelope, keys: HandoffKeySet?) throws(HandoffError) -> HandoffEnvelope {
         guard let keys else { return try HandoffKeySet.openUnkeyed(envelope) }
         return try keys.open(envelope)
     }

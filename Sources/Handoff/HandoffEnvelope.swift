@@ -242,23 +242,6 @@ public struct HandoffEnvelope: Sendable, Hashable {
     private static let lowerHexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 }
 
-/// Why a payload is not a readable envelope.
-public struct HandoffEnvelopeError: Error, Sendable, Hashable, CustomStringConvertible {
-    /// The kind of problem, as reported in rejections and dead letters.
-    public var reason: HandoffRejection.Reason
-    /// What exactly is wrong.
-    public var detail: String
-
-    /// Creates an envelope error.
-    public init(reason: HandoffRejection.Reason, detail: String) {
-        self.reason = reason
-        self.detail = detail
-    }
-
-    /// For example `malformed: missing field 'id'`.
-    public var description: String { "\(reason.rawValue): \(detail)" }
-}
-
 /// Writes a compact JSON object with keys in the order given (the caller sorts them), without escaping `/`.
 /// Writing by hand keeps the header cheap and makes encoding infallible.
 struct HeaderWriter {

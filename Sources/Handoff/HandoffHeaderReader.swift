@@ -77,7 +77,7 @@ struct WireHeader {
     /// Reads a header (the bytes before the first 0x0A) and applies checks 3 and 4 of docs/PROTOCOL.md §4
     /// "Reading an envelope": not a JSON object → `malformed`; a single `format` naming another format →
     /// `unsupportedFormat`, whatever else is wrong; a repeated key or an unpaired surrogate → `malformed`.
-    static func decode(_ bytes: Data) throws(HandoffEnvelopeError) -> WireHeader {
+    static func decode(_ bytes: Data) throws(HandoffError) -> WireHeader {
         let result = bytes.withUnsafeBytes { buffer -> Result<WireHeader, HeaderReader.SyntaxError> in
             var reader = HeaderReader(bytes: buffer)
             return Result { () throws(HeaderReader.SyntaxError) -> WireHeader in try reader.read() }
@@ -85,24 +85,23 @@ struct WireHeader {
         let header: WireHeader
         switch result {
         case .success(let read): header = read
-        case .failure(let error): throw HandoffEnvelopeError(reason: .malformed, detail: error.detail)
+        case .failure(let error): throw HandoffError.unreadableEnvelope(.malformed, detail: error.detail)
         }
         if header.formatCount == 1, header.formatIsValidUnicode, case .string(let format)? = header.format,
             format != HandoffEnvelope.format
         {
-            throw HandoffEnvelopeError(
-                reason: .unsupportedFormat,
+            throw HandoffError.unreadableEnvelope(.unsupportedFormat,
                 detail: "format '\(format.prefix(64))' is not supported, this reader reads '\(HandoffEnvelope.format)'"
             )
         }
         if let violation = header.violation {
-            throw HandoffEnvelopeError(reason: .malformed, detail: violation)
+            throw HandoffError.unreadableEnvelope(.malformed, detail: violation)
         }
         return header
     }
 
     /// The string at `key` (`nil`: absent or `null`); `malformed` if it is something else.
-    func string(_ key: KeyPath<WireHeader, HeaderValue?>, _ name: String) throws(HandoffEnvelopeError) -> String? {
+    func string(_ key: KeyPath<WireHeader, HeaderValue?>, _ name: String) throws(HandoffError) -> String? {
         try Self.string(self[keyPath: key], name)
     }
 
@@ -111,7 +110,7 @@ struct WireHeader {
         _ key: KeyPath<WireHeader, HeaderValue?>,
         _ name: String,
         in range: ClosedRange<Int>
-    ) throws(HandoffEnvelopeError) -> Int? {
+    ) throws(HandoffError) -> Int? {
         try Self.integer(self[keyPath: key], name, in: range)
     }
 
@@ -127,7 +126,7 @@ struct WireHeader {
     }
 
     /// The `origin` object, checked.
-    func checkedOrigin() throws(HandoffEnvelopeError) -> HandoffOrigin {
+    func checkedOrigin() throws(HandoffError) -> HandoffOrigin {
         guard let origin else { throw HandoffEnvelope.missing("origin") }
         guard origin == .object else { throw Self.wrongType("origin", expected: "an object", found: origin) }
         guard let instance = try Self.string(originMembers.instance, "origin.instance") else {
@@ -138,7 +137,7 @@ struct WireHeader {
         return HandoffOrigin(instance: instance, host: host, pid: pid.map { Int32($0) })
     }
 
-    private static func string(_ value: HeaderValue?, _ name: String) throws(HandoffEnvelopeError) -> String? {
+    private static func string(_ value: HeaderValue?, _ name: String) throws(HandoffError) -> String? {
         guard let value else { return nil }
         guard case .string(let string) = value else { throw wrongType(name, expected: "a string", found: value) }
         return string
@@ -148,23 +147,21 @@ struct WireHeader {
         _ value: HeaderValue?,
         _ name: String,
         in range: ClosedRange<Int>
-    ) throws(HandoffEnvelopeError) -> Int? {
+    ) throws(HandoffError) -> Int? {
         guard let value else { return nil }
         guard case .number(let number) = value, number != .fraction else {
             throw wrongType(name, expected: "an integer", found: value)
         }
         guard case .integer(let integer) = number, range.contains(integer) else {
-            throw HandoffEnvelopeError(
-                reason: .malformed,
+            throw HandoffError.unreadableEnvelope(.malformed,
                 detail: "field '\(name)' is out of range, expected an integer \(range.lowerBound)…\(range.upperBound)"
             )
         }
         return integer
     }
 
-    private static func wrongType(_ name: String, expected: String, found: HeaderValue) -> HandoffEnvelopeError {
-        HandoffEnvelopeError(
-            reason: .malformed,
+    private static func wrongType(_ name: String, expected: String, found: HeaderValue) -> HandoffError {
+        HandoffError.unreadableEnvelope(.malformed,
             detail: "field '\(name)' has the wrong type, expected \(expected), found \(found.kind)"
         )
     }

@@ -89,61 +89,56 @@ public struct HandoffMigrations<State: Sendable>: Sendable {
 extension HandoffMigrations where State: Decodable {
     /// Decodes a state written at `version` and migrates it to the current version.
     ///
-    /// - Throws: ``HandoffStateError`` with reason `unknownVersion` (newer than current, negative, or no
+    /// - Throws: ``HandoffError`` (``HandoffError/Code/unreadableState``) with reason `unknownVersion` (newer than current, negative, or no
     ///   complete chain of steps), `undecodableState` (the bytes do not decode as the type of their version) or
     ///   `migrationFailed` (a step threw, or the chain's types do not line up).
     public func decode(
         _ data: Data,
         version: Int,
         codec: some HandoffStateCodec
-    ) throws(HandoffStateError) -> State {
+    ) throws(HandoffError) -> State {
         guard canRead(version: version) else {
-            throw HandoffStateError(reason: .unknownVersion, detail: unreadableDetail(version))
+            throw HandoffError.unreadableState(.unknownVersion, detail: unreadableDetail(version))
         }
         if version == currentVersion {
             do {
                 return try codec.decode(State.self, from: data)
             } catch {
-                throw HandoffStateError(
-                    reason: .undecodableState,
+                throw HandoffError.unreadableState(.undecodableState,
                     detail: "could not decode version \(version) as \(String(reflecting: State.self)): \(error)"
                 )
             }
         }
         guard let first = step(from: version) else {
-            throw HandoffStateError(reason: .unknownVersion, detail: unreadableDetail(version))
+            throw HandoffError.unreadableState(.unknownVersion, detail: unreadableDetail(version))
         }
         var value: any Sendable
         do {
             value = try first.decode(data, codec)
         } catch {
-            throw HandoffStateError(
-                reason: .undecodableState,
+            throw HandoffError.unreadableState(.undecodableState,
                 detail: "could not decode version \(version) as \(first.inputTypeName): \(error)"
             )
         }
         for from in version..<currentVersion {
             guard let step = step(from: from) else {
-                throw HandoffStateError(reason: .unknownVersion, detail: unreadableDetail(version))
+                throw HandoffError.unreadableState(.unknownVersion, detail: unreadableDetail(version))
             }
             do {
                 value = try step.migrate(value)
             } catch let mismatch as InputMismatch {
-                throw HandoffStateError(
-                    reason: .migrationFailed,
+                throw HandoffError.unreadableState(.migrationFailed,
                     detail: "the step from version \(from) reads \(mismatch.expected), but the step before it "
                         + "produced \(mismatch.found)"
                 )
             } catch {
-                throw HandoffStateError(
-                    reason: .migrationFailed,
+                throw HandoffError.unreadableState(.migrationFailed,
                     detail: "migration from version \(from) to \(from + 1) threw: \(error)"
                 )
             }
         }
         guard let state = value as? State else {
-            throw HandoffStateError(
-                reason: .migrationFailed,
+            throw HandoffError.unreadableState(.migrationFailed,
                 detail: "the last migration step produced \(String(reflecting: type(of: value))), not "
                     + String(reflecting: State.self)
             )

@@ -2,7 +2,7 @@ import struct Foundation.Data
 import struct Foundation.Date
 
 /// A handoff that a participant refused: which one, why, and what became of it.
-public struct HandoffRejection: Error, Sendable, Hashable, CustomStringConvertible {
+public struct HandoffRejection: Sendable, Hashable, CustomStringConvertible {
     /// Why a handoff was refused. The raw values are the wire names, used in dead letters.
     public enum Reason: String, Sendable, Hashable, Codable, CaseIterable {
         /// The payload is not a well-formed envelope (no header line, bad JSON, a missing or wrong field).

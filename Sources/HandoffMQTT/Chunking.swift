@@ -36,17 +36,16 @@ struct ChunkManifest: Codable, Sendable, Equatable {
     }
 
     /// Reads the data of a manifest envelope, with the checks of docs/PROTOCOL.md §12 "Reading a manifest".
-    static func read(_ data: Data) throws(HandoffEnvelopeError) -> ChunkManifest {
-        func malformed(_ detail: String) -> HandoffEnvelopeError {
-            HandoffEnvelopeError(reason: .malformed, detail: "chunk manifest: \(detail)")
+    static func read(_ data: Data) throws(HandoffError) -> ChunkManifest {
+        func malformed(_ detail: String) -> HandoffError {
+            HandoffError.unreadableEnvelope(.malformed, detail: "chunk manifest: \(detail)")
         }
         guard let object = try? JSONSerialization.jsonObject(with: data), let fields = object as? [String: Any] else {
             throw malformed("its data is not a JSON object")
         }
         guard let format = fields["format"] as? String else { throw malformed("no 'format' string") }
         guard format == Self.format else {
-            throw HandoffEnvelopeError(
-                reason: .unsupportedFormat, detail: "chunk manifest of format '\(format)'; this reader reads '\(Self.format)'"
+            throw HandoffError.unreadableEnvelope(.unsupportedFormat, detail: "chunk manifest of format '\(format)'; this reader reads '\(Self.format)'"
             )
         }
         let manifest: ChunkManifest
@@ -137,19 +136,18 @@ final class ChunkAssembly: Sendable {
 
     /// The whole envelope, once every chunk arrived intact; else why not: `integrity-failure` for a chunk of the wrong
     /// length or hash, `chunk-missing` for one that is not there.
-    func finish() throws(HandoffEnvelopeError) -> Data {
+    func finish() throws(HandoffError) -> Data {
         let (buffer, received, corrupt) = state.withLock { state in
             defer { state.buffer = Data() }
             return (state.buffer, state.received, state.corrupt)
         }
         if let first = corrupt.keys.min(), let detail = corrupt[first] {
-            throw HandoffEnvelopeError(reason: .integrityFailure, detail: corrupt.count == 1 ? detail : "\(detail) (and \(corrupt.count - 1) more)")
+            throw HandoffError.unreadableEnvelope(.integrityFailure, detail: corrupt.count == 1 ? detail : "\(detail) (and \(corrupt.count - 1) more)")
         }
         let missing = received.indices.filter { !received[$0] }
         guard missing.isEmpty else {
             let listed = missing.prefix(10).map(String.init).joined(separator: ", ") + (missing.count > 10 ? ", …" : "")
-            throw HandoffEnvelopeError(
-                reason: .chunkMissing, detail: "\(missing.count) of the \(manifest.count) chunks are not on the broker (chunk \(listed))"
+            throw HandoffError.unreadableEnvelope(.chunkMissing, detail: "\(missing.count) of the \(manifest.count) chunks are not on the broker (chunk \(listed))"
             )
         }
         return buffer

@@ -30,13 +30,14 @@ extension HandoffRouter {
         let outcome: HandoffArbitration
         do {
             outcome = try await arbiter.take(prefix: topics.prefix, label: label, id: id, for: origin.instance)
-        } catch HandoffError.claimOutcomeUnknown(let label, let handoffID, let detail) {
+        } catch let error as HandoffError where error.code == .claimOutcomeUnknown {
+            let detail = error.detail
             // The store may have given it to this participant: keep it as a dead letter rather than lose it (§5).
             _ = state.withLock { $0.machine.arbitrated(label, id, won: nil, claimed: entry) }
             try? await deadLetter(
                 label: label, id: id, payload: entry.payload, reason: .claimOutcomeUnknown, detail: detail, claim: false, timeout: options.settleTimeout
             )
-            throw HandoffError.claimOutcomeUnknown(label: label, id: handoffID, detail: detail + "; its payload was dead-lettered")
+            throw HandoffError.claimOutcomeUnknown(label: label, id: envelope.id, detail: detail + "; its payload was dead-lettered")
         } catch {
             // Nothing was decided: it is still waiting, and may be claimed again.
             state.withLock { $0.machine.arbitrationFailed(label, id) }

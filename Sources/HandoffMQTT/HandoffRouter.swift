@@ -235,7 +235,7 @@ final class HandoffRouter: Sendable {
                 try await sync(timeout: remaining)
             } catch {
                 // Not connected (the marker could not go out): try again shortly, until the deadline.
-                if case HandoffError.shutdown = error { return }
+                if (error as? HandoffError)?.code == .shutdown { return }
                 try? await Task.sleep(for: min(.milliseconds(50), remaining))
             }
         }
@@ -402,7 +402,7 @@ final class HandoffRouter: Sendable {
             } onCancel: {
                 self.abandonClaim(label, id, token: token, error: CancellationError())
             }
-        } catch HandoffError.timeout {
+        } catch let error as HandoffError where error.code == .timeout {
             // The verdict may still come: if this participant wins, the handoff is offered again by pending().
             throw HandoffError.claimOutcomeUnknown(
                 label: label, id: envelope.id,

@@ -86,15 +86,14 @@ extension MQTTHandoffTransport: HandoffChunking {
         }
     }
 
-    public func checkManifest(_ manifest: HandoffEnvelope) throws(HandoffEnvelopeError) {
+    public func checkManifest(_ manifest: HandoffEnvelope) throws(HandoffError) {
         _ = try ChunkManifest.read(manifest.data)
     }
 
     public func assemble(_ manifest: HandoffEnvelope, timeout: Duration) async throws -> HandoffEnvelope {
         let parsed = try ChunkManifest.read(manifest.data)
         guard parsed.length <= router.options.maximumPayloadSize else {
-            throw HandoffEnvelopeError(
-                reason: .tooLarge, detail: "the chunks hold \(parsed.length) bytes, more than the maximum of \(router.options.maximumPayloadSize)"
+            throw HandoffError.unreadableEnvelope(.tooLarge, detail: "the chunks hold \(parsed.length) bytes, more than the maximum of \(router.options.maximumPayloadSize)"
             )
         }
         let (label, id) = (manifest.label, manifest.id.rawValue)
@@ -127,8 +126,7 @@ extension MQTTHandoffTransport: HandoffChunking {
         let payload = try assembly.finish()
         let whole = try HandoffEnvelope.read(payload, topicLabel: label, topicID: id, keys: router.options.keys, maximumSize: .max)
         guard !whole.isChunkManifest, whole.vsn == manifest.vsn, whole.origin == manifest.origin, whole.createdAt == manifest.createdAt else {
-            throw HandoffEnvelopeError(
-                reason: .malformed,
+            throw HandoffError.unreadableEnvelope(.malformed,
                 detail: "the envelope the chunks make disagrees with its manifest (vsn, origin or createdAt), or is a manifest itself"
             )
         }

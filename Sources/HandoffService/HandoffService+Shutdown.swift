@@ -76,7 +76,7 @@ extension HandoffService {
             envelope = try await driver.makeEnvelope(forHandoff: true)
         } catch {
             let detail: String
-            if case .encodingFailed(_, let encodingDetail) = error { detail = encodingDetail } else { detail = "\(error)" }
+            detail = error.code == .encodingFailed ? error.detail : "\(error)"
             collector.finish(
                 index,
                 HandoffShutdownOutcome(
@@ -131,10 +131,9 @@ extension HandoffService {
         elapsed: Duration
     ) -> HandoffShutdownOutcome {
         let kind: HandoffShutdownOutcome.Kind
-        switch error {
-        case HandoffError.timeout:
+        if (error as? HandoffError)?.code == .timeout {
             kind = storeReachable ? .budgetExceeded : .brokerUnreachable
-        default:
+        } else {
             kind = storeReachable ? .transportFailed : .brokerUnreachable
         }
         return HandoffShutdownOutcome(

@@ -238,8 +238,8 @@ struct ChannelTests {
         await #expect {
             try await writer.initiate(.nan)
         } throws: { error in
-            guard case .encodingFailed(let failedLabel, _) = error as? HandoffError else { return false }
-            return failedLabel == label
+            guard let error = error as? HandoffError, error.code == .encodingFailed else { return false }
+            return error.label == label
         }
         #expect(hub.waiting(label).isEmpty)
     }
@@ -289,7 +289,7 @@ struct ChannelTests {
         _ = try await reader.subscribe()
         let batch = try await reader.complete()
         #expect(batch.handoffs.map(\.state) == [1])
-        guard case .claimOutcomeUnknown = batch.interruption as? HandoffError else {
+        guard (batch.interruption as? HandoffError)?.code == .claimOutcomeUnknown else {
             Issue.record("expected claimOutcomeUnknown, got \(String(describing: batch.interruption))")
             return
         }
@@ -308,6 +308,6 @@ struct ChannelTests {
         await #expect(throws: HandoffError.timeout(operation: "pending", after: .milliseconds(200))) {
             try await reader.complete()
         }
-        #expect(clock.now - start < .seconds(1.5))
+        #expect(clock.now - start < .seconds(5), "the hang was not cut at its time limit: \(clock.now - start)")
     }
 }

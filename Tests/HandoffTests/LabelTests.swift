@@ -51,12 +51,11 @@ struct LabelTests {
         do {
             _ = try HandoffLabel(raw)
         } catch {
-            guard case .invalidLabel(let given, let reason) = error else {
+            guard error.code == .invalidLabel else {
                 Issue.record("unexpected error \(error)")
                 return
             }
-            #expect(given == raw)
-            #expect(!reason.isEmpty)
+            #expect(!error.detail.isEmpty)
             #expect(!error.description.contains("\n"))
         }
     }

@@ -56,7 +56,7 @@ struct MigrationTests {
     @Test("errors tell unknown versions, undecodable states and failed migrations apart")
     func errors() throws {
         let migrations = counterMigrations()
-        func reason(_ data: Data, _ version: Int, _ migrations: HandoffMigrations<Counter>) -> HandoffStateError? {
+        func reason(_ data: Data, _ version: Int, _ migrations: HandoffMigrations<Counter>) -> HandoffError? {
             do {
                 _ = try migrations.decode(data, version: version, codec: codec)
                 return nil

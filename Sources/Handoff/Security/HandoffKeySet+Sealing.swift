@@ -38,80 +38,76 @@ extension HandoffKeySet {
     /// Checks 9 and 10 of docs/PROTOCOL.md §10.4 on an envelope that passed §4: its signature, then its encryption.
     /// Returns it with its data decrypted (and `encryption` gone); `signature` stays, for the claims of its round.
     ///
-    /// - Throws: ``HandoffEnvelopeError`` with reason `signatureInvalid`, `unknownKey` or `decryptionFailed`.
-    package func open(_ envelope: HandoffEnvelope) throws(HandoffEnvelopeError) -> HandoffEnvelope {
+    /// - Throws: ``HandoffError`` (``HandoffError/Code/unreadableEnvelope``) with reason `signatureInvalid`, `unknownKey` or `decryptionFailed`.
+    package func open(_ envelope: HandoffEnvelope) throws(HandoffError) -> HandoffEnvelope {
         try verifySignature(of: envelope)
         return try decrypt(envelope)
     }
 
     /// What a reader without a key set does with an envelope (docs/PROTOCOL.md §10.4): it ignores a signature, and
     /// leaves an encrypted one in place (`unknownKey`).
-    package static func openUnkeyed(_ envelope: HandoffEnvelope) throws(HandoffEnvelopeError) -> HandoffEnvelope {
+    package static func openUnkeyed(_ envelope: HandoffEnvelope) throws(HandoffError) -> HandoffEnvelope {
         guard envelope.encryption == nil else {
-            throw HandoffEnvelopeError(reason: .unknownKey, detail: "the data is encrypted and this participant has no key set")
+            throw HandoffError.unreadableEnvelope(.unknownKey, detail: "the data is encrypted and this participant has no key set")
         }
         return envelope
     }
 
-    private func verifySignature(of envelope: HandoffEnvelope) throws(HandoffEnvelopeError) {
+    private func verifySignature(of envelope: HandoffEnvelope) throws(HandoffError) {
         guard let field = envelope.signature else {
-            throw HandoffEnvelopeError(reason: .signatureInvalid, detail: "the envelope is not signed, and this participant requires signatures")
+            throw HandoffError.unreadableEnvelope(.signatureInvalid, detail: "the envelope is not signed, and this participant requires signatures")
         }
         guard case .valid(let signature) = field else {
-            if case .invalid(let why) = field { throw HandoffEnvelopeError(reason: .signatureInvalid, detail: why) }
-            throw HandoffEnvelopeError(reason: .signatureInvalid, detail: "unreadable signature")
+            if case .invalid(let why) = field { throw HandoffError.unreadableEnvelope(.signatureInvalid, detail: why) }
+            throw HandoffError.unreadableEnvelope(.signatureInvalid, detail: "unreadable signature")
         }
         guard signature.alg == Self.signatureAlgorithm else {
-            throw HandoffEnvelopeError(
-                reason: .signatureInvalid, detail: "signature algorithm '\(signature.alg.prefix(64))' is not '\(Self.signatureAlgorithm)'"
+            throw HandoffError.unreadableEnvelope(.signatureInvalid, detail: "signature algorithm '\(signature.alg.prefix(64))' is not '\(Self.signatureAlgorithm)'"
             )
         }
         guard HandoffKey.isValidID(signature.key) else {
-            throw HandoffEnvelopeError(reason: .signatureInvalid, detail: "'signature.key' is not a key id")
+            throw HandoffError.unreadableEnvelope(.signatureInvalid, detail: "'signature.key' is not a key id")
         }
         guard let key = key(signature.key) else {
-            throw HandoffEnvelopeError(
-                reason: .unknownKey,
+            throw HandoffError.unreadableEnvelope(.unknownKey,
                 detail: "signed with key '\(signature.key)', which this participant does not hold (it holds \(keyIDs.joined(separator: ", ")))"
             )
         }
         guard let mac = Self.bytes(hex: signature.value, count: SHA256.byteCount),
             HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: envelope.signedText(), using: key.macKey)
         else {
-            throw HandoffEnvelopeError(reason: .signatureInvalid, detail: "the signature (key '\(signature.key)') does not match the envelope")
+            throw HandoffError.unreadableEnvelope(.signatureInvalid, detail: "the signature (key '\(signature.key)') does not match the envelope")
         }
     }
 
-    private func decrypt(_ envelope: HandoffEnvelope) throws(HandoffEnvelopeError) -> HandoffEnvelope {
+    private func decrypt(_ envelope: HandoffEnvelope) throws(HandoffError) -> HandoffEnvelope {
         guard let field = envelope.encryption else { return envelope }
         guard case .valid(let encryption) = field else {
-            if case .invalid(let why) = field { throw HandoffEnvelopeError(reason: .decryptionFailed, detail: why) }
-            throw HandoffEnvelopeError(reason: .decryptionFailed, detail: "unreadable encryption header")
+            if case .invalid(let why) = field { throw HandoffError.unreadableEnvelope(.decryptionFailed, detail: why) }
+            throw HandoffError.unreadableEnvelope(.decryptionFailed, detail: "unreadable encryption header")
         }
         guard encryption.alg == Self.encryptionAlgorithm else {
-            throw HandoffEnvelopeError(
-                reason: .decryptionFailed, detail: "encryption algorithm '\(encryption.alg.prefix(64))' is not '\(Self.encryptionAlgorithm)'"
+            throw HandoffError.unreadableEnvelope(.decryptionFailed, detail: "encryption algorithm '\(encryption.alg.prefix(64))' is not '\(Self.encryptionAlgorithm)'"
             )
         }
         guard let nonceBytes = Self.bytes(hex: encryption.value, count: 12), let nonce = try? AES.GCM.Nonce(data: nonceBytes) else {
-            throw HandoffEnvelopeError(reason: .decryptionFailed, detail: "'encryption.nonce' is not 24 hexadecimal digits")
+            throw HandoffError.unreadableEnvelope(.decryptionFailed, detail: "'encryption.nonce' is not 24 hexadecimal digits")
         }
         guard let key = key(encryption.key) else {
-            throw HandoffEnvelopeError(
-                reason: .unknownKey,
+            throw HandoffError.unreadableEnvelope(.unknownKey,
                 detail: "encrypted with key '\(encryption.key.prefix(64))', which this participant does not hold (it holds \(keyIDs.joined(separator: ", ")))"
             )
         }
         let data = envelope.data
         guard data.count >= 16 else {
-            throw HandoffEnvelopeError(reason: .decryptionFailed, detail: "the data is shorter than an AES-GCM tag")
+            throw HandoffError.unreadableEnvelope(.decryptionFailed, detail: "the data is shorter than an AES-GCM tag")
         }
         let plaintext: Data
         do {
             let box = try AES.GCM.SealedBox(nonce: nonce, ciphertext: data.dropLast(16), tag: data.suffix(16))
             plaintext = try AES.GCM.open(box, using: key.encryptionKey)
         } catch {
-            throw HandoffEnvelopeError(reason: .decryptionFailed, detail: "the data does not decrypt with key '\(encryption.key)' (AES-GCM tag mismatch)")
+            throw HandoffError.unreadableEnvelope(.decryptionFailed, detail: "the data does not decrypt with key '\(encryption.key)' (AES-GCM tag mismatch)")
         }
         var opened = envelope
         opened.data = plaintext

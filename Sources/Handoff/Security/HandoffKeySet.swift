@@ -21,14 +21,14 @@ public struct HandoffKey: Sendable {
 
     /// Creates a key from its id and secret.
     ///
-    /// - Throws: ``HandoffKeyError`` when the id breaks its rules or the secret is shorter than 32 bytes.
-    public init(id: String, secret: some ContiguousBytes) throws(HandoffKeyError) {
+    /// - Throws: ``HandoffError`` (``HandoffError/Code/invalidKey``) when the id breaks its rules or the secret is shorter than 32 bytes.
+    public init(id: String, secret: some ContiguousBytes) throws(HandoffError) {
         guard Self.isValidID(id) else {
-            throw HandoffKeyError("key id \(HandoffError.quoted(id)) is not 1–64 characters of A–Z a–z 0–9 . _ -")
+            throw HandoffError.invalidKey("key id \(HandoffError.quoted(id)) is not 1–64 characters of A–Z a–z 0–9 . _ -")
         }
         let secret = secret.withUnsafeBytes { Data($0) }
         guard secret.count >= Self.minimumSecretSize else {
-            throw HandoffKeyError(
+            throw HandoffError.invalidKey(
                 "the secret of key '\(id)' has \(secret.count) bytes; at least \(Self.minimumSecretSize) random bytes are needed"
             )
         }
@@ -82,11 +82,11 @@ public struct HandoffKeySet: Sendable {
     ///   - writingKey: The key that signs and encrypts what this participant writes.
     ///   - readingKeys: More keys accepted when reading, such as the previous key during a rotation.
     ///   - encrypts: Whether to encrypt the data of the envelopes written.
-    /// - Throws: ``HandoffKeyError`` when two keys share an id.
-    public init(writingKey: HandoffKey, readingKeys: [HandoffKey] = [], encrypts: Bool = false) throws(HandoffKeyError) {
+    /// - Throws: ``HandoffError`` (``HandoffError/Code/invalidKey``) when two keys share an id.
+    public init(writingKey: HandoffKey, readingKeys: [HandoffKey] = [], encrypts: Bool = false) throws(HandoffError) {
         var keys = [writingKey.id: writingKey]
         for key in readingKeys {
-            guard keys.updateValue(key, forKey: key.id) == nil else { throw HandoffKeyError("two keys have the id '\(key.id)'") }
+            guard keys.updateValue(key, forKey: key.id) == nil else { throw HandoffError.invalidKey("two keys have the id '\(key.id)'") }
         }
         self.writingKey = writingKey
         self.keys = keys
@@ -97,33 +97,33 @@ public struct HandoffKeySet: Sendable {
     /// are skipped. The first key writes, the others are read only. The same file works with the `handoff` CLI
     /// (`--keys`) and interop/python (`--keys`).
     ///
-    /// - Throws: ``HandoffKeyError`` naming the line that is wrong, or when there is no key.
-    public init(keyFile text: String, encrypts: Bool = false) throws(HandoffKeyError) {
+    /// - Throws: ``HandoffError`` (``HandoffError/Code/invalidKey``) naming the line that is wrong, or when there is no key.
+    public init(keyFile text: String, encrypts: Bool = false) throws(HandoffError) {
         var parsed: [HandoffKey] = []
         for (number, line) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
             guard !trimmed.isEmpty, !trimmed.hasPrefix("#") else { continue }
             let fields = trimmed.split(whereSeparator: { $0 == " " || $0 == "\t" })
             guard fields.count == 2, let secret = Data(base64Encoded: String(fields[1])) else {
-                throw HandoffKeyError("key file line \(number + 1): expected 'KEYID BASE64SECRET'")
+                throw HandoffError.invalidKey("key file line \(number + 1): expected 'KEYID BASE64SECRET'")
             }
             do {
                 parsed.append(try HandoffKey(id: String(fields[0]), secret: secret))
             } catch {
-                throw HandoffKeyError("key file line \(number + 1): \(error.message)")
+                throw HandoffError.invalidKey("key file line \(number + 1): \(error.detail)")
             }
         }
-        guard let first = parsed.first else { throw HandoffKeyError("the key file holds no key") }
+        guard let first = parsed.first else { throw HandoffError.invalidKey("the key file holds no key") }
         try self.init(writingKey: first, readingKeys: Array(parsed.dropFirst()), encrypts: encrypts)
     }
 
     /// Reads the key file at `url` (see ``init(keyFile:encrypts:)``).
-    public init(contentsOf url: URL, encrypts: Bool = false) throws(HandoffKeyError) {
+    public init(contentsOf url: URL, encrypts: Bool = false) throws(HandoffError) {
         let text: String
         do {
             text = try String(contentsOf: url, encoding: .utf8)
         } catch {
-            throw HandoffKeyError("cannot read the key file \(url.path): \(error.localizedDescription)")
+            throw HandoffError.invalidKey("cannot read the key file \(url.path): \(error.localizedDescription)")
         }
         try self.init(keyFile: text, encrypts: encrypts)
     }
@@ -133,14 +133,4 @@ public struct HandoffKeySet: Sendable {
 
     /// The ids of every key read, sorted.
     public var keyIDs: [String] { keys.keys.sorted() }
-}
-
-/// A key or key file that cannot be used.
-public struct HandoffKeyError: Error, Sendable, Hashable, CustomStringConvertible {
-    /// What is wrong.
-    public var message: String
-
-    init(_ message: String) { self.message = message }
-
-    public var description: String { "invalid handoff key: \(message)" }
 }

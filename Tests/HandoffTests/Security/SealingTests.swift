@@ -17,14 +17,14 @@ struct SealingTests {
     }
 
     /// Seals, encodes and reads back, as a keyed reader does.
-    static func roundTrip(_ envelope: HandoffEnvelope, writer: HandoffKeySet, reader: HandoffKeySet?) throws(HandoffEnvelopeError) -> HandoffEnvelope {
+    static func roundTrip(_ envelope: HandoffEnvelope, writer: HandoffKeySet, reader: HandoffKeySet?) throws(HandoffError) -> HandoffEnvelope {
         let payload = try! writer.seal(envelope).encoded()
         let decoded = try HandoffEnvelope.decode(payload)
         guard let reader else { return try HandoffKeySet.openUnkeyed(decoded) }
         return try reader.open(decoded)
     }
 
-    static func reason(_ body: () throws(HandoffEnvelopeError) -> HandoffEnvelope) -> HandoffRejection.Reason? {
+    static func reason(_ body: () throws(HandoffError) -> HandoffEnvelope) -> HandoffRejection.Reason? {
         do {
             _ = try body()
             return nil
@@ -59,7 +59,7 @@ struct SealingTests {
         #expect(decoded.data.count == state.count + 16)
         #expect(try keys.open(decoded).data == state)
         // Without keys: left in place, never decoded as if it were the state.
-        #expect(Self.reason { () throws(HandoffEnvelopeError) in try HandoffKeySet.openUnkeyed(decoded) } == .unknownKey)
+        #expect(Self.reason { () throws(HandoffError) in try HandoffKeySet.openUnkeyed(decoded) } == .unknownKey)
         // Two seals of one envelope use two nonces.
         #expect(try keys.seal(envelope).encoded() != payload)
     }
@@ -69,23 +69,23 @@ struct SealingTests {
         let envelope = try EnvelopeTests.sample()
         let keys = try Self.keys()
         // Unsigned.
-        #expect(Self.reason { () throws(HandoffEnvelopeError) in try keys.open(HandoffEnvelope.decode(envelope.encoded())) } == .signatureInvalid)
+        #expect(Self.reason { () throws(HandoffError) in try keys.open(HandoffEnvelope.decode(envelope.encoded())) } == .signatureInvalid)
         // Signed with a key of the same id but another secret.
         let impostor = try HandoffKeySet(writingKey: Self.key("k1", Self.secret2))
-        #expect(Self.reason { () throws(HandoffEnvelopeError) in try Self.roundTrip(envelope, writer: impostor, reader: keys) } == .signatureInvalid)
+        #expect(Self.reason { () throws(HandoffError) in try Self.roundTrip(envelope, writer: impostor, reader: keys) } == .signatureInvalid)
         // Signed with a key this reader does not hold: left for one that does.
         let other = try HandoffKeySet(writingKey: Self.key("k2", Self.secret2))
-        #expect(Self.reason { () throws(HandoffEnvelopeError) in try Self.roundTrip(envelope, writer: other, reader: keys) } == .unknownKey)
+        #expect(Self.reason { () throws(HandoffError) in try Self.roundTrip(envelope, writer: other, reader: keys) } == .unknownKey)
         // A signed field changed after signing (the vsn).
         var sealed = try keys.seal(envelope)
         let mac = sealed.signature
         sealed.vsn = 4
         sealed.signature = mac
-        #expect(Self.reason { () throws(HandoffEnvelopeError) in try keys.open(HandoffEnvelope.decode(sealed.encoded())) } == .signatureInvalid)
+        #expect(Self.reason { () throws(HandoffError) in try keys.open(HandoffEnvelope.decode(sealed.encoded())) } == .signatureInvalid)
         // The signature object of the wrong shape.
         var text = String(decoding: try keys.seal(envelope).encoded(), as: UTF8.self)
         text = text.replacingOccurrences(of: #""alg":"hmac-sha256""#, with: #""alg":"hmac-md5""#)
-        #expect(Self.reason { () throws(HandoffEnvelopeError) in try keys.open(HandoffEnvelope.decode(Data(text.utf8))) } == .signatureInvalid)
+        #expect(Self.reason { () throws(HandoffError) in try keys.open(HandoffEnvelope.decode(Data(text.utf8))) } == .signatureInvalid)
     }
 
     @Test("tampered ciphertext: integrity-failure with the sha256 left, signature-invalid with it recomputed")
@@ -95,14 +95,14 @@ struct SealingTests {
         let sealed = try keys.seal(envelope)
         var payload = sealed.encoded()
         payload[payload.endIndex - 20] ^= 0x01
-        #expect(Self.reason { () throws(HandoffEnvelopeError) in try HandoffEnvelope.decode(payload) } == .integrityFailure)
+        #expect(Self.reason { () throws(HandoffError) in try HandoffEnvelope.decode(payload) } == .integrityFailure)
         var recomputed = sealed
         var data = sealed.data
         data[data.startIndex + 3] ^= 0x01
         let signature = sealed.signature
         recomputed.data = data
         recomputed.signature = signature
-        #expect(Self.reason { () throws(HandoffEnvelopeError) in try keys.open(HandoffEnvelope.decode(recomputed.encoded())) } == .signatureInvalid)
+        #expect(Self.reason { () throws(HandoffError) in try keys.open(HandoffEnvelope.decode(recomputed.encoded())) } == .signatureInvalid)
     }
 
     @Test("rotation: a reader with the new key writing and the old one reading reads both; an old reader refuses the new key in place")
@@ -112,7 +112,7 @@ struct SealingTests {
         let both = try HandoffKeySet(writingKey: Self.key("k2", Self.secret2), readingKeys: [Self.key("k1", Self.secret1)])
         #expect(try Self.roundTrip(envelope, writer: old, reader: both).data == envelope.data)
         #expect(try Self.roundTrip(envelope, writer: both, reader: both).data == envelope.data)
-        #expect(Self.reason { () throws(HandoffEnvelopeError) in try Self.roundTrip(envelope, writer: both, reader: old) } == .unknownKey)
+        #expect(Self.reason { () throws(HandoffError) in try Self.roundTrip(envelope, writer: both, reader: old) } == .unknownKey)
     }
 
     @Test("claims verify for their topic, claimer, purpose and round only")
@@ -145,9 +145,9 @@ struct SealingTests {
         let keys = try HandoffKeySet(keyFile: text)
         #expect(keys.writingKey.id == "k2")
         #expect(keys.keyIDs == ["k1", "k2"])
-        #expect(throws: HandoffKeyError.self) { try HandoffKeySet(keyFile: "k1 \(Data(count: 16).base64EncodedString())") }
-        #expect(throws: HandoffKeyError.self) { try HandoffKeySet(keyFile: "k/1 \(Self.secret1.base64EncodedString())") }
-        #expect(throws: HandoffKeyError.self) { try HandoffKeySet(keyFile: "# nothing\n") }
-        #expect(throws: HandoffKeyError.self) { try HandoffKeySet(keyFile: "k1 \(Self.secret1.base64EncodedString())\nk1 \(Self.secret2.base64EncodedString())") }
+        #expect(throws: HandoffError.self) { try HandoffKeySet(keyFile: "k1 \(Data(count: 16).base64EncodedString())") }
+        #expect(throws: HandoffError.self) { try HandoffKeySet(keyFile: "k/1 \(Self.secret1.base64EncodedString())") }
+        #expect(throws: HandoffError.self) { try HandoffKeySet(keyFile: "# nothing\n") }
+        #expect(throws: HandoffError.self) { try HandoffKeySet(keyFile: "k1 \(Self.secret1.base64EncodedString())\nk1 \(Self.secret2.base64EncodedString())") }
     }
 }
