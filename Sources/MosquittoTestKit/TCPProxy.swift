@@ -29,7 +29,7 @@ public final class TCPProxy: Sendable {
         process.standardOutput = output
         try process.run()
         let handle = output.fileHandleForReading
-        let firstLine = readLine(handle)
+        let firstLine = await offThePool { readLine(handle) }
         guard let port = Int(firstLine) else {
             process.terminate()
             throw MosquittoTestKitError(.commandFailed, "The TCP proxy did not start (it printed '\(firstLine)')")
@@ -46,30 +46,42 @@ public final class TCPProxy: Sendable {
 
     deinit { stop() }
 
-    /// Resets every open connection.
-    public func cutAllConnections() { send("cut") }
-    /// Stops forwarding bytes; connections stay open.
-    public func pause() { send("pause") }
-    /// Forwards bytes again.
-    public func resume() { send("resume") }
-    /// Resets new connections at once.
-    public func refuseNewConnections() { send("refuse") }
-    /// Accepts new connections again.
-    public func acceptNewConnections() { send("accept") }
+    // The commands wait for the proxy's acknowledgement on a thread of their own: a test blocking one of the cooperative
+    // pool's few threads (two on a 2-core machine) would stall every other test running beside it.
 
-    /// Stops the proxy (its connections die with it).
+    /// Resets every open connection.
+    public func cutAllConnections() async { await send("cut") }
+    /// Stops forwarding bytes; connections stay open.
+    public func pause() async { await send("pause") }
+    /// Forwards bytes again.
+    public func resume() async { await send("resume") }
+    /// Resets new connections at once.
+    public func refuseNewConnections() async { await send("refuse") }
+    /// Accepts new connections again.
+    public func acceptNewConnections() async { await send("accept") }
+
+    /// Stops the proxy: its connections die with it, shortly after (it is not waited for).
     public func stop() {
         guard process.isRunning else { return }
         try? commands.close()
-        process.waitUntilExit()
+        process.terminate()
     }
 
     /// Sends a command and waits for its acknowledgement, so that it has taken effect on return.
-    private func send(_ command: String) {
-        replies.withLock { replies in
-            guard process.isRunning else { return }
-            commands.write(Data("\(command)\n".utf8))
-            _ = Self.readLine(replies)
+    private func send(_ command: String) async {
+        await Self.offThePool { [self] in
+            replies.withLock { replies in
+                guard process.isRunning else { return }
+                commands.write(Data("\(command)\n".utf8))
+                _ = Self.readLine(replies)
+            }
+        }
+    }
+
+    /// Runs blocking `body` on a thread of its own.
+    private static func offThePool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: body()) }.start()
         }
     }
 

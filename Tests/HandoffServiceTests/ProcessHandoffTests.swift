@@ -38,7 +38,7 @@ struct ProcessHandoffTests {
         }
     }
 
-    @Test("SIGKILL to a checkpointing counter: the live standby continues from its last checkpoint within the Will delay + 1 s")
+    @Test("SIGKILL to a checkpointing counter: the live standby continues from its last checkpoint once the Will is sent")
     func sigkillReleasesCheckpointToStandby() async throws {
         try await withMosquittoBroker { broker in
             let label = "crash-test-\(UUID().uuidString.prefix(8))"
@@ -59,7 +59,8 @@ struct ProcessHandoffTests {
             // At most one checkpoint interval (200 ms: two counts at 100 ms each, plus one in flight) is lost.
             #expect(value <= lastCounted && value >= lastCounted - 3, "recovered \(value) of \(lastCounted)")
             // mosquitto 2.0 sends due delayed Wills from its once-a-second housekeeping: a 1 s delay takes 1–2 s.
-            #expect(elapsed < .seconds(3), "merged \(elapsed) after the SIGKILL, with a Will delay of 1 s")
+            // The Will, not the 30 s liveness lease, released it (the bound is generous for a loaded machine).
+            #expect(elapsed < .seconds(8), "merged \(elapsed) after the SIGKILL, with a Will delay of 1 s")
             print("SIGKILL → standby merged \(value) of \(lastCounted) counted, after \(elapsed)")
             standby.send(SIGTERM)
             #expect(await standby.waitForExit() == 0)

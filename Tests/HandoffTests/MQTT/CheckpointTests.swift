@@ -40,8 +40,8 @@ struct CheckpointTests {
 
             let clock = ContinuousClock()
             let crashed = clock.now
-            proxy.refuseNewConnections()
-            proxy.cutAllConnections()
+            await proxy.refuseNewConnections()
+            await proxy.cutAllConnections()
             var iterator = notices.makeAsyncIterator()
             _ = await iterator.next()
             let batch = try await channel.complete()
@@ -49,11 +49,13 @@ struct CheckpointTests {
             #expect(batch.handoffs.map(\.state) == [42])
             #expect(batch.handoffs.first?.isCheckpoint == true)
             #expect(batch.handoffs.first?.origin.instance == predecessor.origin.instance)
-            #expect(released < .seconds(3), "released after \(released) with a Will delay of 1 s")
+            // The Will (1 s, sent by mosquitto's once-a-second housekeeping), not the 30 s liveness lease, released it; the bound is
+            // generous for a loaded machine.
+            #expect(released < .seconds(8), "released after \(released) with a Will delay of 1 s")
 
             // The predecessor was only partitioned: back on the network, it learns it was fenced.
             let fencing = predecessor.fencing()
-            proxy.acceptNewConnections()
+            await proxy.acceptNewConnections()
             var fenced = fencing.makeAsyncIterator()
             let report = await fenced.next()
             #expect(report?.label == label)
@@ -82,8 +84,8 @@ struct CheckpointTests {
             let predecessor = try await MQTTHandoffTransport.connect(
                 configuration: MQTTConfiguration(host: broker.host, port: proxy.port), options: options)
             try await HandoffChannel<[String]>(label: label, transport: predecessor).checkpoint(["a", "b"])
-            proxy.refuseNewConnections()
-            proxy.cutAllConnections()
+            await proxy.refuseNewConnections()
+            await proxy.cutAllConnections()
             try await Task.sleep(for: .seconds(2))  // the Will (delay 1 s) has been published
 
             let successor = try await MQTTHandoffTransport.connect(
@@ -111,7 +113,7 @@ struct CheckpointTests {
                 configuration: MQTTConfiguration(host: broker.host, port: broker.plainPort), options: options)
             let channel = HandoffChannel<Int>(label: label, transport: successor)
             _ = try await channel.subscribe()
-            proxy.cutAllConnections()  // reconnects within about a second
+            await proxy.cutAllConnections()  // reconnects within about a second
             try await Task.sleep(for: .seconds(5))
             try await successor.sync()
             #expect(try await channel.complete().handoffs.isEmpty)
@@ -140,11 +142,11 @@ struct CheckpointTests {
             let notices = try await channel.subscribe()
 
             // Nothing gets through, nothing is closed: the broker notices only by its keep-alive (1.5 × 5 s).
-            proxy.pause()
+            await proxy.pause()
             var iterator = notices.makeAsyncIterator()
             _ = await iterator.next()
             #expect(try await channel.complete().handoffs.map(\.state) == [99])
-            proxy.resume()
+            await proxy.resume()
 
             var reports = fencing.makeAsyncIterator()
             let report = await reports.next()
@@ -194,8 +196,8 @@ struct CheckpointTests {
                     try await HandoffChannel<Int>(label: label, transport: predecessor).checkpoint(wave * 50 + index)
                     predecessors.append(predecessor)
                 }
-                proxy.refuseNewConnections()
-                proxy.cutAllConnections()
+                await proxy.refuseNewConnections()
+                await proxy.cutAllConnections()
                 _ = await eventually(upTo: .seconds(30)) { merges.withLock { $0.count } >= (wave + 1) * 50 }
             }
             let settled = await eventually(upTo: .seconds(30)) { merges.withLock { $0.count } == 200 }
@@ -235,8 +237,8 @@ struct CheckpointTests {
             _ = try await channel.subscribe()
 
             // The predecessor dies; before its Will is due, the broker is killed too, and restarted from its store.
-            proxy.refuseNewConnections()
-            proxy.cutAllConnections()
+            await proxy.refuseNewConnections()
+            await proxy.cutAllConnections()
             try await Task.sleep(for: .milliseconds(500))
             await broker.kill()
             try await broker.restart()

@@ -131,7 +131,7 @@ struct RankedClaimIntegrationTests {
             try await Task.sleep(for: .milliseconds(200))
             try await successor.unwatch(label)
             await #expect(throws: HandoffError.self) { try await claim.value }
-            #expect(start.duration(to: clock.now) < .seconds(1.5), "the wait ended with the unwatch")
+            #expect(start.duration(to: clock.now) < .seconds(5), "the wait ended with the unwatch, not at the 10 s time limit")
 
             // Nothing was published: a successor that watches now finds the handoff and takes it.
             await idle.shutdown()

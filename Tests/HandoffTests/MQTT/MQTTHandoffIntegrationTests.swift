@@ -159,11 +159,11 @@ struct MQTTHandoffIntegrationTests {
                 for index in 0..<50 { try await sender.initiate(Tally(count: index, note: "cut")) }
             }
             try await successor.sync(timeout: .seconds(10))
-            proxy.pause()  // claims go out into a network that swallows them...
+            await proxy.pause()  // claims go out into a network that swallows them...
             let completion = Task { try await channel.complete() }
             try await Task.sleep(for: .milliseconds(300))
-            proxy.cutAllConnections()  // ...and the connection dies mid-claim
-            proxy.resume()
+            await proxy.cutAllConnections()  // ...and the connection dies mid-claim
+            await proxy.resume()
             let batch = try await completion.value
             #expect(batch.handoffs.map(\.state.count).sorted() == Array(0..<50))
             await successor.shutdown()

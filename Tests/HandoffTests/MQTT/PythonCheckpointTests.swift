@@ -120,8 +120,8 @@ struct PythonCheckpointTests {
                 output: python.file("live.json"))
             defer { racer.terminate() }
             try await racer.waitForFile(ready, within: .seconds(20))
-            proxy.refuseNewConnections()
-            proxy.cutAllConnections()
+            await proxy.refuseNewConnections()
+            await proxy.cutAllConnections()
             let output: PythonCheckpointRace<InteropNote> = try await racer.result(within: .seconds(30))
             let instance = predecessor.origin.instance
             #expect(output.complete && output.handoffs.count == 1, "\(output.handoffs)")
@@ -136,7 +136,7 @@ struct PythonCheckpointTests {
             #expect(output.heldVerdicts?.isEmpty ?? true)
 
             // Back on the network, the Swift predecessor learns that it lost the label (the Python claim, its Will).
-            proxy.acceptNewConnections()
+            await proxy.acceptNewConnections()
             let fenced = await eventually(upTo: .seconds(15)) { predecessor.isFenced(label) }
             #expect(fenced, "the Swift predecessor was not fenced")
             #expect(try await owner.checkpoint(.swift(3)) == .fenced)
@@ -147,8 +147,8 @@ struct PythonCheckpointTests {
             defer { proxy2.stop() }
             let second = try await python.connectCheckpointing(port: proxy2.port)
             #expect(try await HandoffChannel<InteropNote>(label: label, transport: second).checkpoint(.swift(7)) == .written)
-            proxy2.refuseNewConnections()
-            proxy2.cutAllConnections()
+            await proxy2.refuseNewConnections()
+            await proxy2.cutAllConnections()
             try await Task.sleep(for: .milliseconds(2500))  // the Will (delay 1 s) has been published
             let late: PythonCheckpointRace<InteropNote> = try await python.json(
                 "race", ["--label", label.rawValue, "--checkpoints", "--expect", "1", "--deadline", "20"])
@@ -278,8 +278,8 @@ struct PythonCheckpointTests {
 
             // All six crash at once.
             try Data().write(to: crash)
-            proxy.refuseNewConnections()
-            proxy.cutAllConnections()
+            await proxy.refuseNewConnections()
+            await proxy.cutAllConnections()
             for writer in writers {
                 let output: PythonCheckpoints<RaceItem> = try await writer.result(within: .seconds(20))
                 let last = try #require(output.checkpoints.last)

@@ -155,11 +155,11 @@ struct StoppingTests {
             #expect(try await successor.pending(label).map(\.id) == [envelope.id])
 
             // Away for longer than the session expiry: the broker forgets the session (and its subscriptions).
-            proxy.refuseNewConnections()
-            proxy.cutAllConnections()
+            await proxy.refuseNewConnections()
+            await proxy.cutAllConnections()
             try await Task.sleep(for: .seconds(3))
             #expect(!successor.client.isConnected)
-            proxy.acceptNewConnections()
+            await proxy.acceptNewConnections()
             #expect(await eventually(upTo: .seconds(10)) { successor.client.isConnected })
             // The reconnect's own work (forgetting the lost session, subscribing again) is done on its event task.
             let seenAgain = await eventually(upTo: .seconds(10)) {
@@ -192,9 +192,9 @@ struct StoppingTests {
             let waiting = try #require(try await successor.pending(label).first)
 
             // The claim goes out, but the verdict is held back past the claim's time limit: its caller gives up.
-            proxy.pause()
+            await proxy.pause()
             await #expect(throws: HandoffError.self) { try await successor.claim(waiting, timeout: .milliseconds(300)) }
-            proxy.resume()
+            await proxy.resume()
             try await successor.sync()
             // The verdict came after all: won, not merged, and offered again.
             #expect(await observer.winner(label, envelope.id.rawValue, within: .seconds(5)) == successor.origin.instance)
