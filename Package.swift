@@ -11,13 +11,10 @@ let package = Package(
         .library(name: "MosquittoTestKit", targets: ["MosquittoTestKit"]),
         .library(name: "HandoffService", targets: ["HandoffService"]),
         .library(name: "HandoffRedis", targets: ["HandoffRedis"]),
-        .executable(name: "handoff-floor", targets: ["handoff-floor"]),
-        .executable(name: "counter-example", targets: ["counter-example"]),
-        .executable(name: "edge-gateway", targets: ["edge-gateway"]),
-        .executable(name: "edge-sensors", targets: ["edge-sensors"]),
-        .executable(name: "handoff-demo", targets: ["handoff-demo"]),
-        .executable(name: "handoff-bench", targets: ["handoff-bench"]),
+        // The operator CLI. Its argument-parser is resolved only by packages that use this product.
         .executable(name: "handoff", targets: ["HandoffCLI"]),
+        // The examples and the benchmark are executable targets of this package (`swift run counter-example`,
+        // `swift run -c release handoff-bench`), not products: adopters never build or resolve them.
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -128,9 +125,21 @@ let package = Package(
             name: "MosquittoClientTests",
             dependencies: ["MosquittoClient", "MosquittoTestKit"]
         ),
+        // Unit tests of the core: no broker, no libmosquitto.
         .testTarget(
             name: "HandoffTests",
-            dependencies: ["Handoff", "HandoffMQTT", "HandoffTestKit", "MosquittoClient", "MosquittoTestKit"]
+            dependencies: ["Handoff", "HandoffTestSupport"]
+        ),
+        // What the unit and integration tests share: the transport conformance scenarios and small helpers.
+        .target(
+            name: "HandoffTestSupport",
+            dependencies: ["Handoff"],
+            path: "Tests/HandoffTestSupport"
+        ),
+        // Integration tests of the MQTT backend against private mosquitto brokers (and the Python client).
+        .testTarget(
+            name: "HandoffMQTTTests",
+            dependencies: ["Handoff", "HandoffMQTT", "HandoffTestKit", "HandoffTestSupport", "MosquittoClient", "MosquittoTestKit"]
         ),
         .testTarget(
             name: "HandoffServiceTests",

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Handoff
+import HandoffTestSupport
 import Synchronization
 import Testing
 

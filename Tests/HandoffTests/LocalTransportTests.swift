@@ -1,5 +1,6 @@
 import Foundation
 import Handoff
+import HandoffTestSupport
 import Testing
 
 /// Participants of one shared ``LocalHandoffHub``.

@@ -1,5 +1,6 @@
 import Foundation
 import Handoff
+import HandoffTestSupport
 import Testing
 
 func claimed<S: Sendable>(_ state: S, at seconds: Double, id: String) -> ClaimedHandoff<S> {

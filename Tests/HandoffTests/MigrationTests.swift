@@ -1,5 +1,6 @@
 import Foundation
 import Handoff
+import HandoffTestSupport
 import Testing
 
 /// Version 1 of a counter's state.

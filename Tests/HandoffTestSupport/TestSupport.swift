@@ -3,7 +3,7 @@ import Handoff
 import Synchronization
 
 /// Collects the notices of a watch stream in the background, so tests can wait for them with a deadline.
-final class NoticeRecorder: Sendable {
+package final class NoticeRecorder: Sendable {
     private final class Log: Sendable {
         let state = Mutex<(notices: [HandoffNotice], finished: Bool)>(([], false))
     }
@@ -11,7 +11,7 @@ final class NoticeRecorder: Sendable {
     private let log = Log()
     private let task: Task<Void, Never>
 
-    init(_ stream: AsyncStream<HandoffNotice>) {
+    package init(_ stream: AsyncStream<HandoffNotice>) {
         let log = log
         task = Task {
             for await notice in stream {
@@ -23,14 +23,14 @@ final class NoticeRecorder: Sendable {
 
     deinit { task.cancel() }
 
-    var notices: [HandoffNotice] { log.state.withLock { $0.notices } }
-    var isFinished: Bool { log.state.withLock { $0.finished } }
-    var availableCount: Int {
+    package var notices: [HandoffNotice] { log.state.withLock { $0.notices } }
+    package var isFinished: Bool { log.state.withLock { $0.finished } }
+    package var availableCount: Int {
         notices.count { if case .available = $0 { true } else { false } }
     }
 
     /// Waits until `condition` holds, up to `limit`; returns whether it did.
-    func wait(
+    package func wait(
         upTo limit: Duration = .seconds(5),
         until condition: @Sendable ([HandoffNotice], Bool) -> Bool
     ) async -> Bool {
@@ -39,7 +39,7 @@ final class NoticeRecorder: Sendable {
 }
 
 /// Polls `condition` until it holds, up to `limit`; returns whether it did.
-func eventually(upTo limit: Duration = .seconds(5), _ condition: () async throws -> Bool) async rethrows -> Bool {
+package func eventually(upTo limit: Duration = .seconds(5), _ condition: () async throws -> Bool) async rethrows -> Bool {
     let clock = ContinuousClock()
     let deadline = clock.now + limit
     while true {
@@ -50,13 +50,13 @@ func eventually(upTo limit: Duration = .seconds(5), _ condition: () async throws
 }
 
 /// A label unique to one test run, so tests never see each other's handoffs (also on a shared broker).
-func uniqueLabel(_ name: String) -> HandoffLabel {
+package func uniqueLabel(_ name: String) -> HandoffLabel {
     // Force-try is fine here: the name is ASCII and short.
     try! HandoffLabel("test/\(name)/\(UUID().uuidString.prefix(8))")
 }
 
 /// An envelope with `data`, made by `origin`.
-func makeEnvelope(
+package func makeEnvelope(
     _ label: HandoffLabel,
     from origin: HandoffOrigin,
     data: String = "{}",

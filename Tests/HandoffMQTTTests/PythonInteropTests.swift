@@ -1,5 +1,6 @@
 import Foundation
 import Handoff
+import HandoffTestSupport
 @testable import HandoffMQTT
 import HandoffTestKit
 import MosquittoClient
@@ -525,8 +526,7 @@ func withPythonClient<T>(_ body: (MosquittoBroker, PythonClient) async throws ->
 struct PythonClient {
     static let interpreter = "/usr/bin/python3"
     static let script = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent()  // MQTT
-        .deletingLastPathComponent()  // HandoffTests
+        .deletingLastPathComponent()  // HandoffMQTTTests
         .deletingLastPathComponent()  // Tests
         .deletingLastPathComponent()  // the package
         .appendingPathComponent("interop/python/handoff_client.py")

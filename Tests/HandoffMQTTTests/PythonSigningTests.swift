@@ -1,5 +1,6 @@
 import Foundation
 import Handoff
+import HandoffTestSupport
 @testable import HandoffMQTT
 import HandoffTestKit
 import MosquittoClient

@@ -7,7 +7,7 @@ import Testing
 /// The scenarios in ``TransportScenario`` hold for every ``HandoffTransport``: run them against a backend by
 /// giving them a factory, e.g. `@Test(arguments: TransportScenario.allCases) func mqtt(_ s: TransportScenario)
 /// async throws { try await s.run(using: MQTTFactory()) }`. Each scenario uses fresh labels.
-protocol HandoffTransportFactory: Sendable {
+package protocol HandoffTransportFactory: Sendable {
     /// A new participant whose `origin.instance` is `instance`, sharing the backend's store with the others.
     func makeTransport(instance: String) async throws -> any HandoffTransport
     /// Releases a participant made by ``makeTransport(instance:)``.
@@ -15,11 +15,11 @@ protocol HandoffTransportFactory: Sendable {
 }
 
 extension HandoffTransportFactory {
-    func release(_ transport: any HandoffTransport) async {}
+    package func release(_ transport: any HandoffTransport) async {}
 }
 
 /// The behaviours every transport must show.
-enum TransportScenario: String, CaseIterable, Sendable, CustomTestStringConvertible {
+package enum TransportScenario: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case handoffBeforeSubscriberIsClaimedByLaterOne
     case subscribedSuccessorIsNotifiedLive
     case severalHandoffsComeBackInOrder
@@ -32,13 +32,13 @@ enum TransportScenario: String, CaseIterable, Sendable, CustomTestStringConverti
     case initiateStampsNothingAndKeepsEnvelopeIntact
     case watchOutlivesADroppedStream
 
-    var testDescription: String { rawValue }
+    package var testDescription: String { rawValue }
 
     /// The time any single expectation may take to come true on a real broker.
     static let patience: Duration = .seconds(5)
     static let timeout: Duration = .seconds(5)
 
-    func run(using factory: some HandoffTransportFactory) async throws {
+    package func run(using factory: some HandoffTransportFactory) async throws {
         switch self {
         case .handoffBeforeSubscriberIsClaimedByLaterOne: try await Self.handoffBeforeSubscriber(factory)
         case .subscribedSuccessorIsNotifiedLive: try await Self.notifiedLive(factory)

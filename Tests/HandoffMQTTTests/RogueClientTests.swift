@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Handoff
+import HandoffTestSupport
 @testable import HandoffMQTT
 import HandoffTestKit
 import MosquittoClient
