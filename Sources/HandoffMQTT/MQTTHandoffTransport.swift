@@ -145,8 +145,9 @@ public final class MQTTHandoffTransport: HandoffTransport {
     /// delivered after the reconnect. Each connection carries a Will on `{prefix}/instances/{instance}` (see
     /// ``Options/willDelay``), and after each connect the participant publishes its birth there.
     ///
-    /// The transport sets these fields of `configuration` (any value given is replaced): `protocolVersion` (5),
-    /// `clientID`, `cleanStart` (false), `sessionExpiryInterval` (``Options/sessionExpiry``) and `will`.
+    /// The transport sets these fields of `configuration`: `protocolVersion` (5), `clientID` (`handoff-{instance}`),
+    /// `cleanStart` (false), `sessionExpiryInterval` (``Options/sessionExpiry``) and `will` (its own). A value given
+    /// that differs is replaced, and a warning names it.
     public static func connect(
         configuration: MQTTConfiguration,
         options: Options = Options(),
@@ -154,12 +155,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
         logger: Logger = Logger(label: "handoff.mqtt")
     ) async throws -> MQTTHandoffTransport {
         let topics = try HandoffTopics(prefix: options.prefix)
-        var configuration = configuration
-        configuration.protocolVersion = .v5
-        configuration.clientID = "handoff-\(origin.instance)"
-        configuration.cleanStart = false
-        configuration.sessionExpiryInterval = options.sessionExpiry
-        configuration.will = nil
+        let configuration = Self.withProtocolFields(configuration, options: options, origin: origin, logger: logger)
         let client = try MQTTClient(configuration: configuration, logger: logger)
         if let willDelay = options.willDelay {
             let (topic, instance) = (topics.instance(origin.instance), origin.instance)
@@ -181,6 +177,35 @@ public final class MQTTHandoffTransport: HandoffTransport {
             throw error
         }
         return transport
+    }
+
+    /// `configuration` with the fields the protocol needs, and a warning naming each given value that was replaced.
+    private static func withProtocolFields(
+        _ given: MQTTConfiguration, options: Options, origin: HandoffOrigin, logger: Logger
+    ) -> MQTTConfiguration {
+        var configuration = given
+        configuration.protocolVersion = .v5
+        configuration.clientID = "handoff-\(origin.instance)"
+        configuration.cleanStart = false
+        configuration.sessionExpiryInterval = options.sessionExpiry
+        configuration.will = nil
+        // Warned about: values given on purpose (not the defaults) that differ from the protocol's. The default clean start
+        // (true) is replaced silently: every MQTT client starts that way unless told otherwise.
+        let defaults = MQTTConfiguration(host: given.host, port: given.port)
+        var replaced: [String] = []
+        if given.protocolVersion != configuration.protocolVersion { replaced.append("protocolVersion") }
+        if let clientID = given.clientID, clientID != configuration.clientID { replaced.append("clientID") }
+        if given.sessionExpiryInterval != defaults.sessionExpiryInterval, given.sessionExpiryInterval != configuration.sessionExpiryInterval {
+            replaced.append("sessionExpiryInterval")
+        }
+        if given.will != nil { replaced.append("will") }
+        if !replaced.isEmpty {
+            logger.warning(
+                "the handoff transport replaced MQTTConfiguration fields that its protocol sets (docs/PROTOCOL.md §5, §9)",
+                metadata: ["mqtt.replaced_fields": "\(replaced.joined(separator: ", "))"]
+            )
+        }
+        return configuration
     }
 
     private init(client: MQTTClient, topics: HandoffTopics, options: Options, origin: HandoffOrigin, logger: Logger) {
