@@ -179,7 +179,7 @@ struct CrashScenario {
 
     private func measureFailover() async throws -> Failover {
         let prefix = context.prefix("crash", "failover")
-        let options = MQTTHandoffTransport.Options(prefix: prefix, willDelay: willDelay)
+        let options = MQTTHandoffTransport.Options(prefix: prefix, willDelay: .seconds(Int(willDelay)))
         let configuration = MQTTConfiguration(host: context.host, port: context.port)
         let successor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)
         // The Will's arrival, seen by a connection of its own (the successor's is busy with the claims then).
@@ -368,7 +368,7 @@ struct CrashScenario {
         let monitor = try await SysMonitor.start(host: context.host, port: context.port)
         let transport = try await MQTTHandoffTransport.connect(
             configuration: MQTTConfiguration(host: context.host, port: context.port),
-            options: MQTTHandoffTransport.Options(prefix: prefix, willDelay: willDelay)
+            options: MQTTHandoffTransport.Options(prefix: prefix, willDelay: .seconds(Int(willDelay)))
         )
         let names = try (0..<checkpointLabels).map { try HandoffLabel(String(format: "ckpt-%05d", $0)) }
         let channels = names.map { HandoffChannel<BenchState>(label: $0, transport: transport, codec: codec, timeout: .seconds(60)) }
@@ -493,7 +493,7 @@ enum CrashRoles {
     static func predecessor(host: String, port: Int, prefix: String, labels: Int, size: Int, willDelay: UInt32, seq: Int) async throws {
         let transport = try await MQTTHandoffTransport.connect(
             configuration: MQTTConfiguration(host: host, port: port),
-            options: MQTTHandoffTransport.Options(prefix: prefix, willDelay: willDelay)
+            options: MQTTHandoffTransport.Options(prefix: prefix, willDelay: .seconds(Int(willDelay)))
         )
         let channels = try (0..<labels).map {
             HandoffChannel<BenchState>(label: try HandoffLabel(String(format: "crash-%05d", $0)), transport: transport, timeout: .seconds(60))

@@ -67,7 +67,7 @@ func option(_ name: String, from arguments: inout [String]) -> Int? {
 }
 var arguments = Array(CommandLine.arguments.dropFirst())
 let checkpointMilliseconds = option("--checkpoint-ms", from: &arguments)
-let willDelay = option("--will-delay", from: &arguments).map(UInt32.init) ?? 5
+let willDelay = Duration.seconds(option("--will-delay", from: &arguments) ?? 5)
 let counter: Counter
 do { counter = Counter(label: try HandoffLabel(arguments.dropFirst().first ?? "counter")) } catch { fail(error) }
 // 2. One broker connection per process, first in the group so that it closes last.

@@ -48,7 +48,7 @@ struct ClaimCommand: AsyncParsableCommand {
     private func claim(_ label: HandoffLabel, _ id: HandoffID) async throws {
         let timeout = try connection.stepTimeout()
         let options = MQTTHandoffTransport.Options(
-            prefix: try connection.topics().prefix, sessionExpiry: 60, settleTimeout: .seconds(2), willDelay: nil, livenessLease: nil,
+            prefix: try connection.topics().prefix, sessionExpiry: .seconds(60), settleTimeout: .seconds(2), willDelay: nil, livenessLease: nil,
             keys: try connection.keySet(), arbiter: try connection.arbiter()
         )
         let transport = try await MQTTHandoffTransport.connect(

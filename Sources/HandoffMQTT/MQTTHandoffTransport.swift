@@ -22,20 +22,21 @@ public final class MQTTHandoffTransport: HandoffTransport {
         public var prefix: String
         /// Payloads larger than this are not decoded but dead-lettered as `too-large`.
         public var maximumPayloadSize: Int
-        /// MQTT 5 message expiry for waiting handoffs, in seconds; `nil` keeps them until claimed.
-        public var handoffExpiry: UInt32?
+        /// MQTT 5 message expiry for waiting handoffs (sent in whole seconds, rounded up); `nil` keeps them until claimed.
+        public var handoffExpiry: Duration?
         /// How long the broker keeps this participant's session (and queues its messages) while it is
         /// disconnected. A claim interrupted by a disconnect is resolved on reconnect within this time.
-        public var sessionExpiry: UInt32
+        /// Sent in whole seconds, rounded up.
+        public var sessionExpiry: Duration
         /// How long stopping (``MQTTHandoffTransport/unwatch(_:)``, ``MQTTHandoffTransport/shutdown()``) waits
         /// for the verdicts of this participant's claims in flight, and then for the broker to store the handoffs
         /// it gives back or dead-letters (see ``Settlement``).
         public var settleTimeout: Duration
-        /// The MQTT 5 Will Delay Interval, in seconds, of the death notice on `{prefix}/instances/{instance}` that
+        /// The MQTT 5 Will Delay Interval (sent in whole seconds, rounded up) of the death notice on `{prefix}/instances/{instance}` that
         /// releases this participant's checkpoints to successors when its connection dies without a DISCONNECT
         /// (docs/PROTOCOL.md §9). A reconnect within the delay suppresses it. `nil`: no Will, no birth and no
         /// checkpoints (``MQTTHandoffTransport/checkpoint(_:onlyIfChanged:timeout:)`` throws).
-        public var willDelay: UInt32?
+        public var willDelay: Duration?
         /// How long a participant may go unheard before successors holding its checkpoints declare it dead, in case
         /// its Will was lost (mosquitto 2.0 keeps delayed Wills in memory only: a broker restart during the delay
         /// loses them). Each participant repeats its birth (not retained) every third of it. `nil`: no heartbeats
@@ -70,10 +71,10 @@ public final class MQTTHandoffTransport: HandoffTransport {
         public init(
             prefix: String = "handoff",
             maximumPayloadSize: Int = 64 * 1024 * 1024,
-            handoffExpiry: UInt32? = nil,
-            sessionExpiry: UInt32 = 300,
+            handoffExpiry: Duration? = nil,
+            sessionExpiry: Duration = .seconds(300),
             settleTimeout: Duration = .seconds(2),
-            willDelay: UInt32? = 5,
+            willDelay: Duration? = .seconds(5),
             livenessLease: Duration? = .seconds(30),
             keys: HandoffKeySet? = nil,
             arbiter: (any HandoffClaimArbiter)? = nil,
@@ -85,7 +86,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
             self.chunkSize = chunkSize
             precondition(livenessLease.map { $0 > .zero } ?? true, "the liveness lease must be positive")
             precondition(
-                willDelay.map { $0 <= sessionExpiry } ?? true,
+                willDelay.map { $0 >= .zero && $0 <= sessionExpiry } ?? true,
                 "the session expiry must be at least the Will delay (the broker sends a Will when the session ends)"
             )
             self.livenessLease = livenessLease
@@ -100,6 +101,11 @@ public final class MQTTHandoffTransport: HandoffTransport {
             self.trackedBytesLimit = trackedBytesLimit
             self.claimRanking = claimRanking
         }
+
+        /// ``handoffExpiry`` as the MQTT Message Expiry Interval.
+        var handoffExpirySeconds: UInt32? { handoffExpiry.map(\.mqttSeconds) }
+        /// ``willDelay`` as the MQTT Will Delay Interval.
+        var willDelaySeconds: UInt32? { willDelay.map(\.mqttSeconds) }
     }
 
     /// What stopping did with the handoffs this participant held and nobody else would: a stopping participant
@@ -157,7 +163,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
         let topics = try HandoffTopics(prefix: options.prefix)
         let configuration = Self.withProtocolFields(configuration, options: options, origin: origin, logger: logger)
         let client = try MQTTClient(configuration: configuration, logger: logger)
-        if let willDelay = options.willDelay {
+        if let willDelay = options.willDelaySeconds {
             let (topic, instance) = (topics.instance(origin.instance), origin.instance)
             client.setWillProvider { connection in
                 MQTTConfiguration.Will(
@@ -187,7 +193,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
         configuration.protocolVersion = .v5
         configuration.clientID = "handoff-\(origin.instance)"
         configuration.cleanStart = false
-        configuration.sessionExpiryInterval = options.sessionExpiry
+        configuration.sessionExpiryInterval = options.sessionExpiry.mqttSeconds
         configuration.will = nil
         // Warned about: values given on purpose (not the defaults) that differ from the protocol's. The default clean start
         // (true) is replaced silently: every MQTT client starts that way unless told otherwise.
@@ -425,7 +431,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
 
     public func initiate(_ envelope: HandoffEnvelope, timeout: Duration) async throws {
         let topic = topics.handoff(envelope.label, id: envelope.id.rawValue)
-        let properties = MQTTPublishProperties(messageExpiryInterval: router.options.handoffExpiry, contentType: HandoffRouter.contentType)
+        let properties = MQTTPublishProperties(messageExpiryInterval: router.options.handoffExpirySeconds, contentType: HandoffRouter.contentType)
         // A large state goes first as chunks; what waits on the handoff topic is then its manifest (docs/PROTOCOL.md §12).
         let payload = try await outgoingPayload(of: envelope, timeout: timeout)
         // With an arbiter, the store holds it first: that is what successors list and claim (docs/PROTOCOL.md §11).

@@ -11,7 +11,7 @@ import Testing
 /// publishes its Will; tests with real SIGKILLed processes are in HandoffServiceTests.
 @Suite("Checkpoints released by the Will", .serialized, .timeLimit(.minutes(3)))
 struct CheckpointTests {
-    static func options(_ name: String, willDelay: UInt32 = 1, keyed: Bool = false) -> MQTTHandoffTransport.Options {
+    static func options(_ name: String, willDelay: Duration = .seconds(1), keyed: Bool = false) -> MQTTHandoffTransport.Options {
         var options = MQTTHandoffTransport.Options(prefix: "\(name)-\(UUID().uuidString.prefix(8))", willDelay: willDelay)
         // Keyed: checkpoints signed and encrypted, claims signed, and a claim of one's own checkpoint verified before it fences.
         if keyed { options.keys = try! HandoffKeySet(writingKey: HandoffKey(id: "k1", secret: Data(repeating: 0x5A, count: 32)), encrypts: true) }
@@ -103,7 +103,7 @@ struct CheckpointTests {
     @Test("a reconnect within the Will delay releases nothing")
     func quickReconnectSuppressesTheWill() async throws {
         try await withMosquittoBroker { broker in
-            let options = Self.options("blip", willDelay: 3)
+            let options = Self.options("blip", willDelay: .seconds(3))
             let label = try HandoffLabel("blip")
             let proxy = try await TCPProxy.start(forwardingTo: broker.plainPort)
             defer { proxy.stop() }
@@ -224,7 +224,7 @@ struct CheckpointTests {
     )
     func brokerCrashDuringTheWillDelay(withLease: Bool) async throws {
         try await withMosquittoBroker { broker in
-            var options = Self.options("broker-crash", willDelay: 3)
+            var options = Self.options("broker-crash", willDelay: .seconds(3))
             options.livenessLease = withLease ? .seconds(4) : nil
             let label = try HandoffLabel("broker-crash")
             let proxy = try await TCPProxy.start(forwardingTo: broker.plainPort)

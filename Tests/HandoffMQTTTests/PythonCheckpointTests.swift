@@ -369,7 +369,7 @@ extension PythonClient {
     func connectCheckpointing(port: Int? = nil) async throws -> MQTTHandoffTransport {
         try await MQTTHandoffTransport.connect(
             configuration: MQTTConfiguration(host: host, port: port ?? self.port),
-            options: .init(prefix: prefix, willDelay: 1))
+            options: .init(prefix: prefix, willDelay: .seconds(1)))
     }
 }
 

@@ -183,7 +183,7 @@ struct RogueClientTests {
         try await withMosquittoBroker { broker in
             let label = uniqueLabel("checkpoint")
             var options = Self.options(try Self.keys(write: ("k1", Self.secret1)))
-            options.willDelay = 1
+            options.willDelay = .seconds(1)
             try await withTransport(broker, options: options) { owner in
                 let channel = HandoffChannel<Int>(label: label, transport: owner)
                 _ = try await channel.subscribe()

@@ -142,7 +142,7 @@ struct StoppingTests {
     @Test("A successor whose broker session expired while it was away sees the waiting handoffs again after the reconnect")
     func sessionLostReadsWaitingHandoffsAgain() async throws {
         try await withMosquittoBroker { broker in
-            let options = MQTTHandoffTransport.Options(prefix: "lost-\(UUID().uuidString.prefix(8))", sessionExpiry: 1, willDelay: 1)
+            let options = MQTTHandoffTransport.Options(prefix: "lost-\(UUID().uuidString.prefix(8))", sessionExpiry: .seconds(1), willDelay: .seconds(1))
             let label = try HandoffLabel("session-lost")
             let predecessor = try await MQTTHandoffTransport.connect(
                 configuration: MQTTConfiguration(host: broker.host, port: broker.plainPort), options: options)

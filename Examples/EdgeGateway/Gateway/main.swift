@@ -35,7 +35,7 @@ do {
     let checkpointMs = try options.int("checkpoint-ms", default: 0)
     let connection = try await MQTTHandoffTransportService.connect(
         configuration: broker,
-        options: MQTTHandoffTransport.Options(willDelay: UInt32(max(0, try options.int("will-delay", default: 5)))),
+        options: MQTTHandoffTransport.Options(willDelay: .seconds(max(0, try options.int("will-delay", default: 5)))),
         logger: logger
     )
     let handoffs = HandoffService(
