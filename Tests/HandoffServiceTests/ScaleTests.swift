@@ -34,7 +34,9 @@ struct ScaleTests {
                 HandoffService(
                     transport: transport,
                     participants: counters,
-                    configuration: .init(shutdownBudget: .seconds(10))
+                    // Generous: this checks that 10,000 handoffs all arrive, not how fast (a debug build beside the other
+                    // tests takes 6–12 s on 2 cores; the release benchmark measures the speed, docs/BENCHMARKS.md).
+                    configuration: .init(shutdownBudget: .seconds(60))
                 )
             )
             let startup = start.duration(to: clock.now)
@@ -43,7 +45,7 @@ struct ScaleTests {
             print("scale: \(Self.participants) participants subscribed in \(startup), handed off in \(report.duration)")
             #expect(report.handedOff.count == Self.participants)
             #expect(report.failures.count == 0)
-            #expect(report.duration < .seconds(10))
+            #expect(report.duration < .seconds(60))
         }
     }
 }
