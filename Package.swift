@@ -32,10 +32,18 @@ let package = Package(
             pkgConfig: "libmosquitto",
             providers: [.apt(["libmosquitto-dev"])]
         ),
+        // "Resume once: a result, the waiter's time limit or its cancellation, whichever comes first" (Completion),
+        // and the one thread that keeps every time limit (TimeoutClock). No dependency: MosquittoClient and Handoff use it.
+        .target(name: "AsyncCompletion"),
+        .testTarget(
+            name: "AsyncCompletionTests",
+            dependencies: ["AsyncCompletion"]
+        ),
         // A safe async MQTT client over libmosquitto.
         .target(
             name: "MosquittoClient",
             dependencies: [
+                "AsyncCompletion",
                 "CMosquitto",
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -45,6 +53,7 @@ let package = Package(
         .target(
             name: "Handoff",
             dependencies: [
+                "AsyncCompletion",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]

@@ -14,7 +14,7 @@ import Glibc
 /// labels (`HandoffChannel.checkpoint`, 64 at a time) on a transport whose Will has a delay of `willDelay`
 /// seconds; the bench's successor watches every label (a channel each, `subscribe()`; a task per label runs
 /// `complete()` on each `.available` and merges the batch). Once the successor holds every checkpoint (its
-/// `sync()`), the bench SIGKILLs the child; it times, on CLOCK_MONOTONIC, from just before `kill` to the arrival of
+/// `sync(timeout:)`), the bench SIGKILLs the child; it times, on CLOCK_MONOTONIC, from just before `kill` to the arrival of
 /// the Will at a separate observer connection, and to each label's merge. Repeated `repetitions` times, a new child
 /// (a new instance) each time, on the same successor. No floor: the floor has no Will and no claim of a released
 /// state; the figures are absolute, with the Will delay subtracted.

@@ -117,12 +117,13 @@ struct Announcer: Sendable {
         // The others' at QoS 0: statuses are retained and read again after every connect, and the broker queues
         // none of them for the sessions of participants that are gone.
         _ = try await client.subscribe(topics.instanceFilter, options: MQTTSubscribeOptions(qos: .atMostOnce))
-        try await router.sync(timeout: .seconds(10))
+        let timeout = router.options.operationTimeout
+        try await router.sync(timeout: timeout)
         // A newer connection announces itself; a birth of this one published late would overwrite its Will.
         guard isCurrent(incarnation) else { return }
         let birth = InstanceStatus.online(instance, incarnation: incarnation, released: book.releasedThrough)
         let (client, topic) = (self.client, topics.instance(instance))
-        try await withDeadline(.seconds(10), operation: "publish this participant's birth") {
+        try await withDeadline(timeout, operation: "publish this participant's birth") {
             try await client.publish(
                 topic, payload: birth.encoded(), qos: .atLeastOnce, retain: true, properties: MQTTPublishProperties(contentType: "application/json")
             )

@@ -32,6 +32,14 @@ public final class MQTTHandoffTransport: HandoffTransport {
         /// for the verdicts of this participant's claims in flight, and then for the broker to store the handoffs
         /// it gives back or dead-letters (see ``Settlement``).
         public var settleTimeout: Duration
+        /// How long ``MQTTHandoffTransport/watch(_:)`` waits for the first SUBSCRIBE's retained handoffs and for the
+        /// ordering marker after them. A watch through a ``HandoffChannel`` is bounded sooner by the channel's timeout;
+        /// this ends one that nobody bounds.
+        public var watchTimeout: Duration
+        /// The time limit of each of the transport's own operations that no caller waits for: each step of announcing
+        /// this participant after a connect (reading its own status back, publishing its birth; a failed announcement
+        /// is retried), and the dead letters the transport writes by itself.
+        public var operationTimeout: Duration
         /// The MQTT 5 Will Delay Interval (sent in whole seconds, rounded up) of the death notice on `{prefix}/instances/{instance}` that
         /// releases this participant's checkpoints to successors when its connection dies without a DISCONNECT
         /// (docs/PROTOCOL.md §9). A reconnect within the delay suppresses it. `nil`: no Will, no birth and no
@@ -74,6 +82,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
             handoffExpiry: Duration? = nil,
             sessionExpiry: Duration = .seconds(300),
             settleTimeout: Duration = .seconds(2),
+            watchTimeout: Duration = .seconds(60),
+            operationTimeout: Duration = .seconds(10),
             willDelay: Duration? = .seconds(5),
             livenessLease: Duration? = .seconds(30),
             keys: HandoffKeySet? = nil,
@@ -95,6 +105,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
             self.handoffExpiry = handoffExpiry
             self.sessionExpiry = sessionExpiry
             self.settleTimeout = settleTimeout
+            self.watchTimeout = watchTimeout
+            self.operationTimeout = operationTimeout
             self.willDelay = willDelay
             self.keys = keys
             self.arbiter = arbiter
@@ -333,7 +345,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
 
     /// Returns once every message the broker had queued for this participant before the call has been
     /// processed: waiting handoffs, claims and verdicts included (see docs/PROTOCOL.md, "Ordering markers").
-    public func sync(timeout: Duration = .seconds(10)) async throws {
+    public func sync(timeout: Duration) async throws {
         try await router.sync(timeout: timeout)
     }
 
@@ -348,8 +360,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
         do {
             try await subscribeWildcard(again: needsRetained)
             // Retained handoffs (and checkpoints) are sent right after the SUBACK; the marker comes after them. The caller's
-            // time limit (HandoffChannel's) bounds this; the minute here only ends a watch nobody bounds.
-            try await router.sync(timeout: .seconds(60))
+            // time limit (HandoffChannel's) bounds this; Options.watchTimeout only ends a watch nobody bounds.
+            try await router.sync(timeout: router.options.watchTimeout)
             // With an arbiter, the store lists what waits: a clustered broker may not deliver a retained message published
             // through another node. Listed after subscribing, so that a handoff published meanwhile arrives live.
             if let arbiter = router.options.arbiter {
@@ -375,7 +387,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
             let task = Task {
                 for filter in filters { _ = try await client.subscribe(filter, options: MQTTSubscribeOptions(qos: .atLeastOnce)) }
                 router.wildcardFilters.withLock { $0 = filters }
-                try await router.sync(timeout: .seconds(60))
+                try await router.sync(timeout: router.options.watchTimeout)
                 router.retainedReadAgain()
             }
             current = task
@@ -437,20 +449,13 @@ public final class MQTTHandoffTransport: HandoffTransport {
         // With an arbiter, the store holds it first: that is what successors list and claim (docs/PROTOCOL.md §11).
         try await router.options.arbiter?.store(prefix: topics.prefix, label: envelope.label, id: envelope.id.rawValue, payload: payload)
         // The PUBACK resumes this task directly; the time limit is kept by the shared TimeoutClock.
-        let acknowledgement = Acknowledgement()
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let timer = TimeoutClock.shared.schedule(after: timeout) {
-                    acknowledgement.resume(.failure(HandoffError.timeout(operation: "initiate handoff '\(envelope.label)'/\(envelope.id)", after: timeout)))
-                }
-                acknowledgement.start(continuation, timer: timer)
-                client.publish(topic, payload: payload, qos: .atLeastOnce, retain: true, properties: properties) { result in
-                    acknowledgement.resume(result)
-                }
-            }
-        } onCancel: {
-            acknowledgement.resume(.failure(CancellationError()))
+        let acknowledged = Completion<Void>()
+        client.publish(topic, payload: payload, qos: .atLeastOnce, retain: true, properties: properties) { result in
+            acknowledged.resume(result)
         }
+        try await acknowledged.wait(
+            timeLimit: timeout, timeoutError: { HandoffError.timeout(operation: "initiate handoff '\(envelope.label)'/\(envelope.id)", after: timeout) }
+        )
         logger.debug("Handoff stored on the broker", metadata: ["handoff.label": "\(envelope.label)", "handoff.id": "\(envelope.id)", "handoff.bytes": "\(payload.count)"])
     }
 
@@ -538,50 +543,5 @@ final class TaskSlot: Sendable {
             task?.cancel()
             task = new
         }
-    }
-}
-
-/// The one outcome of a publish whose acknowledgement a task waits for: the PUBACK, a failure, the time
-/// limit or a cancellation, whichever comes first.
-final class Acknowledgement: Sendable {
-    private struct State {
-        var continuation: CheckedContinuation<Void, any Error>?
-        var timer: TimeoutClock.Timeout?
-        var early: Result<Void, any Error>?
-        var finished = false
-    }
-
-    private let state = Mutex(State())
-
-    func start(_ continuation: CheckedContinuation<Void, any Error>, timer: TimeoutClock.Timeout) {
-        let early = state.withLock { state -> Result<Void, any Error>? in
-            if let early = state.early { return early }
-            state.continuation = continuation
-            state.timer = timer
-            return nil
-        }
-        if let early {
-            timer.cancel()
-            continuation.resume(with: early)
-        }
-    }
-
-    func resume(_ result: Result<Void, any Error>) {
-        let (continuation, timer) = state.withLock { state -> (CheckedContinuation<Void, any Error>?, TimeoutClock.Timeout?) in
-            guard !state.finished else { return (nil, nil) }
-            state.finished = true
-            guard let continuation = state.continuation else {
-                // Cancelled before start: remember the outcome for start.
-                state.early = result
-                return (nil, nil)
-            }
-            defer {
-                state.continuation = nil
-                state.timer = nil
-            }
-            return (continuation, state.timer)
-        }
-        timer?.cancel()
-        continuation?.resume(with: result)
     }
 }

@@ -1,3 +1,4 @@
+import AsyncCompletion
 import Foundation
 import Logging
 import Synchronization
@@ -6,13 +7,9 @@ import Synchronization
 ///
 /// libmosquitto's network thread calls back into it through the callbacks' userdata pointer (no global
 /// registry; see `Mosquitto/MosquittoCallbacks.swift`). Every callback copies what it needs out of
-/// libmosquitto's memory, updates the state under one `Mutex`, and resumes continuations or yields to
-/// streams after releasing it.
+/// libmosquitto's memory, updates the state under one `Mutex`, and resumes the waiting operations'
+/// ``Completion``s or yields to streams after releasing it.
 final class ClientCore: Sendable {
-    typealias PublishContinuation = PublishCompletion
-    typealias SubscribeContinuation = CheckedContinuation<MQTTQoS, any Error>
-    typealias UnsubscribeContinuation = CheckedContinuation<Void, any Error>
-
     enum Status: Sendable {
         case idle
         case connecting
@@ -21,29 +18,13 @@ final class ClientCore: Sendable {
         case shutDown
     }
 
-    /// Who waits for a publish's acknowledgement: a suspended task, or a callback.
-    enum PublishCompletion: Sendable {
-        case continuation(CheckedContinuation<Void, any Error>)
-        case callback(@Sendable (Result<Void, any Error>) -> Void)
-
-        func resume(with result: Result<Void, any Error>) {
-            switch self {
-            case .continuation(let continuation): continuation.resume(with: result)
-            case .callback(let callback): callback(result)
-            }
-        }
-
-        func resume(throwing error: any Error) {
-            resume(with: .failure(error))
-        }
-    }
-
-    /// An operation waiting for the broker's acknowledgement of message id `mid`.
-    struct Waiter<Continuation> {
-        var token: UInt64
+    /// An operation waiting for the broker's acknowledgement of its message id: what it is about (for errors), its
+    /// QoS (for what a lost connection fails) and the completion its caller waits for. An operation whose caller
+    /// stopped waiting (cancelled) stays until its acknowledgement or the connection's end: that resumes nobody.
+    struct Pending<Value: Sendable> {
         var what: String
         var qos: MQTTQoS
-        var continuation: Continuation
+        var completion: Completion<Value>
     }
 
     /// What a callback reported for a message id before the caller registered for it.
@@ -63,18 +44,14 @@ final class ClientCore: Sendable {
     struct State {
         var status: Status = .idle
         var hasConnected = false
-        var connectContinuation: CheckedContinuation<Void, any Error>?
-        var publishes: [Int32: Waiter<PublishContinuation>] = [:]
-        var subscribes: [Int32: Waiter<SubscribeContinuation>] = [:]
-        var unsubscribes: [Int32: Waiter<UnsubscribeContinuation>] = [:]
+        /// The first connect's outcome, which its caller waits for (see `MQTTClient.connect()`).
+        var connecting: Completion<Void>?
+        var publishes: [Int32: Pending<Void>] = [:]
+        var subscribes: [Int32: Pending<MQTTQoS>] = [:]
+        var unsubscribes: [Int32: Pending<Void>] = [:]
+        /// Acknowledgements that arrived before their operation was registered (the network thread can be faster
+        /// than the caller of a publish or (un)subscribe, which learns the message id on return).
         var early: [Int32: EarlyResult] = [:]
-        /// Message ids whose acknowledgement nobody waits for (cancelled operations, resubscriptions),
-        /// and whether that acknowledgement survives a reconnect (only QoS 1/2 publishes are resent).
-        var ignored: [Int32: Bool] = [:]
-        /// Tokens of operations cancelled before they were registered.
-        var cancelledTokens: Set<UInt64> = []
-        var tokenToMid: [UInt64: Int32] = [:]
-        var nextToken: UInt64 = 1
         /// Subscriptions to restore after a reconnect to a broker that kept no session.
         var subscriptions: [String: MQTTSubscribeOptions] = [:]
         var messageListeners: [UInt64: AsyncStream<MQTTMessage>.Continuation] = [:]
@@ -125,84 +102,48 @@ final class ClientCore: Sendable {
         self.logger = logger
     }
 
-    // MARK: - Tokens and registration
+    // MARK: - Registration
 
-    func makeToken() -> UInt64 {
-        state.withLock { state in
-            defer { state.nextToken += 1 }
-            return state.nextToken
+    /// Registers a publish for `mid` (`completion` gets the acknowledgement), or completes it at once if the
+    /// acknowledgement already arrived or the client is shut down.
+    func registerPublish(mid: Int32, topic: String, qos: MQTTQoS, completion: Completion<Void>) {
+        register(completion, mid: mid, what: topic, qos: qos, in: \.publishes) { early in
+            guard case .published(let reasonCode) = early else { return nil }
+            return MQTTError.publishResult(reasonCode: reasonCode, topic: topic)
         }
     }
 
-    /// Registers a publish for `mid`, or completes it at once if the acknowledgement already arrived
-    /// or the caller was cancelled meanwhile.
-    func registerPublish(mid: Int32, token: UInt64, topic: String, qos: MQTTQoS, continuation: PublishContinuation) {
-        let outcome: Result<Void, any Error>? = state.withLock { state in
-            if state.cancelledTokens.remove(token) != nil { return .failure(CancellationError()) }
+    /// Registers a subscribe for `mid`; `completion` gets the granted QoS or the refusal.
+    func registerSubscribe(mid: Int32, filter: String, completion: Completion<MQTTQoS>) {
+        register(completion, mid: mid, what: filter, qos: .atLeastOnce, in: \.subscribes) { early in
+            guard case .subscribed(let granted) = early else { return nil }
+            return MQTTError.subscribeResult(granted: granted, filter: filter)
+        }
+    }
+
+    /// Registers an unsubscribe for `mid`; `completion` gets the UNSUBACK.
+    func registerUnsubscribe(mid: Int32, filter: String, completion: Completion<Void>) {
+        register(completion, mid: mid, what: filter, qos: .atLeastOnce, in: \.unsubscribes) { early in
+            guard case .unsubscribed = early else { return nil }
+            return .success(())
+        }
+    }
+
+    private func register<Value: Sendable>(
+        _ completion: Completion<Value>,
+        mid: Int32,
+        what: String,
+        qos: MQTTQoS,
+        in table: WritableKeyPath<State, [Int32: Pending<Value>]>,
+        early result: (EarlyResult) -> Result<Value, any Error>?
+    ) {
+        let outcome: Result<Value, any Error>? = state.withLock { state in
             if state.status == .shutDown { return .failure(Self.shutdownError) }
-            if case .published(let reasonCode)? = state.early.removeValue(forKey: mid) {
-                return MQTTError.publishResult(reasonCode: reasonCode, topic: topic)
-            }
-            state.publishes[mid] = Waiter(token: token, what: topic, qos: qos, continuation: continuation)
-            state.tokenToMid[token] = mid
+            if let early = state.early.removeValue(forKey: mid), let outcome = result(early) { return outcome }
+            state[keyPath: table][mid] = Pending(what: what, qos: qos, completion: completion)
             return nil
         }
-        if let outcome { continuation.resume(with: outcome) }
-    }
-
-    func registerSubscribe(mid: Int32, token: UInt64, filter: String, continuation: SubscribeContinuation) {
-        let outcome: Result<MQTTQoS, any Error>? = state.withLock { state in
-            if state.cancelledTokens.remove(token) != nil { return .failure(CancellationError()) }
-            if state.status == .shutDown { return .failure(Self.shutdownError) }
-            if case .subscribed(let granted)? = state.early.removeValue(forKey: mid) {
-                return MQTTError.subscribeResult(granted: granted, filter: filter)
-            }
-            state.subscribes[mid] = Waiter(token: token, what: filter, qos: .atLeastOnce, continuation: continuation)
-            state.tokenToMid[token] = mid
-            return nil
-        }
-        if let outcome { continuation.resume(with: outcome) }
-    }
-
-    func registerUnsubscribe(mid: Int32, token: UInt64, filter: String, continuation: UnsubscribeContinuation) {
-        let outcome: Result<Void, any Error>? = state.withLock { state in
-            if state.cancelledTokens.remove(token) != nil { return .failure(CancellationError()) }
-            if state.status == .shutDown { return .failure(Self.shutdownError) }
-            if case .unsubscribed? = state.early.removeValue(forKey: mid) { return .success(()) }
-            state.unsubscribes[mid] = Waiter(token: token, what: filter, qos: .atLeastOnce, continuation: continuation)
-            state.tokenToMid[token] = mid
-            return nil
-        }
-        if let outcome { continuation.resume(with: outcome) }
-    }
-
-    /// Cancels the operation with `token`: its caller gets a `CancellationError` (the packet may still reach the broker).
-    func cancel(token: UInt64) {
-        let resume: (() -> Void)? = state.withLock { state in
-            guard let mid = state.tokenToMid.removeValue(forKey: token) else {
-                state.cancelledTokens.insert(token)
-                return nil
-            }
-            if let waiter = state.publishes.removeValue(forKey: mid) {
-                state.ignored[mid] = waiter.qos != .atMostOnce
-                return { waiter.continuation.resume(throwing: CancellationError()) }
-            }
-            if let waiter = state.subscribes.removeValue(forKey: mid) {
-                state.ignored[mid] = false
-                return { waiter.continuation.resume(throwing: CancellationError()) }
-            }
-            if let waiter = state.unsubscribes.removeValue(forKey: mid) {
-                state.ignored[mid] = false
-                return { waiter.continuation.resume(throwing: CancellationError()) }
-            }
-            return nil
-        }
-        resume?()
-    }
-
-    /// Forgets a cancellation mark for an operation that never reached registration (it failed synchronously).
-    func forget(token: UInt64) {
-        state.withLock { _ = $0.cancelledTokens.remove(token) }
+        if let outcome { completion.resume(outcome) }
     }
 
     // MARK: - Callbacks from libmosquitto's network thread
@@ -223,18 +164,16 @@ final class ClientCore: Sendable {
                     toResubscribe = state.subscriptions.sorted { $0.key < $1.key }
                 }
             }
-            return (event, state.connectContinuation.take(), Array(state.eventListeners.values), toResubscribe)
+            return (event, state.connecting.take(), Array(state.eventListeners.values), toResubscribe)
         }
-        if let connectWaiter {
-            if let error { connectWaiter.resume(throwing: error) } else { connectWaiter.resume() }
-        }
+        connectWaiter?.resume(error.map { .failure($0) } ?? .success(()))
         for listener in listeners { listener.yield(event) }
         if !toResubscribe.isEmpty {
             // Subscribing from a callback is allowed (only destroy, loop_stop and loop are not).
-            let mids = toResubscribe.compactMap { filter, options in try? handle.subscribe(filter, options: options) }
-            // Their SUBACKs arrive on this very thread, after this callback returns.
+            let mids = toResubscribe.compactMap { filter, options in (try? handle.subscribe(filter, options: options)).map { ($0, filter) } }
+            // Their SUBACKs arrive on this very thread, after this callback returns, and resume nobody.
             state.withLock { state in
-                for mid in mids { state.ignored[mid] = false }
+                for (mid, filter) in mids { state.subscribes[mid] = Pending(what: filter, qos: .atLeastOnce, completion: Completion()) }
             }
             logger.info("Restored subscriptions after reconnect", metadata: ["mqtt.broker": "\(endpoint)", "mqtt.subscriptions": "\(mids.count)"])
             for listener in listeners { listener.yield(.resubscribed(count: mids.count)) }
@@ -253,19 +192,15 @@ final class ClientCore: Sendable {
             state.subscribes = [:]
             state.unsubscribes = [:]
             for mid in publishes.keys { state.publishes[mid] = nil }
-            for token in subscribes.map(\.token) + unsubscribes.map(\.token) + publishes.values.map(\.token) {
-                state.tokenToMid[token] = nil
-            }
-            state.ignored = state.ignored.filter { $0.value }
             return (
-                error, state.status == .shutDown, state.connectContinuation.take(), subscribes, unsubscribes,
+                error, state.status == .shutDown, state.connecting.take(), subscribes, unsubscribes,
                 Array(publishes.values), Array(state.eventListeners.values)
             )
         }
         connectWaiter?.resume(throwing: error)
-        for waiter in subscribes { waiter.continuation.resume(throwing: lost) }
-        for waiter in unsubscribes { waiter.continuation.resume(throwing: lost) }
-        for waiter in publishes { waiter.continuation.resume(throwing: lost) }
+        for pending in subscribes { pending.completion.resume(throwing: lost) }
+        for pending in unsubscribes { pending.completion.resume(throwing: lost) }
+        for pending in publishes { pending.completion.resume(throwing: lost) }
         if shuttingDown {
             disconnected.signal()
         } else {
@@ -280,44 +215,38 @@ final class ClientCore: Sendable {
     }
 
     func didPublish(mid: Int32, reasonCode: Int32) {
-        let resume: (() -> Void)? = state.withLock { state in
-            if state.ignored.removeValue(forKey: mid) != nil { return nil }
-            guard let waiter = state.publishes.removeValue(forKey: mid) else {
+        let pending = state.withLock { state in
+            guard let pending = state.publishes.removeValue(forKey: mid) else {
                 state.early[mid] = .published(reasonCode: reasonCode)
-                return nil
+                return nil as Pending<Void>?
             }
-            state.tokenToMid[waiter.token] = nil
-            let result = MQTTError.publishResult(reasonCode: reasonCode, topic: waiter.what)
-            return { waiter.continuation.resume(with: result) }
+            return pending
         }
-        resume?()
+        guard let pending else { return }
+        pending.completion.resume(MQTTError.publishResult(reasonCode: reasonCode, topic: pending.what))
     }
 
     func didSubscribe(mid: Int32, granted: Int32) {
-        let resume: (() -> Void)? = state.withLock { state in
-            if state.ignored.removeValue(forKey: mid) != nil { return nil }
-            guard let waiter = state.subscribes.removeValue(forKey: mid) else {
+        let pending = state.withLock { state in
+            guard let pending = state.subscribes.removeValue(forKey: mid) else {
                 state.early[mid] = .subscribed(granted: granted)
-                return nil
+                return nil as Pending<MQTTQoS>?
             }
-            state.tokenToMid[waiter.token] = nil
-            let result = MQTTError.subscribeResult(granted: granted, filter: waiter.what)
-            return { waiter.continuation.resume(with: result) }
+            return pending
         }
-        resume?()
+        guard let pending else { return }
+        pending.completion.resume(MQTTError.subscribeResult(granted: granted, filter: pending.what))
     }
 
     func didUnsubscribe(mid: Int32) {
-        let resume: (() -> Void)? = state.withLock { state in
-            if state.ignored.removeValue(forKey: mid) != nil { return nil }
-            guard let waiter = state.unsubscribes.removeValue(forKey: mid) else {
+        let pending = state.withLock { state in
+            guard let pending = state.unsubscribes.removeValue(forKey: mid) else {
                 state.early[mid] = .unsubscribed
-                return nil
+                return nil as Pending<Void>?
             }
-            state.tokenToMid[waiter.token] = nil
-            return { waiter.continuation.resume() }
+            return pending
         }
-        resume?()
+        pending?.completion.resume(returning: ())
     }
 
     func didReceive(_ message: MQTTMessage) {
@@ -335,7 +264,7 @@ final class ClientCore: Sendable {
             let isTLSFailure = severity == .error && (text.contains("OpenSSL") || text.contains("TLS"))
             let connectWaiter = state.withLock { state in
                 state.lastLoggedError = text
-                return isTLSFailure && state.status == .connecting ? state.connectContinuation.take() : nil
+                return isTLSFailure && state.status == .connecting ? state.connecting.take() : nil
             }
             connectWaiter?.resume(throwing: MQTTError(.tlsFailure, "The TLS handshake with \(endpoint) failed: \(text); check the CA file, the client certificate and that the broker's certificate names this host"))
             logger.debug("libmosquitto: \(text)", metadata: ["mqtt.broker": "\(endpoint)"])
@@ -352,23 +281,22 @@ final class ClientCore: Sendable {
             guard state.status != .shutDown else { return nil }
             let taken = state
             state.status = .shutDown
-            state.connectContinuation = nil
+            state.connecting = nil
             state.publishes = [:]
             state.subscribes = [:]
             state.unsubscribes = [:]
             state.messageListeners = [:]
             state.messageHandler = nil
             state.eventListeners = [:]
-            state.tokenToMid = [:]
             state.early = [:]
             return taken
         }
         guard let taken else { return false }
         let error = Self.shutdownError
-        taken.connectContinuation?.resume(throwing: error)
-        for waiter in taken.publishes.values { waiter.continuation.resume(throwing: error) }
-        for waiter in taken.subscribes.values { waiter.continuation.resume(throwing: error) }
-        for waiter in taken.unsubscribes.values { waiter.continuation.resume(throwing: error) }
+        taken.connecting?.resume(throwing: error)
+        for pending in taken.publishes.values { pending.completion.resume(throwing: error) }
+        for pending in taken.subscribes.values { pending.completion.resume(throwing: error) }
+        for pending in taken.unsubscribes.values { pending.completion.resume(throwing: error) }
         for listener in taken.messageListeners.values { listener.finish() }
         for listener in taken.eventListeners.values { listener.finish() }
         return true

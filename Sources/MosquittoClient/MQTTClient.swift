@@ -1,3 +1,4 @@
+import AsyncCompletion
 import Foundation
 import Logging
 import Synchronization
@@ -66,7 +67,8 @@ public final class MQTTClient: Sendable {
         if core.markShutDown() {
             let (handle, core) = (self.handle, self.core)
             let loopStarted = lifecycle.withLock { $0.loopStarted }
-            Thread { Self.teardown(handle: handle, core: core, loopStarted: loopStarted, grace: .milliseconds(200)) }.start()
+            let grace = configuration.shutdownTimeout / 3
+            Thread { Self.teardown(handle: handle, core: core, loopStarted: loopStarted, grace: grace) }.start()
         }
     }
 
@@ -110,23 +112,24 @@ public final class MQTTClient: Sendable {
         }
         let core = self.core
         let timeout = configuration.connectTimeout
-        let timer = Task {
-            try await Task.sleep(for: timeout)
-            let (continuation, logged) = core.state.withLock { ($0.connectContinuation.take(), $0.lastLoggedError) }
-            let detail = logged.map { " (last error: \($0))" } ?? ""
-            continuation?.resume(throwing: MQTTError(.timeout, "The broker at \(core.endpoint) did not answer CONNECT within \(timeout)\(detail)"))
+        // Resumed by the CONNACK, a lost connection, a TLS failure in libmosquitto's log or shutdown (ClientCore).
+        let connected = Completion<Void>()
+        core.state.withLock { $0.connecting = connected }
+        do {
+            try handle.startLoop()
+            lifecycle.withLock { $0.loopStarted = true }
+        } catch {
+            connected.resume(throwing: error)
         }
-        defer { timer.cancel() }
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            core.state.withLock { $0.connectContinuation = continuation }
-            do {
-                try handle.startLoop()
-                lifecycle.withLock { $0.loopStarted = true }
-            } catch {
-                let continuation = core.state.withLock { $0.connectContinuation.take() }
-                continuation?.resume(throwing: error)
-            }
-        }
+        // Not cancellable: the network thread runs now, and connect() shuts the client down when this throws.
+        try await connected.wait(
+            timeLimit: timeout,
+            onTimeLimit: {
+                let detail = core.state.withLock { $0.lastLoggedError }.map { " (last error: \($0))" } ?? ""
+                return .failure(MQTTError(.timeout, "The broker at \(core.endpoint) did not answer CONNECT within \(timeout)\(detail)"))
+            },
+            cancellable: false
+        )
     }
 
     /// `true` while the broker connection is up.
@@ -149,22 +152,11 @@ public final class MQTTClient: Sendable {
         properties: MQTTPublishProperties = .none
     ) async throws {
         try preparePublish(topic, payload: payload, qos: qos)
-        let (handle, core, version) = (self.handle, self.core, configuration.protocolVersion)
-        let token = core.makeToken()
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                do {
-                    // With QoS 1/2 libmosquitto queues the message even when disconnected and sends it after the reconnect.
-                    let mid = try handle.publish(topic, payload: payload, qos: qos, retain: retain, properties: properties, protocolVersion: version)
-                    core.registerPublish(mid: mid, token: token, topic: topic, qos: qos, continuation: .continuation(continuation))
-                } catch {
-                    core.forget(token: token)
-                    continuation.resume(throwing: error)
-                }
-            }
-        } onCancel: {
-            core.cancel(token: token)
-        }
+        // With QoS 1/2 libmosquitto queues the message even when disconnected and sends it after the reconnect.
+        let mid = try handle.publish(topic, payload: payload, qos: qos, retain: retain, properties: properties, protocolVersion: configuration.protocolVersion)
+        let acknowledged = Completion<Void>()
+        core.registerPublish(mid: mid, topic: topic, qos: qos, completion: acknowledged)
+        try await acknowledged.value
     }
 
     /// Publishes like ``publish(_:payload:qos:retain:properties:)`` without waiting: `completion` is called
@@ -186,7 +178,9 @@ public final class MQTTClient: Sendable {
         } catch {
             return completion(.failure(error))
         }
-        core.registerPublish(mid: mid, token: core.makeToken(), topic: topic, qos: qos, continuation: .callback(completion))
+        let acknowledged = Completion<Void>()
+        acknowledged.onFinish(completion)
+        core.registerPublish(mid: mid, topic: topic, qos: qos, completion: acknowledged)
     }
 
     /// Checks that a publish can be made now.
@@ -214,23 +208,12 @@ public final class MQTTClient: Sendable {
     public func subscribe(_ filter: String, options: MQTTSubscribeOptions = MQTTSubscribeOptions()) async throws -> MQTTQoS {
         let effective = configuration.protocolVersion == .v5 ? options : MQTTSubscribeOptions(qos: options.qos)
         try checkConnected(to: "subscribe to '\(filter)'")
-        let (handle, core) = (self.handle, self.core)
         let previous = core.state.withLock { $0.subscriptions.updateValue(effective, forKey: filter) }
-        let token = core.makeToken()
         do {
-            return try await withTaskCancellationHandler {
-                try await withCheckedThrowingContinuation { (continuation: ClientCore.SubscribeContinuation) in
-                    do {
-                        let mid = try handle.subscribe(filter, options: effective)
-                        core.registerSubscribe(mid: mid, token: token, filter: filter, continuation: continuation)
-                    } catch {
-                        core.forget(token: token)
-                        continuation.resume(throwing: error)
-                    }
-                }
-            } onCancel: {
-                core.cancel(token: token)
-            }
+            let mid = try handle.subscribe(filter, options: effective)
+            let granted = Completion<MQTTQoS>()
+            core.registerSubscribe(mid: mid, filter: filter, completion: granted)
+            return try await granted.value
         } catch let error as MQTTError where error.code != .connectionLost {
             core.state.withLock { state in
                 if let previous { state.subscriptions[filter] = previous } else { state.subscriptions[filter] = nil }
@@ -242,22 +225,11 @@ public final class MQTTClient: Sendable {
     /// Unsubscribes and returns when the broker has acknowledged it.
     public func unsubscribe(_ filter: String) async throws {
         try checkConnected(to: "unsubscribe from '\(filter)'")
-        let (handle, core) = (self.handle, self.core)
         core.state.withLock { _ = $0.subscriptions.removeValue(forKey: filter) }
-        let token = core.makeToken()
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: ClientCore.UnsubscribeContinuation) in
-                do {
-                    let mid = try handle.unsubscribe(filter)
-                    core.registerUnsubscribe(mid: mid, token: token, filter: filter, continuation: continuation)
-                } catch {
-                    core.forget(token: token)
-                    continuation.resume(throwing: error)
-                }
-            }
-        } onCancel: {
-            core.cancel(token: token)
-        }
+        let mid = try handle.unsubscribe(filter)
+        let acknowledged = Completion<Void>()
+        core.registerUnsubscribe(mid: mid, filter: filter, completion: acknowledged)
+        try await acknowledged.value
     }
 
     private func checkConnected(to what: String) throws {
@@ -280,10 +252,6 @@ public final class MQTTClient: Sendable {
         return stream
     }
 
-    /// Calls `handler` for every message received from now on, on libmosquitto's network thread, in the
-    /// order received and before the message reaches the streams of ``messages()``; replaces any earlier
-    /// handler. For swift-handoff's own modules, which route messages without a hop to a task: `handler` must
-    /// be quick, must not block, and must not call ``shutdown()``.
     /// Makes the Will of each connection: `provider(n)` is asked for the Will of connection `n` (1 for the first
     /// ``connect()``, then one more after each lost connection, before the reconnect sends it), and replaces
     /// `configuration.will`. Call it before ``connect()``. It runs on libmosquitto's network thread: keep it short.
@@ -302,6 +270,10 @@ public final class MQTTClient: Sendable {
         core.state.withLock { $0.connectionNumber }
     }
 
+    /// Calls `handler` for every message received from now on, on libmosquitto's network thread, in the
+    /// order received and before the message reaches the streams of ``messages()``; replaces any earlier
+    /// handler. For swift-handoff's own modules, which route messages without a hop to a task: `handler` must
+    /// be quick, must not block, and must not call ``shutdown()``.
     package func setMessageHandler(_ handler: @escaping @Sendable (MQTTMessage) -> Void) {
         core.state.withLock { state in
             guard state.status != .shutDown else { return }

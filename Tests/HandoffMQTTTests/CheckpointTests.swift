@@ -116,7 +116,7 @@ struct CheckpointTests {
             _ = try await channel.subscribe()
             await proxy.cutAllConnections()  // reconnects within about a second
             try await Task.sleep(for: .seconds(5))
-            try await successor.sync()
+            try await successor.sync(timeout: .seconds(10))
             #expect(try await channel.complete().handoffs.isEmpty)
             #expect(!predecessor.isFenced(label))
             #expect(try await HandoffChannel<Int>(label: label, transport: predecessor).checkpoint(8) == .written)
@@ -277,7 +277,7 @@ struct CheckpointTests {
             try await predecessor.removeCheckpoint(label, timeout: .seconds(5))
             await predecessor.shutdown()
             try await Task.sleep(for: .seconds(2))
-            try await successor.sync()
+            try await successor.sync(timeout: .seconds(10))
             var merged: [ClaimedHandoff<Int>] = []
             merged += try await channel.complete().handoffs
             #expect(merged.map(\.state) == [12])

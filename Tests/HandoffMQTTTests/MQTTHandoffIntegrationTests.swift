@@ -45,7 +45,7 @@ struct MQTTHandoffIntegrationTests {
                     for n in 2...4 { _ = try await sender.initiate(Tally(count: n, note: "small")) }
                 }
                 #expect(await notices.wait { notices, _ in notices.count >= 4 })
-                try await successor.sync()
+                try await successor.sync(timeout: .seconds(10))
                 let states = try await channel.complete().handoffs.map(\.state).sorted { $0.count < $1.count }
                 #expect(states.map(\.count) == [1, 2, 3, 4])
                 #expect(states.first == big)

@@ -38,7 +38,7 @@ struct PythonCheckpointTests {
             #expect(last.topic == "\(python.prefix)/checkpoints/\(label.topicLevel)/\(written.instance)")
 
             // While the Python writer lives, its checkpoint is held: nobody is offered it.
-            try await successor.sync()
+            try await successor.sync(timeout: .seconds(10))
             #expect(try await channel.complete().handoffs.isEmpty)
 
             let clock = ContinuousClock()
@@ -68,7 +68,7 @@ struct PythonCheckpointTests {
             let late = try await python.connectCheckpointing()
             let lateChannel = HandoffChannel<InteropNote>(label: label, transport: late)
             _ = try await lateChannel.subscribe()
-            try await late.sync()
+            try await late.sync(timeout: .seconds(10))
             #expect(try await lateChannel.complete().handoffs.isEmpty)
             await late.shutdown()
             await successor.shutdown()
@@ -86,13 +86,13 @@ struct PythonCheckpointTests {
                 "checkpoint", ["--label", label.rawValue, "--data", InteropNote.pythonTemplate, "--count", "2", "--end", "handoff"])
             let handoffID = try #require(output.handoff?.id, "the Python writer did not hand off")
             try await Task.sleep(for: .seconds(2))  // a Will (delay 1 s) would have been published by now
-            try await successor.sync()
+            try await successor.sync(timeout: .seconds(10))
             var merged: [ClaimedHandoff<InteropNote>] = []
             _ = await eventually(upTo: .seconds(10)) {
                 merged += (try? await channel.complete().handoffs) ?? []
                 return !merged.isEmpty
             }
-            try await successor.sync()
+            try await successor.sync(timeout: .seconds(10))
             merged += try await channel.complete().handoffs
             #expect(merged.map(\.id.rawValue) == [handoffID])
             #expect(merged.first?.isCheckpoint == false)
@@ -177,7 +177,7 @@ struct PythonCheckpointTests {
             #expect(cases.count >= 5 && cases.allSatisfy { $0.expect != "ok" }, "\(cases)")
 
             // Their writers released nothing: ignored (they would write again).
-            try await live.sync()
+            try await live.sync(timeout: .seconds(10))
             #expect(try await liveChannel.complete().handoffs.isEmpty)
             #expect(try await live.deadLetters(label, timeout: .seconds(10)).isEmpty)
 

@@ -116,7 +116,7 @@ struct StoppingTests {
                 let batch = (try? await drain.complete()) ?? HandoffBatch()
                 record(batch.handoffs)
                 guard (try? await last.pending(label))?.isEmpty == true else { return false }
-                try? await last.sync()
+                try? await last.sync(timeout: .seconds(10))
                 let dead = (try? await last.deadLetters(label, timeout: .seconds(10))) ?? []
                 letters.withLock { $0 = Set(dead.map(\.id)) }
                 let merged = merges.withLock { Set($0.keys) }
@@ -196,7 +196,7 @@ struct StoppingTests {
             await proxy.pause()
             await #expect(throws: HandoffError.self) { try await successor.claim(waiting, timeout: .milliseconds(300)) }
             await proxy.resume()
-            try await successor.sync()
+            try await successor.sync(timeout: .seconds(10))
             // The verdict came after all: won, not merged, and offered again.
             #expect(await observer.winner(label, envelope.id.rawValue, within: .seconds(5)) == successor.origin.instance)
             await observer.stop()
