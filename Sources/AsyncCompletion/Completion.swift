@@ -163,3 +163,28 @@ package struct CompletionTimeLimit: Error, Sendable, CustomStringConvertible {
 
     package var description: String { "The time limit passed before the operation completed" }
 }
+
+/// Runs `body` and returns its result, or throws `timeoutError()` once `timeLimit` has passed, whether or not `body`
+/// reacts to cancellation (it is cancelled and left to finish on its own). Cancelling the caller throws
+/// `CancellationError` at once; a caller cancelled already does not start `body`.
+///
+/// `body` starts at once on the caller's thread (`Task.immediate`): one that finishes without suspending costs no
+/// thread hop and no timer. Otherwise the time limit is kept by ``TimeoutClock`` (see ``Completion``).
+package func withTimeLimit<T: Sendable>(
+    _ timeLimit: Duration,
+    timeoutError: @escaping @Sendable () -> any Error,
+    _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try Task.checkCancellation()
+    let completion = Completion<T>()
+    let work = Task.immediate {
+        do {
+            completion.resume(returning: try await body())
+        } catch {
+            completion.resume(throwing: error)
+        }
+    }
+    // Whoever came first, the work is not needed any more (a no-op if it finished).
+    defer { work.cancel() }
+    return try await completion.wait(timeLimit: timeLimit, timeoutError: timeoutError)
+}

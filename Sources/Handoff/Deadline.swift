@@ -7,23 +7,12 @@
 /// Cancelling the caller throws `CancellationError` at once.
 ///
 /// `body` starts at once on the caller's thread (`Task.immediate`): one that finishes without suspending
-/// costs no thread hop and no timer. Otherwise the time limit is kept by `TimeoutClock` (see `Completion`).
+/// costs no thread hop and no timer. Otherwise the time limit is kept by `TimeoutClock` (see `withTimeLimit`
+/// and `Completion`).
 public func withDeadline<T: Sendable>(
     _ timeout: Duration,
     operation: String,
     _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
-    // A caller cancelled already does not start the work.
-    try Task.checkCancellation()
-    let completion = Completion<T>()
-    let work = Task.immediate {
-        do {
-            completion.resume(returning: try await body())
-        } catch {
-            completion.resume(throwing: error)
-        }
-    }
-    // Whoever came first, the work is not needed any more (a no-op if it finished).
-    defer { work.cancel() }
-    return try await completion.wait(timeLimit: timeout, timeoutError: { HandoffError.timeout(operation: operation, after: timeout) })
+    try await withTimeLimit(timeout, timeoutError: { HandoffError.timeout(operation: operation, after: timeout) }, body)
 }

@@ -84,16 +84,7 @@ struct BrokerSession: Sendable {
     /// `operation`, failing with a clear error after this session's time limit.
     func withTimeout<T: Sendable>(_ what: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
         let timeout = self.timeout
-        return try await withThrowingTaskGroup(of: T.self) { group in
-            group.addTask { try await operation() }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                throw CLIError("the broker did not answer within \(timeout): could not \(what)")
-            }
-            defer { group.cancelAll() }
-            // One of the two always finishes first.
-            return try await group.next()!
-        }
+        return try await withTimeLimit(timeout, timeoutError: { CLIError("the broker did not answer within \(timeout): could not \(what)") }, operation)
     }
 }
 

@@ -16,13 +16,15 @@ final class OutcomeCollector: Sendable {
         var entries: [Entry]
         var remaining: Int
         var closed = false
-        var waiter: CheckedContinuation<Void, Never>?
     }
 
     private let state: Mutex<State>
+    /// Resumed when the last outcome is recorded.
+    private let allKnown = Completion<Void>()
 
     init(count: Int) {
         state = Mutex(State(entries: Array(repeating: Entry(), count: count), remaining: count))
+        if count == 0 { allKnown.resume(returning: ()) }
     }
 
     /// Records the envelope of participant `index` (before it is sent).
@@ -35,30 +37,19 @@ final class OutcomeCollector: Sendable {
 
     /// Records the outcome of participant `index`; ignored after ``close()``.
     func finish(_ index: Int, _ outcome: HandoffShutdownOutcome) {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            guard !state.closed, state.entries[index].outcome == nil else { return nil }
+        let last = state.withLock { state in
+            guard !state.closed, state.entries[index].outcome == nil else { return false }
             state.entries[index].outcome = outcome
             state.remaining -= 1
-            return state.remaining == 0 ? state.waiter.take() : nil
+            return state.remaining == 0
         }
-        waiter?.resume()
+        if last { allKnown.resume(returning: ()) }
     }
 
     /// Waits until every outcome is known or `deadline` has passed.
     func wait(until deadline: ContinuousClock.Instant) async {
-        let timer = Task {
-            try? await Task.sleep(until: deadline, clock: .continuous)
-            self.state.withLock { $0.waiter.take() }?.resume()
-        }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let done = state.withLock { state in
-                if state.remaining == 0 || ContinuousClock.now >= deadline { return true }
-                state.waiter = continuation
-                return false
-            }
-            if done { continuation.resume() }
-        }
-        timer.cancel()
+        // Not cancellable: the shutdown waits for the outcomes whatever happens to its task.
+        _ = try? await allKnown.wait(timeLimit: ContinuousClock.now.duration(to: deadline), onTimeLimit: { .success(()) }, cancellable: false)
     }
 
     /// Stops recording and returns the entries as they are.

@@ -148,6 +148,53 @@ struct CompletionTests {
     }
 }
 
+@Suite("withTimeLimit", .timeLimit(.minutes(1)))
+struct WithTimeLimitTests {
+    @Test("a body that finishes first returns its result, without suspending if it never suspends")
+    func bodyFirst() async throws {
+        #expect(try await withTimeLimit(.seconds(30), timeoutError: { TimedOut() }, { 1 }) == 1)
+        let value = try await withTimeLimit(.seconds(30), timeoutError: { TimedOut() }) {
+            try await Task.sleep(for: .milliseconds(10))
+            return 2
+        }
+        #expect(value == 2)
+    }
+
+    @Test("the time limit ends the wait with the caller's error, and the body is cancelled")
+    func timeLimitFirst() async throws {
+        let bodyCancelled = Completion<Bool>()
+        await #expect(throws: TimedOut.self) {
+            try await withTimeLimit(.milliseconds(50), timeoutError: { TimedOut() }) {
+                // Reports whether it was cancelled.
+                try? await Task.sleep(for: .seconds(30))
+                bodyCancelled.resume(returning: Task.isCancelled)
+            }
+        }
+        #expect(try await bodyCancelled.wait(timeLimit: .seconds(10), timeoutError: { TimedOut() }))
+    }
+
+    @Test("cancelling the caller throws CancellationError at once; a caller cancelled already does not start the body")
+    func callerCancelled() async throws {
+        let waiter = Task {
+            try await withTimeLimit(.seconds(30), timeoutError: { TimedOut() }) {
+                try? await Task.sleep(for: .seconds(30))
+                return 0
+            }
+        }
+        try await Task.sleep(for: .milliseconds(20))
+        waiter.cancel()
+        await #expect(throws: CancellationError.self) { try await waiter.value }
+
+        let started = Completion<Void>()
+        let cancelledFirst = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await withTimeLimit(.seconds(30), timeoutError: { TimedOut() }) { started.resume(returning: ()) }
+        }
+        await #expect(throws: CancellationError.self) { try await cancelledFirst.value }
+        #expect(!started.isFinished)
+    }
+}
+
 @Suite("TimeoutClock", .timeLimit(.minutes(1)))
 struct TimeoutClockTests {
     @Test("a limit fires after its delay; a cancelled one never does; earlier limits fire first")
