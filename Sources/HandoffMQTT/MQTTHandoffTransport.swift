@@ -38,7 +38,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
         public var watchTimeout: Duration
         /// The time limit of each of the transport's own operations that no caller waits for: each step of announcing
         /// this participant after a connect (reading its own status back, publishing its birth; a failed announcement
-        /// is retried), and the dead letters the transport writes by itself.
+        /// is retried).
         public var operationTimeout: Duration
         /// The MQTT 5 Will Delay Interval (sent in whole seconds, rounded up) of the death notice on `{prefix}/instances/{instance}` that
         /// releases this participant's checkpoints to successors when its connection dies without a DISCONNECT
