@@ -62,10 +62,10 @@ swift test --filter ClusterTests 2>&1 | tee "$cluster_log"
 cluster_status=${PIPESTATUS[0]}
 set -e
 
-summarize() { # name, status, log
+summarize() { # name, status, log (grep finding nothing is not a failure here)
     echo "== $1: status $2"
-    grep -E '^(✘|error:|Fatal error|.*: error: )' "$3" | grep -v '^✘ Suite' | head -40
-    grep -E 'Test run with|Executed [0-9]+ tests?' "$3" | tail -2
+    { grep -E '^(✘|error:|Fatal error|.*: error: )' "$3" || true; } | { grep -v '^✘ Suite' || true; } | head -40
+    { grep -E '^(✔|✘) Test run with' "$3" || true; } | tail -1
 }
 echo
 echo "== summary"
