@@ -73,6 +73,7 @@ let package = Package(
         .target(
             name: "HandoffMQTT",
             dependencies: [
+                "AsyncCompletion",
                 "Handoff",
                 "HandoffClaims",
                 "MosquittoClient",
@@ -90,6 +91,7 @@ let package = Package(
         .target(
             name: "HandoffService",
             dependencies: [
+                "AsyncCompletion",
                 "Handoff",
                 "HandoffMQTT",
                 "MosquittoClient",
@@ -103,6 +105,7 @@ let package = Package(
         .executableTarget(
             name: "HandoffCLI",
             dependencies: [
+                "AsyncCompletion",
                 "Handoff",
                 "HandoffMQTT",
                 "HandoffRedis",

@@ -1,6 +1,4 @@
-// The completion primitive and the time-limit clock live in AsyncCompletion, which MosquittoClient uses too;
-// re-exported so that every module built on Handoff has them.
-@_exported import AsyncCompletion
+import AsyncCompletion
 
 /// Runs `body` and returns its result, or throws ``HandoffError/timeout(operation:after:)`` once `timeout`
 /// has passed, whether or not `body` reacts to cancellation (it is cancelled and left to finish on its own).

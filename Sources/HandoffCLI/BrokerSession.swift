@@ -1,3 +1,4 @@
+import AsyncCompletion
 import Foundation
 import Handoff
 import HandoffMQTT

@@ -1,3 +1,4 @@
+import AsyncCompletion
 import Foundation
 import Handoff
 import HandoffClaims
@@ -127,7 +128,7 @@ final class HandoffRouter: Sendable {
             Task {
                 var disposition = HandoffRejection.Disposition.deadLettered
                 do {
-                    try await deadLetter(label: label, id: key, payload: payload, reason: reason, detail: detail, claim: claim, timeout: .seconds(10))
+                    try await deadLetter(label: label, id: key, payload: payload, reason: reason, detail: detail, claim: claim, timeout: options.operationTimeout)
                     logger.warning(
                         "A message on a handoff topic is not a readable handoff; moved it to the dead letters",
                         metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.reason": "\(reason.rawValue)", "handoff.detail": "\(detail)"]
@@ -153,7 +154,7 @@ final class HandoffRouter: Sendable {
         case .deadLetterOutcomeUnknown(let entry, let detail):
             Task {
                 try? await deadLetter(
-                    label: entry.envelope.label, id: entry.key, payload: entry.payload, reason: .claimOutcomeUnknown, detail: detail, timeout: .seconds(10)
+                    label: entry.envelope.label, id: entry.key, payload: entry.payload, reason: .claimOutcomeUnknown, detail: detail, timeout: options.operationTimeout
                 )
             }
         case .droppedTrackedLabels(let limit):

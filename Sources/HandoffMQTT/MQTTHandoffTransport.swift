@@ -1,3 +1,4 @@
+import AsyncCompletion
 import Foundation
 import Handoff
 import HandoffClaims
@@ -38,7 +39,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
         public var watchTimeout: Duration
         /// The time limit of each of the transport's own operations that no caller waits for: each step of announcing
         /// this participant after a connect (reading its own status back, publishing its birth; a failed announcement
-        /// is retried).
+        /// is retried), and the dead letters it writes on its own (a message on a handoff topic that is not a readable
+        /// handoff, a claim whose outcome became unknown).
         public var operationTimeout: Duration
         /// The MQTT 5 Will Delay Interval (sent in whole seconds, rounded up) of the death notice on `{prefix}/instances/{instance}` that
         /// releases this participant's checkpoints to successors when its connection dies without a DISCONNECT
