@@ -23,7 +23,7 @@ struct BrokerSession: Sendable {
         let instance = newInstance()
         configuration.clientID = "handoff-\(instance)"
         configuration.cleanStart = true
-        configuration.sessionExpiryInterval = 0
+        configuration.sessionExpiry = .zero
         let client = try MQTTClient(configuration: configuration, logger: options.logger)
         try await client.connect()
         return BrokerSession(client: client, topics: topics, instance: instance, timeout: try options.stepTimeout())

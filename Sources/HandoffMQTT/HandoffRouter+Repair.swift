@@ -57,7 +57,7 @@ extension HandoffRouter {
         let (client, topic) = (self.client, roundTopic(label, key))
         let properties = MQTTPublishProperties(
             userProperties: [MQTTUserProperty(HandoffProperty.restoreBy, origin.instance)],
-            messageExpiryInterval: options.handoffExpirySeconds, contentType: Self.contentType
+            messageExpiry: options.handoffExpiry, contentType: Self.contentType
         )
         Task { [self] in
             try? await Task.sleep(for: .milliseconds(Int.random(in: 0..<Self.restoreJitterMilliseconds)))

@@ -248,7 +248,7 @@ final class HandoffRouter: Sendable {
     /// not for one it merged before.
     func returnHandoff(label: HandoffLabel, id: String, payload: Data, timeout: Duration) async throws {
         state.withLock { $0.machine.givingBack(label, id) }
-        let properties = MQTTPublishProperties(messageExpiryInterval: options.handoffExpirySeconds, contentType: Self.contentType)
+        let properties = MQTTPublishProperties(messageExpiry: options.handoffExpiry, contentType: Self.contentType)
         let (client, topic, arbiter, prefix) = (self.client, roundTopic(label, id), key(isArbitrated: id) ? options.arbiter : nil, topics.prefix)
         try await withDeadline(timeout, operation: "return handoff '\(label)'/\(id)") {
             try await arbiter?.store(prefix: prefix, label: label, id: id, payload: payload)

@@ -54,7 +54,7 @@ extension MQTTHandoffTransport: HandoffChunking {
         let (client, topics, data) = (self.client, self.topics, envelope.data)
         let (label, id) = (envelope.label, envelope.id.rawValue)
         let count = (data.count - 1) / chunkSize + 1
-        let properties = MQTTPublishProperties(messageExpiryInterval: router.options.handoffExpirySeconds)
+        let properties = MQTTPublishProperties(messageExpiry: router.options.handoffExpiry)
         let window = Self.chunkWindow
         do {
             return try await withDeadline(timeout, operation: "store the \(count) chunks of handoff '\(label)'/\(id)") {

@@ -115,11 +115,6 @@ public final class MQTTHandoffTransport: HandoffTransport {
             self.trackedBytesLimit = trackedBytesLimit
             self.claimRanking = claimRanking
         }
-
-        /// ``handoffExpiry`` as the MQTT Message Expiry Interval.
-        var handoffExpirySeconds: UInt32? { handoffExpiry.map(\.mqttSeconds) }
-        /// ``willDelay`` as the MQTT Will Delay Interval.
-        var willDelaySeconds: UInt32? { willDelay.map(\.mqttSeconds) }
     }
 
     /// What stopping did with the handoffs this participant held and nobody else would: a stopping participant
@@ -166,7 +161,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
     /// ``Options/willDelay``), and after each connect the participant publishes its birth there.
     ///
     /// The transport sets these fields of `configuration`: `protocolVersion` (5), `clientID` (`handoff-{instance}`),
-    /// `cleanStart` (false), `sessionExpiryInterval` (``Options/sessionExpiry``) and `will` (its own). A value given
+    /// `cleanStart` (false), `sessionExpiry` (``Options/sessionExpiry``) and `will` (its own). A value given
     /// that differs is replaced, and a warning names it.
     public static func connect(
         configuration: MQTTConfiguration,
@@ -177,12 +172,12 @@ public final class MQTTHandoffTransport: HandoffTransport {
         let topics = try HandoffTopics(prefix: options.prefix)
         let configuration = Self.withProtocolFields(configuration, options: options, origin: origin, logger: logger)
         let client = try MQTTClient(configuration: configuration, logger: logger)
-        if let willDelay = options.willDelaySeconds {
+        if let willDelay = options.willDelay {
             let (topic, instance) = (topics.instance(origin.instance), origin.instance)
             client.setWillProvider { connection in
                 MQTTConfiguration.Will(
                     topic: topic, payload: InstanceStatus.dead(instance, incarnation: Int(connection)).encoded(), qos: .atLeastOnce,
-                    retain: true, properties: MQTTPublishProperties(contentType: "application/json"), delayInterval: willDelay
+                    retain: true, properties: MQTTPublishProperties(contentType: "application/json"), delay: willDelay
                 )
             }
         }
@@ -207,7 +202,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
         configuration.protocolVersion = .v5
         configuration.clientID = "handoff-\(origin.instance)"
         configuration.cleanStart = false
-        configuration.sessionExpiryInterval = options.sessionExpiry.mqttSeconds
+        configuration.sessionExpiry = options.sessionExpiry
         configuration.will = nil
         // Warned about: values given on purpose (not the defaults) that differ from the protocol's. The default clean start
         // (true) is replaced silently: every MQTT client starts that way unless told otherwise.
@@ -215,8 +210,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
         var replaced: [String] = []
         if given.protocolVersion != configuration.protocolVersion { replaced.append("protocolVersion") }
         if let clientID = given.clientID, clientID != configuration.clientID { replaced.append("clientID") }
-        if given.sessionExpiryInterval != defaults.sessionExpiryInterval, given.sessionExpiryInterval != configuration.sessionExpiryInterval {
-            replaced.append("sessionExpiryInterval")
+        if given.sessionExpiry != defaults.sessionExpiry, given.sessionExpiry != configuration.sessionExpiry {
+            replaced.append("sessionExpiry")
         }
         if given.will != nil { replaced.append("will") }
         if !replaced.isEmpty {
@@ -445,7 +440,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
 
     public func initiate(_ envelope: HandoffEnvelope, timeout: Duration) async throws {
         let topic = topics.handoff(envelope.label, id: envelope.id.rawValue)
-        let properties = MQTTPublishProperties(messageExpiryInterval: router.options.handoffExpirySeconds, contentType: HandoffRouter.contentType)
+        let properties = MQTTPublishProperties(messageExpiry: router.options.handoffExpiry, contentType: HandoffRouter.contentType)
         // A large state goes first as chunks; what waits on the handoff topic is then its manifest (docs/PROTOCOL.md §12).
         let payload = try await outgoingPayload(of: envelope, timeout: timeout)
         // With an arbiter, the store holds it first: that is what successors list and claim (docs/PROTOCOL.md §11).

@@ -31,8 +31,9 @@ public struct MQTTConfiguration: Sendable {
         public var qos: MQTTQoS
         public var retain: Bool
         public var properties: MQTTPublishProperties
-        /// MQTT 5 Will Delay Interval in seconds: a reconnect within this time suppresses the Will.
-        public var delayInterval: UInt32?
+        /// MQTT 5 Will Delay Interval (sent in whole seconds, rounded up): a reconnect within this time suppresses the
+        /// Will.
+        public var delay: Duration?
 
         public init(
             topic: String,
@@ -40,27 +41,27 @@ public struct MQTTConfiguration: Sendable {
             qos: MQTTQoS = .atLeastOnce,
             retain: Bool = false,
             properties: MQTTPublishProperties = .none,
-            delayInterval: UInt32? = nil
+            delay: Duration? = nil
         ) {
             self.topic = topic
             self.payload = payload
             self.qos = qos
             self.retain = retain
             self.properties = properties
-            self.delayInterval = delayInterval
+            self.delay = delay
         }
     }
 
     /// Automatic reconnection with exponential backoff.
     public struct Reconnect: Sendable, Hashable {
-        /// First delay after a lost connection, in seconds (at least 1: libmosquitto counts whole seconds).
-        public var initialDelay: UInt32
-        /// Largest delay between attempts, in seconds.
-        public var maximumDelay: UInt32
+        /// First delay after a lost connection (whole seconds, rounded up, at least 1: libmosquitto counts seconds).
+        public var initialDelay: Duration
+        /// Largest delay between attempts (whole seconds, rounded up, at least ``initialDelay``).
+        public var maximumDelay: Duration
 
-        public init(initialDelay: UInt32 = 1, maximumDelay: UInt32 = 10) {
-            self.initialDelay = max(1, initialDelay)
-            self.maximumDelay = max(self.initialDelay, maximumDelay)
+        public init(initialDelay: Duration = .seconds(1), maximumDelay: Duration = .seconds(10)) {
+            self.initialDelay = .seconds(max(1, initialDelay.mqttSeconds))
+            self.maximumDelay = .seconds(max(self.initialDelay.mqttSeconds, maximumDelay.mqttSeconds))
         }
     }
 
@@ -74,13 +75,14 @@ public struct MQTTConfiguration: Sendable {
     public var password: String?
     /// Client identifier. `nil` lets the client generate a unique one (required for clean-start sessions only).
     public var clientID: String?
-    /// Keep-alive interval in seconds.
-    public var keepAlive: Int32
+    /// Keep-alive interval (sent in whole seconds, rounded up; libmosquitto accepts 5 s or more).
+    public var keepAlive: Duration
     public var protocolVersion: MQTTProtocolVersion
     /// Start with a new session (`true`) or resume the broker's session for this client id (`false`).
     public var cleanStart: Bool
-    /// MQTT 5 Session Expiry Interval in seconds: how long the broker keeps the session after a disconnect.
-    public var sessionExpiryInterval: UInt32
+    /// MQTT 5 Session Expiry Interval (sent in whole seconds, rounded up): how long the broker keeps the session after a
+    /// disconnect. `.zero`: the session ends with the connection.
+    public var sessionExpiry: Duration
     public var will: Will?
     public var reconnect: Reconnect
     /// How long ``MQTTClient/connect()`` waits for the broker's CONNACK.
@@ -109,10 +111,10 @@ public struct MQTTConfiguration: Sendable {
         username: String? = nil,
         password: String? = nil,
         clientID: String? = nil,
-        keepAlive: Int32 = 30,
+        keepAlive: Duration = .seconds(30),
         protocolVersion: MQTTProtocolVersion = .v5,
         cleanStart: Bool = true,
-        sessionExpiryInterval: UInt32 = 0,
+        sessionExpiry: Duration = .zero,
         will: Will? = nil,
         reconnect: Reconnect = Reconnect(),
         connectTimeout: Duration = .seconds(10),
@@ -130,7 +132,7 @@ public struct MQTTConfiguration: Sendable {
         self.keepAlive = keepAlive
         self.protocolVersion = protocolVersion
         self.cleanStart = cleanStart
-        self.sessionExpiryInterval = sessionExpiryInterval
+        self.sessionExpiry = sessionExpiry
         self.will = will
         self.reconnect = reconnect
         self.connectTimeout = connectTimeout

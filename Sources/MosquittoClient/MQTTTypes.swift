@@ -37,8 +37,9 @@ public struct MQTTUserProperty: Sendable, Hashable, Codable {
 public struct MQTTPublishProperties: Sendable, Hashable {
     /// User properties, in order.
     public var userProperties: [MQTTUserProperty]
-    /// Seconds after which the broker discards the message (retained copies included).
-    public var messageExpiryInterval: UInt32?
+    /// How long until the broker discards the message, retained copies included (MQTT 5 Message Expiry Interval: sent
+    /// in whole seconds, rounded up; on a received message, what is left of it).
+    public var messageExpiry: Duration?
     /// The MIME type of the payload.
     public var contentType: String?
     /// Correlation data for request/response.
@@ -50,14 +51,14 @@ public struct MQTTPublishProperties: Sendable, Hashable {
 
     public init(
         userProperties: [MQTTUserProperty] = [],
-        messageExpiryInterval: UInt32? = nil,
+        messageExpiry: Duration? = nil,
         contentType: String? = nil,
         correlationData: [UInt8]? = nil,
         responseTopic: String? = nil,
         payloadIsUTF8: Bool? = nil
     ) {
         self.userProperties = userProperties
-        self.messageExpiryInterval = messageExpiryInterval
+        self.messageExpiry = messageExpiry
         self.contentType = contentType
         self.correlationData = correlationData
         self.responseTopic = responseTopic

@@ -71,7 +71,7 @@ struct ClusterSmokeTests {
                 try await subscriber.subscribe("props/#", options: MQTTSubscribeOptions(qos: .atLeastOnce))
                 let properties = MQTTPublishProperties(
                     userProperties: [MQTTUserProperty("k", "v"), MQTTUserProperty("k", "w"), MQTTUserProperty("claimer", "node-a")],
-                    messageExpiryInterval: 600,
+                    messageExpiry: .seconds(600),
                     contentType: "application/json",
                     correlationData: [1, 2, 3],
                     responseTopic: "reply/here"
@@ -82,7 +82,7 @@ struct ClusterSmokeTests {
                 #expect(message.properties.contentType == "application/json")
                 #expect(message.properties.correlationData == [1, 2, 3])
                 #expect(message.properties.responseTopic == "reply/here")
-                print("message expiry after crossing nodes: \(String(describing: message.properties.messageExpiryInterval))")
+                print("message expiry after crossing nodes: \(String(describing: message.properties.messageExpiry))")
             }
         }
     }

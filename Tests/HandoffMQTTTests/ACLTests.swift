@@ -178,7 +178,7 @@ struct ACLTests {
             func willIsPublished(by user: String, instance: String) async throws -> Bool {
                 var configuration = broker.tenant(user)
                 configuration.clientID = "will-\(user)-\(UUID().uuidString.prefix(8))"
-                configuration.reconnect = .init(initialDelay: 60, maximumDelay: 60)  // stays away once taken over
+                configuration.reconnect = .init(initialDelay: .seconds(60), maximumDelay: .seconds(60))  // stays away once taken over
                 let status = deadStatus(instance)
                 configuration.will = MQTTConfiguration.Will(topic: topics.instance(instance), payload: status, qos: .atLeastOnce, retain: true)
                 let dying = try MQTTClient(configuration: configuration)
@@ -212,7 +212,7 @@ extension MosquittoBroker {
     fileprivate func tenant(_ user: String) -> MQTTConfiguration {
         MQTTConfiguration(
             host: host, port: authenticatedPort, username: user, password: "\(user)-secret",
-            reconnect: .init(initialDelay: 1, maximumDelay: 1)
+            reconnect: .init(initialDelay: .seconds(1), maximumDelay: .seconds(1))
         )
     }
 }

@@ -133,7 +133,7 @@ struct CheckpointTests {
             let proxy = try await TCPProxy.start(forwardingTo: broker.plainPort)
             defer { proxy.stop() }
             var configuration = MQTTConfiguration(host: broker.host, port: proxy.port)
-            configuration.keepAlive = 5  // libmosquitto's smallest
+            configuration.keepAlive = .seconds(5)  // libmosquitto's smallest
             let predecessor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)
             let fencing = predecessor.fencing()
             try await HandoffChannel<Int>(label: label, transport: predecessor).checkpoint(99)

@@ -151,7 +151,7 @@ struct MQTTHandoffIntegrationTests {
             defer { proxy.stop() }
             let label = try HandoffLabel("cut")
             var configuration = MQTTConfiguration(host: broker.host, port: proxy.port)
-            configuration.reconnect = .init(initialDelay: 1, maximumDelay: 1)
+            configuration.reconnect = .init(initialDelay: .seconds(1), maximumDelay: .seconds(1))
             let successor = try await MQTTHandoffTransport.connect(configuration: configuration)
             let channel = HandoffChannel<Tally>(label: label, transport: successor, timeout: .seconds(20))
             _ = try await channel.subscribe()
@@ -182,7 +182,7 @@ struct MQTTHandoffIntegrationTests {
                 for index in 0..<total { expected.insert(try await sender.initiate(Tally(count: index, note: "kill")).id.rawValue) }
             }
             var configuration = MQTTConfiguration(host: broker.host, port: broker.plainPort)
-            configuration.reconnect = .init(initialDelay: 1, maximumDelay: 1)
+            configuration.reconnect = .init(initialDelay: .seconds(1), maximumDelay: .seconds(1))
             let merged = Locked<[String: Int]>([:])
             var successors: [MQTTHandoffTransport] = []
             for _ in 0..<2 { successors.append(try await MQTTHandoffTransport.connect(configuration: configuration)) }

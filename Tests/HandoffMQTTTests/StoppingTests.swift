@@ -150,7 +150,7 @@ struct StoppingTests {
             let proxy = try await TCPProxy.start(forwardingTo: broker.plainPort)
             defer { proxy.stop() }
             var configuration = MQTTConfiguration(host: broker.host, port: proxy.port)
-            configuration.reconnect = .init(initialDelay: 1, maximumDelay: 1)
+            configuration.reconnect = .init(initialDelay: .seconds(1), maximumDelay: .seconds(1))
             let successor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)
             _ = try await successor.watch(label)
             #expect(try await successor.pending(label).map(\.id) == [envelope.id])

@@ -74,7 +74,7 @@ struct MQTTClientIntegrationTests {
                 let (publisher, subscriber) = (clients[0], clients[1])
                 try await publisher.publish(
                     "expiring/a", payload: Data("soon gone".utf8), qos: .atLeastOnce, retain: true,
-                    properties: MQTTPublishProperties(messageExpiryInterval: 1)
+                    properties: MQTTPublishProperties(messageExpiry: .seconds(1))
                 )
                 try await publisher.publish("expiring/b", payload: Data("stays".utf8), qos: .atLeastOnce, retain: true)
                 try await Task.sleep(for: .milliseconds(2_200))
@@ -171,7 +171,7 @@ struct MQTTClientIntegrationTests {
     func reconnectAndResubscribe() async throws {
         try await withMosquittoBroker { broker in
             var configuration = MQTTConfiguration(host: broker.host, port: broker.plainPort)
-            configuration.reconnect = .init(initialDelay: 1, maximumDelay: 1)
+            configuration.reconnect = .init(initialDelay: .seconds(1), maximumDelay: .seconds(1))
             try await MQTTClient.withConnection(configuration) { client in
                 let events = client.events()
                 let messages = client.messages()

@@ -52,7 +52,7 @@ do {
     var telemetry = broker
     telemetry.clientID = "edge-gateway-\(gatewayID)-telemetry"
     telemetry.cleanStart = false
-    telemetry.sessionExpiryInterval = 3_600
+    telemetry.sessionExpiry = .seconds(3_600)
     let active = Shared(false)
     let shutdownRequestedAt = Shared<Double?>(nil)
     let consumer = TelemetryConsumer(

@@ -7,11 +7,11 @@ extension MosquittoHandle {
     /// thread (``startLoop()``). Returns why it failed, or `nil`.
     func connect(_ configuration: MQTTConfiguration) -> MosquittoReturnCode? {
         let properties = MosquittoPropertyList()
-        if configuration.protocolVersion == .v5, configuration.sessionExpiryInterval > 0 {
-            try? properties.add(Int32(MQTT_PROP_SESSION_EXPIRY_INTERVAL.rawValue), uint32: configuration.sessionExpiryInterval)
+        if configuration.protocolVersion == .v5, configuration.sessionExpiry.mqttSeconds > 0 {
+            try? properties.add(Int32(MQTT_PROP_SESSION_EXPIRY_INTERVAL.rawValue), uint32: configuration.sessionExpiry.mqttSeconds)
         }
         errno = 0
-        let rc = mosquitto_connect_bind_v5(pointer, configuration.host, Int32(configuration.port), configuration.keepAlive, nil, properties.pointer)
+        let rc = mosquitto_connect_bind_v5(pointer, configuration.host, Int32(configuration.port), Int32(clamping: configuration.keepAlive.mqttSeconds), nil, properties.pointer)
         return rc == MOSQ_ERR_SUCCESS.rawValue ? nil : MosquittoReturnCode(rc, errno: errno)
     }
 

@@ -81,7 +81,7 @@ struct MosquittoHandle: @unchecked Sendable {
         }
         try setWill(configuration.will, protocolVersion: configuration.protocolVersion)
         let reconnect = configuration.reconnect
-        try check(mosquitto_reconnect_delay_set(pointer, reconnect.initialDelay, reconnect.maximumDelay, true), "set the reconnect delay")
+        try check(mosquitto_reconnect_delay_set(pointer, reconnect.initialDelay.mqttSeconds, reconnect.maximumDelay.mqttSeconds, true), "set the reconnect delay")
     }
 
     /// Sets (or, with `nil`, clears) the Will sent with the next CONNECT. Safe before the network thread starts and
@@ -97,7 +97,7 @@ struct MosquittoHandle: @unchecked Sendable {
             return
         }
         let properties = protocolVersion == .v5
-            ? try MosquittoPropertyList(publish: will.properties, willDelay: will.delayInterval) : MosquittoPropertyList()
+            ? try MosquittoPropertyList(publish: will.properties, willDelay: will.delay) : MosquittoPropertyList()
         let rc = will.payload.withUnsafeBytes { buffer in
             mosquitto_will_set_v5(pointer, will.topic, Int32(buffer.count), buffer.baseAddress, will.qos.rawValue, will.retain, properties.pointer)
         }

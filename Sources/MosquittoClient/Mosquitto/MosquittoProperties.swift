@@ -50,13 +50,13 @@ final class MosquittoPropertyList {
     }
 
     /// The list for the properties of a PUBLISH or a Will.
-    convenience init(publish properties: MQTTPublishProperties, willDelay: UInt32? = nil) throws {
+    convenience init(publish properties: MQTTPublishProperties, willDelay: Duration? = nil) throws {
         self.init()
         for userProperty in properties.userProperties {
             try add(userProperty: userProperty)
         }
-        if let expiry = properties.messageExpiryInterval {
-            try add(Int32(MQTT_PROP_MESSAGE_EXPIRY_INTERVAL.rawValue), uint32: expiry)
+        if let expiry = properties.messageExpiry {
+            try add(Int32(MQTT_PROP_MESSAGE_EXPIRY_INTERVAL.rawValue), uint32: expiry.mqttSeconds)
         }
         if let contentType = properties.contentType {
             try add(Int32(MQTT_PROP_CONTENT_TYPE.rawValue), string: contentType)
@@ -71,7 +71,7 @@ final class MosquittoPropertyList {
             try add(Int32(MQTT_PROP_PAYLOAD_FORMAT_INDICATOR.rawValue), byte: isUTF8 ? 1 : 0)
         }
         if let willDelay {
-            try add(Int32(MQTT_PROP_WILL_DELAY_INTERVAL.rawValue), uint32: willDelay)
+            try add(Int32(MQTT_PROP_WILL_DELAY_INTERVAL.rawValue), uint32: willDelay.mqttSeconds)
         }
     }
 
@@ -102,7 +102,7 @@ extension MQTTPublishProperties {
         }
         var expiry: UInt32 = 0
         if mosquitto_property_read_int32(list, Int32(MQTT_PROP_MESSAGE_EXPIRY_INTERVAL.rawValue), &expiry, false) != nil {
-            messageExpiryInterval = expiry
+            messageExpiry = .seconds(Int64(expiry))
         }
         contentType = Self.readString(list, Int32(MQTT_PROP_CONTENT_TYPE.rawValue))
         responseTopic = Self.readString(list, Int32(MQTT_PROP_RESPONSE_TOPIC.rawValue))
