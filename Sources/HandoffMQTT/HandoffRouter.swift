@@ -18,15 +18,20 @@ final class HandoffRouter: Sendable {
     typealias Entry = ClaimStateMachine.Entry
     typealias Unsettled = ClaimStateMachine.Unsettled
 
-    /// A claim waiting for its verdict: the caller's continuation, resumed once.
+    /// A claim waiting for its verdict: the caller's completion and the claim's time limit.
+    ///
+    /// Who answers a claim (its verdict, its time limit, a cancellation, a stop) is decided under the router's lock, by
+    /// taking the waiter out of ``State/waiters`` together with the state machine's bookkeeping: a won verdict is never
+    /// recorded as answered while the caller was told of a timeout. So the completion's own time limit and cancellation
+    /// are not used: the timer and the cancellation handler go through ``HandoffRouter/abandonClaim(_:_:token:error:unpublished:)``.
     struct ClaimWaiter {
-        var continuation: CheckedContinuation<Bool, any Error>
+        let verdict: Completion<Bool>
         /// The claim's time limit, disarmed when the waiter is resumed.
-        var timer: TimeoutClock.Timeout
+        let timer: TimeoutClock.Timeout
 
         func resume(with result: Result<Bool, any Error>) {
             timer.cancel()
-            continuation.resume(with: result)
+            _ = verdict.resume(result)
         }
     }
 
@@ -37,7 +42,7 @@ final class HandoffRouter: Sendable {
         /// The claims waiting for their verdict, by the machine's token.
         var waiters: [UInt64: ClaimWaiter] = [:]
         /// The ordering markers in flight and the callers they answer.
-        var markers = OrderingMarkers<CheckedContinuation<Void, any Error>>()
+        var markers = OrderingMarkers<Completion<Void>>()
     }
 
     let client: MQTTClient
@@ -357,49 +362,49 @@ final class HandoffRouter: Sendable {
         do {
             // The caller's task waits for the verdict itself (no task in between: the verdict resumes it directly);
             // the time limit is kept by the shared TimeoutClock.
-            return try await withTaskCancellationHandler {
-                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
-                    let timer = TimeoutClock.shared.schedule(after: timeout) { [self] in
-                        // Like a cancellation, a timeout leaves the handoff marked as claimed: the verdict decides.
-                        abandonClaim(label, id, token: token, error: HandoffError.timeout(operation: "claim", after: timeout))
-                    }
-                    let cancelled = Task.isCancelled
-                    let (registration, superseded) = state.withLock { state -> (ClaimStateMachine.ClaimRegistration, ClaimWaiter?) in
-                        let registration = state.machine.registerClaim(label, id, token: token, cancelled: cancelled)
-                        guard case .waiting(let superseded) = registration else { return (registration, nil) }
-                        state.waiters[token] = ClaimWaiter(continuation: continuation, timer: timer)
-                        return (registration, superseded.flatMap { state.waiters.removeValue(forKey: $0) })
-                    }
-                    // (Only one claim of a topic is in flight at a time; should another one have been, it is answered.)
-                    superseded?.resume(with: .failure(HandoffError.claimOutcomeUnknown(
-                        label: label, id: envelope.id, detail: "a newer claim of the same topic took its place")))
-                    switch registration {
-                    case .shutDown:
-                        timer.cancel()
-                        return continuation.resume(throwing: HandoffError.shutdown)
-                    case .cancelled:
-                        timer.cancel()
-                        return continuation.resume(throwing: CancellationError())
-                    case .decided(let won):
-                        timer.cancel()
-                        return continuation.resume(returning: won)
-                    case .waiting: break
-                    }
-                    if rankedDelay > .zero {
-                        // Published when its turn comes, unless the verdict (or a cancellation, a stop) answers it first.
-                        _ = TimeoutClock.shared.schedule(after: rankedDelay) { [self] in
-                            publishRankedClaim(topic: topic, token: token, label: label, id: id, properties: properties)
-                        }
-                        return
-                    }
-                    // The clear is published after the waiter is registered: the verdict cannot be missed.
-                    // Nobody waits for its PUBACK: only a failure matters.
-                    client.publish(topic, payload: Data(), qos: .atLeastOnce, retain: true, properties: properties) { [self] result in
-                        guard case .failure(let error) = result else { return }
-                        // The clear did not go out: the handoff is still waiting and may be claimed again.
-                        abandonClaim(label, id, token: token, error: error, unpublished: true)
-                    }
+            let verdict = Completion<Bool>()
+            let timer = TimeoutClock.shared.schedule(after: timeout) { [self] in
+                // Like a cancellation, a timeout leaves the handoff marked as claimed: the verdict decides.
+                abandonClaim(label, id, token: token, error: HandoffError.timeout(operation: "claim", after: timeout))
+            }
+            let cancelled = Task.isCancelled
+            let (registration, superseded) = state.withLock { state -> (ClaimStateMachine.ClaimRegistration, ClaimWaiter?) in
+                let registration = state.machine.registerClaim(label, id, token: token, cancelled: cancelled)
+                guard case .waiting(let superseded) = registration else { return (registration, nil) }
+                state.waiters[token] = ClaimWaiter(verdict: verdict, timer: timer)
+                return (registration, superseded.flatMap { state.waiters.removeValue(forKey: $0) })
+            }
+            // (Only one claim of a topic is in flight at a time; should another one have been, it is answered.)
+            superseded?.resume(with: .failure(HandoffError.claimOutcomeUnknown(
+                label: label, id: envelope.id, detail: "a newer claim of the same topic took its place")))
+            switch registration {
+            case .shutDown:
+                timer.cancel()
+                throw HandoffError.shutdown
+            case .cancelled:
+                timer.cancel()
+                throw CancellationError()
+            case .decided(let won):
+                timer.cancel()
+                return won
+            case .waiting: break
+            }
+            if rankedDelay > .zero {
+                // Published when its turn comes, unless the verdict (or a cancellation, a stop) answers it first.
+                _ = TimeoutClock.shared.schedule(after: rankedDelay) { [self] in
+                    publishRankedClaim(topic: topic, token: token, label: label, id: id, properties: properties)
                 }
+            } else {
+                // The clear is published after the waiter is registered: the verdict cannot be missed.
+                // Nobody waits for its PUBACK: only a failure matters.
+                client.publish(topic, payload: Data(), qos: .atLeastOnce, retain: true, properties: properties) { [self] result in
+                    guard case .failure(let error) = result else { return }
+                    // The clear did not go out: the handoff is still waiting and may be claimed again.
+                    abandonClaim(label, id, token: token, error: error, unpublished: true)
+                }
+            }
+            return try await withTaskCancellationHandler {
+                try await verdict.wait(timeLimit: nil, cancellable: false)
             } onCancel: {
                 self.abandonClaim(label, id, token: token, error: CancellationError())
             }
@@ -495,20 +500,19 @@ final class HandoffRouter: Sendable {
     /// Returns once every message the broker queued for this participant before now has been routed (see
     /// ``OrderingMarkers``: callers that arrive while a marker is in flight share the next one).
     func sync(timeout: Duration) async throws {
-        try await withDeadline(timeout, operation: "sync with the broker") { [self] in
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                switch state.withLock({ $0.markers.request(continuation) }) {
-                case .shutDown: continuation.resume(throwing: HandoffError.shutdown)
-                case .publish(let nonce): publishMarker(nonce)
-                case .armFlush:
-                    // Progress even if the marker in flight is slow or lost.
-                    _ = TimeoutClock.shared.schedule(after: .milliseconds(50)) { [self] in
-                        if let next = state.withLock({ $0.markers.flush() }) { publishMarker(next) }
-                    }
-                case .wait: break
-                }
+        let answered = Completion<Void>()
+        switch state.withLock({ $0.markers.request(answered) }) {
+        case .shutDown: _ = answered.resume(throwing: HandoffError.shutdown)
+        case .publish(let nonce): publishMarker(nonce)
+        case .armFlush:
+            // Progress even if the marker in flight is slow or lost.
+            _ = TimeoutClock.shared.schedule(after: .milliseconds(50)) { [self] in
+                if let next = state.withLock({ $0.markers.flush() }) { publishMarker(next) }
             }
+        case .wait: break
         }
+        // A marker answering after the time limit resumes a completion that is finished already: nothing happens.
+        try await answered.wait(timeLimit: timeout) { HandoffError.timeout(operation: "sync with the broker", after: timeout) }
     }
 
     private func publishMarker(_ nonce: String) {
@@ -521,7 +525,7 @@ final class HandoffRouter: Sendable {
     /// A marker came back (or could not be sent): answer its callers, and send the next one for the queued.
     private func markerDone(_ nonce: String, _ result: Result<Void, any Error>) {
         let (waiters, next) = state.withLock { $0.markers.done(nonce) }
-        for waiter in waiters { waiter.resume(with: result) }
+        for waiter in waiters { _ = waiter.resume(result) }
         if let next { publishMarker(next) }
     }
 
@@ -579,7 +583,7 @@ final class HandoffRouter: Sendable {
         perform(actions)
         // (Every waiter is the machine's and answered above; one answered meanwhile is not resumed twice.)
         for token in waiters.keys { answer(token, .failure(HandoffError.shutdown)) }
-        for continuation in syncs { continuation.resume(throwing: HandoffError.shutdown) }
+        for answered in syncs { _ = answered.resume(throwing: HandoffError.shutdown) }
         return unsettled
     }
 }
