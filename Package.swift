@@ -140,12 +140,12 @@ let package = Package(
         // Unit tests of the core: no broker, no libmosquitto.
         .testTarget(
             name: "HandoffTests",
-            dependencies: ["Handoff", "HandoffTestSupport"]
+            dependencies: ["Handoff", "HandoffTestSupport", "MosquittoTestKit"]
         ),
         // What the unit and integration tests share: the transport conformance scenarios and small helpers.
         .target(
             name: "HandoffTestSupport",
-            dependencies: ["Handoff"],
+            dependencies: ["Handoff", "MosquittoTestKit"],
             path: "Tests/HandoffTestSupport"
         ),
         // Integration tests of the MQTT backend against private mosquitto brokers (and the Python client).

@@ -276,6 +276,11 @@ final class ClientCore: Sendable {
     // MARK: - Shutdown
 
     /// Marks the client shut down and fails everything pending. Returns `false` if it already was.
+    ///
+    /// The streams of ``MQTTClient/messages()`` keep receiving until ``endMessageDelivery()``, called once the network
+    /// thread stopped: a QoS 1/2 message that arrives before the DISCONNECT goes out is acknowledged by libmosquitto,
+    /// so dropping it here would lose it for every session holder (a successor attaching to a persistent session never
+    /// gets it again).
     func markShutDown() -> Bool {
         let taken = state.withLock { state -> State? in
             guard state.status != .shutDown else { return nil }
@@ -285,7 +290,6 @@ final class ClientCore: Sendable {
             state.publishes = [:]
             state.subscribes = [:]
             state.unsubscribes = [:]
-            state.messageListeners = [:]
             state.messageHandler = nil
             state.eventListeners = [:]
             state.early = [:]
@@ -297,9 +301,18 @@ final class ClientCore: Sendable {
         for pending in taken.publishes.values { pending.completion.resume(throwing: error) }
         for pending in taken.subscribes.values { pending.completion.resume(throwing: error) }
         for pending in taken.unsubscribes.values { pending.completion.resume(throwing: error) }
-        for listener in taken.messageListeners.values { listener.finish() }
         for listener in taken.eventListeners.values { listener.finish() }
         return true
+    }
+
+    /// Ends the streams of ``MQTTClient/messages()``, once nothing more can arrive (the network thread stopped, or was
+    /// abandoned). What they buffered is still read by their consumers.
+    func endMessageDelivery() {
+        let listeners = state.withLock { state in
+            defer { state.messageListeners = [:] }
+            return Array(state.messageListeners.values)
+        }
+        for listener in listeners { listener.finish() }
     }
 
     static let shutdownError = MQTTError(.shutdown, "The MQTT client was shut down")

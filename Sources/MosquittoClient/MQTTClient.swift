@@ -325,6 +325,8 @@ public final class MQTTClient: Sendable {
             return state.loopStarted
         }
         guard let loopStarted else { return }
+        // (Ended by teardown once the network thread stopped; here too if teardown was abandoned.)
+        defer { core.endMessageDelivery() }
         let timeout = configuration.shutdownTimeout
         let grace = timeout / 3
         let finished: Void? = await runOnDedicatedThread(name: "mqtt-shutdown", timeout: timeout) {
@@ -349,6 +351,7 @@ public final class MQTTClient: Sendable {
             // A forced stop cancels the thread even inside a blocking connect(); libmosquitto issues 2545/2328.
             handle.stopLoop(force: !graceful)
         }
+        core.endMessageDelivery()
         handle.destroy(releasing: core)
     }
 }

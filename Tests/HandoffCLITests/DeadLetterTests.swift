@@ -2,6 +2,7 @@ import Foundation
 import Handoff
 import HandoffMQTT
 import MosquittoClient
+import MosquittoTestKit
 import Testing
 
 @Suite("handoff dead-letters, requeue, purge", .timeLimit(.minutes(1)))

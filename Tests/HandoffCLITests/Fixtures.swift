@@ -67,12 +67,3 @@ func deadLetterProperties(_ reason: String, detail: String, topic: String) -> MQ
 
 let quietLogger = Logger(label: "cli-tests", factory: { _ in SwiftLogNoOpLogHandler() })
 
-/// Polls `condition` until it holds, up to `limit`.
-func eventually(upTo limit: Duration = .seconds(10), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + limit
-    while true {
-        if try await condition() { return true }
-        if ContinuousClock.now >= deadline { return false }
-        try? await Task.sleep(for: .milliseconds(20))
-    }
-}

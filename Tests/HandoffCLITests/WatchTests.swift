@@ -2,6 +2,7 @@ import Foundation
 import Handoff
 import HandoffMQTT
 import MosquittoClient
+import MosquittoTestKit
 import Testing
 
 @Suite("handoff watch", .timeLimit(.minutes(1)))

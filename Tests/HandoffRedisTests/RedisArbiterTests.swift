@@ -178,11 +178,3 @@ final class Merges: Sendable {
     func withLock<T>(_ body: (inout [String: [String]]) -> T) -> T { state.withLock { body(&$0) } }
 }
 
-func eventually(upTo limit: Duration = .seconds(5), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + limit
-    while true {
-        if try await condition() { return true }
-        if ContinuousClock.now >= deadline { return false }
-        try? await Task.sleep(for: .milliseconds(5))
-    }
-}

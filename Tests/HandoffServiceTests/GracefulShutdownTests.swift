@@ -5,6 +5,7 @@ import Logging
 import MetricsTestKit
 import ServiceLifecycle
 import ServiceLifecycleTestKit
+import MosquittoTestKit
 import Testing
 
 /// The service's lifecycle over the in-process transport: graceful shutdown hands off, successors merge, merges

@@ -32,17 +32,6 @@ func uniqueLabel(_ name: String) -> HandoffLabel {
     try! HandoffLabel("service-test/\(name)/\(UUID().uuidString.prefix(8))")
 }
 
-/// Polls `condition` until it holds, up to `limit`; returns whether it did.
-func eventually(upTo limit: Duration = .seconds(10), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let clock = ContinuousClock()
-    let deadline = clock.now + limit
-    while true {
-        if try await condition() { return true }
-        if clock.now >= deadline { return false }
-        try? await Task.sleep(for: .milliseconds(5))
-    }
-}
-
 /// A ``HandoffService`` running under a graceful shutdown trigger of its own (ServiceLifecycleTestKit), as a
 /// ServiceGroup would run it.
 struct RunningService: Sendable {

@@ -1,5 +1,6 @@
 import Foundation
 import Handoff
+import MosquittoTestKit
 import Synchronization
 
 /// Collects the notices of a watch stream in the background, so tests can wait for them with a deadline.
@@ -35,17 +36,6 @@ package final class NoticeRecorder: Sendable {
         until condition: @Sendable ([HandoffNotice], Bool) -> Bool
     ) async -> Bool {
         await eventually(upTo: limit) { self.log.state.withLock { condition($0.notices, $0.finished) } }
-    }
-}
-
-/// Polls `condition` until it holds, up to `limit`; returns whether it did.
-package func eventually(upTo limit: Duration = .seconds(5), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let clock = ContinuousClock()
-    let deadline = clock.now + limit
-    while true {
-        if try await condition() { return true }
-        if clock.now >= deadline { return false }
-        try? await Task.sleep(for: .milliseconds(2))
     }
 }
 

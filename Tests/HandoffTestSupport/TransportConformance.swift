@@ -1,5 +1,6 @@
 import Foundation
 import Handoff
+import MosquittoTestKit
 import Testing
 
 /// Makes the participants of one transport backend for the conformance scenarios.

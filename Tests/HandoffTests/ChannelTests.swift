@@ -3,6 +3,7 @@ import Foundation
 import Handoff
 import HandoffTestSupport
 import Synchronization
+import MosquittoTestKit
 import Testing
 
 struct Validation: Error, CustomStringConvertible {

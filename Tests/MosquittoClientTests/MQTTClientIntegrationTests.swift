@@ -1,6 +1,7 @@
 import Foundation
 import MosquittoClient
 import MosquittoTestKit
+import Synchronization
 import Testing
 
 /// Integration tests of the MQTT client against a real, private mosquitto started by each test.
@@ -215,6 +216,68 @@ struct MQTTClientIntegrationTests {
                     try await group.waitForAll()
                 }
             }
+        }
+    }
+
+    @Test("QoS 1 messages arriving while a client shuts down reach its messages() stream: the two holders of a persistent session see every one")
+    func noMessageLostAtShutdown() async throws {
+        // The store saved by time: with a save per change, thousands of queued messages would take minutes.
+        let configDirectory = try MosquittoBroker.timeSavedConfigDirectory()
+        defer { try? FileManager.default.removeItem(at: configDirectory) }
+        try await withMosquittoBroker(configDirectory: configDirectory) { broker in
+            let count = 20_000
+            let session = MQTTConfiguration(
+                host: broker.host, port: broker.plainPort, clientID: "session-\(UUID().uuidString.prefix(8))", cleanStart: false,
+                sessionExpiry: .seconds(60)
+            )
+            let first = try MQTTClient(configuration: session)
+            let firstMessages = first.messages()
+            try await first.connect()
+            _ = try await first.subscribe("flood/#", options: MQTTSubscribeOptions(qos: .atLeastOnce))
+            let received = Mutex(0)
+            let firstSeen = Task {
+                var seen: [Int] = []
+                for await message in firstMessages {
+                    seen.append(Int(String(decoding: message.payload, as: UTF8.self)) ?? -1)
+                    received.withLock { $0 += 1 }
+                }
+                return seen
+            }
+            try await withClients(broker, count: 1) { clients in
+                let publisher = clients[0]
+                let flood = Task {
+                    for batch in stride(from: 0, to: count, by: 500) {
+                        try await withThrowingTaskGroup(of: Void.self) { group in
+                            for number in batch..<min(batch + 500, count) {
+                                group.addTask { try await publisher.publish("flood/n", payload: Data("\(number)".utf8), qos: .atLeastOnce) }
+                            }
+                            try await group.waitForAll()
+                        }
+                    }
+                }
+                // Shut the first holder down in the middle of the flood, while messages are arriving.
+                #expect(await eventually { received.withLock { $0 } >= count / 3 })
+                await first.shutdown()
+                try await flood.value
+            }
+            let before = await firstSeen.value
+            // The second holder of the session gets what the broker queued after the first one left.
+            let second = try MQTTClient(configuration: session)
+            let secondMessages = second.messages()
+            try await second.connect()
+            let after = Mutex<Set<Int>>([])
+            let collector = Task {
+                for await message in secondMessages {
+                    _ = after.withLock { $0.insert(Int(String(decoding: message.payload, as: UTF8.self)) ?? -1) }
+                }
+            }
+            let all = Set(0..<count)
+            let complete = await eventually(upTo: .seconds(20)) { after.withLock { $0 }.union(before) == all }
+            await second.shutdown()
+            await collector.value
+            let missing = all.subtracting(after.withLock { $0 }.union(before)).sorted()
+            #expect(complete, "lost at the shutdown of the first holder: \(missing.prefix(20)) (\(missing.count) in all; it saw \(before.count))")
+            #expect(before.count < count, "the first holder was shut down after the flood, not during it")
         }
     }
 
