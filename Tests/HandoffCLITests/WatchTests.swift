@@ -50,7 +50,8 @@ struct WatchTests {
             #expect(await watch.waitForExit() == 0)
 
             // The text form, for people.
-            let text = try CLIProcess("handoff", ["watch", "--duration", "1.5"], environment: fixture.environment)
+            // (4 s: long enough for the handoff below to arrive on a loaded machine; the watch then ends on its own.)
+            let text = try CLIProcess("handoff", ["watch", "--duration", "4"], environment: fixture.environment)
             #expect(await text.waitFor { $0.stderr.contains("watching ") })
             try await predecessor.initiate(envelope(label, json: "3", instance: "predecessor-x"), timeout: .seconds(5))
             #expect(await text.waitForExit() == 0)
