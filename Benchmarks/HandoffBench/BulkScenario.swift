@@ -53,14 +53,17 @@ struct BulkScenario {
         ])
         let rows = [
             Row(
-                scenario: name, metric: "predecessor start → all \(labels) labels subscribed", unit: "ms", swift: milliseconds(measured.predecessorReady),
+                scenario: name, metric: "predecessor start → all \(labels) labels subscribed", unit: "ms",
+                swift: milliseconds(measured.predecessorReady),
                 floor: nil, target: durable ? .atMost(5000, "within 5 s") : nil
             ),
             Row(
                 scenario: name, metric: "shutdown → last PUBACK", unit: "ms", swift: ackMs, floor: floorAck,
                 target: durable ? .atMost(5000, "within 5 s") : .atMost(1000, "within 1 s")
             ),
-            Row(scenario: name, metric: "handoffs/s", unit: "1/s", swift: handoffsPerSecond, floor: floorAck.map { Double(labels) / ($0 / 1000) }),
+            Row(
+                scenario: name, metric: "handoffs/s", unit: "1/s", swift: handoffsPerSecond,
+                floor: floorAck.map { Double(labels) / ($0 / 1000) }),
             Row(scenario: name, metric: "successor start → last claim", unit: "ms", swift: claimMs, floor: floorClaim),
             Row(
                 scenario: name, metric: "claims/s", unit: "1/s", swift: claimsPerSecond, floor: floor["claims_per_second"]?.double,
@@ -114,7 +117,8 @@ struct BulkScenario {
         measured.reportMs = Double(report.duration.components.seconds) * 1000 + Double(report.duration.components.attoseconds) / 1e15
         measured.handedOff = report.handedOff.count
         guard report.failures.isEmpty else {
-            throw BenchError("bulk: \(report.failures.count) of \(labels) states were not handed off: \(report.failures.first.map { "\($0)" } ?? "")")
+            throw BenchError(
+                "bulk: \(report.failures.count) of \(labels) states were not handed off: \(report.failures.first.map { "\($0)" } ?? "")")
         }
         await predecessor.shutdown()
 

@@ -58,9 +58,12 @@ struct ContentionScenario {
         let perHandoff = Double(measured.delivered) / Double(count)
         let naivePerHandoff = Double(naive.delivered) / Double(count)
         let rows = [
-            Row(scenario: "contention", metric: "live claim resolution p50", unit: "ms", swift: live.p50, floor: floor["live_resolution_p50_ms"]?.double),
             Row(
-                scenario: "contention", metric: "live claim resolution p99", unit: "ms", swift: live.p99, floor: floor["live_resolution_p99_ms"]?.double,
+                scenario: "contention", metric: "live claim resolution p50", unit: "ms", swift: live.p50,
+                floor: floor["live_resolution_p50_ms"]?.double),
+            Row(
+                scenario: "contention", metric: "live claim resolution p99", unit: "ms", swift: live.p99,
+                floor: floor["live_resolution_p99_ms"]?.double,
                 target: .atMost(10, "")
             ),
             Row(
@@ -80,11 +83,16 @@ struct ContentionScenario {
                 floor: floor["messages_per_handoff"]?.double, target: .atMost(2.5 * Double(successors), "2.5 × successors")
             ),
             Row(
-                scenario: "contention", metric: "handoffs lost or merged twice", unit: "handoffs", swift: Double(measured.lost + measured.duplicates),
+                scenario: "contention", metric: "handoffs lost or merged twice", unit: "handoffs",
+                swift: Double(measured.lost + measured.duplicates),
                 floor: floor["lost"]?.double.map { $0 + (floor["disagreements"]?.double ?? 0) }, target: .atMost(0, "")
             ),
-            Row(scenario: "contention", metric: "naive: live claim resolution p50", unit: "ms", swift: naiveLive.p50, floor: floor["live_resolution_p50_ms"]?.double),
-            Row(scenario: "contention", metric: "naive: live claim resolution p99", unit: "ms", swift: naiveLive.p99, floor: floor["live_resolution_p99_ms"]?.double),
+            Row(
+                scenario: "contention", metric: "naive: live claim resolution p50", unit: "ms", swift: naiveLive.p50,
+                floor: floor["live_resolution_p50_ms"]?.double),
+            Row(
+                scenario: "contention", metric: "naive: live claim resolution p99", unit: "ms", swift: naiveLive.p99,
+                floor: floor["live_resolution_p99_ms"]?.double),
             Row(
                 scenario: "contention", metric: "naive: retained claim resolution p50", unit: "ms", swift: naiveRetained.p50,
                 floor: floor["retained_resolution_p50_ms"]?.double
@@ -98,7 +106,8 @@ struct ContentionScenario {
                 floor: floor["messages_per_handoff"]?.double
             ),
             Row(
-                scenario: "contention", metric: "naive: handoffs lost or merged twice", unit: "handoffs", swift: Double(naive.lost + naive.duplicates),
+                scenario: "contention", metric: "naive: handoffs lost or merged twice", unit: "handoffs",
+                swift: Double(naive.lost + naive.duplicates),
                 floor: floor["lost"]?.double.map { $0 + (floor["disagreements"]?.double ?? 0) }, target: .atMost(0, "")
             ),
         ]

@@ -45,7 +45,9 @@ struct CrashScenario {
     static let brokerSettings = ["sys_interval 1"]
 
     func run() async throws -> ScenarioResult {
-        progress("crash: swift-handoff failover, \(labels) labels checkpointed in a child process, SIGKILL, \(repetitions) repetitions, Will delay \(willDelay) s")
+        progress(
+            "crash: swift-handoff failover, \(labels) labels checkpointed in a child process, SIGKILL, \(repetitions) repetitions, Will delay \(willDelay) s"
+        )
         let failover = try await withTimeout(context.timeout, "crash failover (swift-handoff)") { [self] in try await measureFailover() }
         progress("crash: swift-handoff checkpoint cost, \(checkpointLabels) labels, 3 rounds, the default codec (JSONStateCodec)")
         let rounds = try await withTimeout(context.timeout, "crash checkpoint cost (swift-handoff)") { [self] in
@@ -54,10 +56,12 @@ struct CrashScenario {
         let wireSize = rounds.first.map { $0.payloadBytes / max($0.written, 1) } ?? size
         progress("crash: floor, \(checkpointLabels) and \(checkpointLabels / 10) retained publishes of \(wireSize) bytes")
         let floorAll = try await context.floor.run(
-            scenario: "bulk", prefix: context.prefix("crash", "floor-all"), ["--count", String(checkpointLabels), "--size", String(wireSize)]
+            scenario: "bulk", prefix: context.prefix("crash", "floor-all"),
+            ["--count", String(checkpointLabels), "--size", String(wireSize)]
         )
         let floorTenth = try await context.floor.run(
-            scenario: "bulk", prefix: context.prefix("crash", "floor-tenth"), ["--count", String(max(checkpointLabels / 10, 1)), "--size", String(wireSize)]
+            scenario: "bulk", prefix: context.prefix("crash", "floor-tenth"),
+            ["--count", String(max(checkpointLabels / 10, 1)), "--size", String(wireSize)]
         )
         return result(failover: failover, rounds: rounds, floorAll: floorAll, floorTenth: floorTenth, wireSize: wireSize)
     }
@@ -75,17 +79,25 @@ struct CrashScenario {
         let tag = "\(labels) labels × \(repetitions)"
         var rows = [
             Row(scenario: "crash", metric: "Will delay (configured)", unit: "ms", swift: delayMs, floor: nil),
-            Row(scenario: "crash", metric: "SIGKILL → Will delivered, p50 of \(repetitions)", unit: "ms", swift: killToWill.p50, floor: nil),
-            Row(scenario: "crash", metric: "SIGKILL → Will delivered, max of \(repetitions)", unit: "ms", swift: killToWill.max, floor: nil),
+            Row(
+                scenario: "crash", metric: "SIGKILL → Will delivered, p50 of \(repetitions)", unit: "ms", swift: killToWill.p50, floor: nil),
+            Row(
+                scenario: "crash", metric: "SIGKILL → Will delivered, max of \(repetitions)", unit: "ms", swift: killToWill.max, floor: nil),
             Row(scenario: "crash", metric: "SIGKILL → merged − Will delay, p50 [\(tag)]", unit: "ms", swift: killToMerged.p50, floor: nil),
             Row(scenario: "crash", metric: "SIGKILL → merged − Will delay, p99 [\(tag)]", unit: "ms", swift: killToMerged.p99, floor: nil),
             Row(scenario: "crash", metric: "SIGKILL → merged − Will delay, max [\(tag)]", unit: "ms", swift: killToMerged.max, floor: nil),
             Row(scenario: "crash", metric: "Will delivered → merged, p50 [\(tag)]", unit: "ms", swift: willToMerged.p50, floor: nil),
             Row(scenario: "crash", metric: "Will delivered → merged, p99 [\(tag)]", unit: "ms", swift: willToMerged.p99, floor: nil),
             Row(scenario: "crash", metric: "Will delivered → merged, max [\(tag)]", unit: "ms", swift: willToMerged.max, floor: nil),
-            Row(scenario: "crash", metric: "SIGKILL → last label merged − Will delay, p50 of \(repetitions)", unit: "ms", swift: killToLast.p50, floor: nil),
-            Row(scenario: "crash", metric: "SIGKILL → last label merged − Will delay, max of \(repetitions)", unit: "ms", swift: killToLast.max, floor: nil),
-            Row(scenario: "crash", metric: "Will delivered → last label merged, p50 of \(repetitions)", unit: "ms", swift: willToLast.p50, floor: nil),
+            Row(
+                scenario: "crash", metric: "SIGKILL → last label merged − Will delay, p50 of \(repetitions)", unit: "ms",
+                swift: killToLast.p50, floor: nil),
+            Row(
+                scenario: "crash", metric: "SIGKILL → last label merged − Will delay, max of \(repetitions)", unit: "ms",
+                swift: killToLast.max, floor: nil),
+            Row(
+                scenario: "crash", metric: "Will delivered → last label merged, p50 of \(repetitions)", unit: "ms", swift: willToLast.p50,
+                floor: nil),
         ]
         let floorAllMs = floorAll["ack_ms"]?.double
         let floorTenthMs = floorTenth["ack_ms"]?.double
@@ -97,7 +109,9 @@ struct CrashScenario {
             case Round.allChanged:
                 rows.append(Row(scenario: "crash", metric: "checkpoint round" + tagged, unit: "ms", swift: wallMs, floor: floorAllMs))
                 rows.append(
-                    Row(scenario: "crash", metric: "checkpoints/s" + tagged, unit: "1/s", swift: perSecond, floor: floorAll["acks_per_second"]?.double)
+                    Row(
+                        scenario: "crash", metric: "checkpoints/s" + tagged, unit: "1/s", swift: perSecond,
+                        floor: floorAll["acks_per_second"]?.double)
                 )
             case Round.tenthChanged:
                 rows.append(Row(scenario: "crash", metric: "checkpoint round" + tagged, unit: "ms", swift: wallMs, floor: floorTenthMs))
@@ -115,41 +129,52 @@ struct CrashScenario {
                     )
                 )
             }
-            rows.append(Row(scenario: "crash", metric: "payload bytes written" + tagged, unit: "B", swift: Double(round.payloadBytes), floor: nil))
             rows.append(
-                Row(scenario: "crash", metric: "broker bytes received ($SYS)" + tagged, unit: "B", swift: round.broker.bytesReceived.map(Double.init), floor: nil)
+                Row(scenario: "crash", metric: "payload bytes written" + tagged, unit: "B", swift: Double(round.payloadBytes), floor: nil))
+            rows.append(
+                Row(
+                    scenario: "crash", metric: "broker bytes received ($SYS)" + tagged, unit: "B",
+                    swift: round.broker.bytesReceived.map(Double.init), floor: nil)
             )
         }
         if let last = rounds.last {
             rows.append(
-                Row(scenario: "crash", metric: "broker store after the rounds ($SYS)", unit: "B", swift: last.broker.storeBytes.map(Double.init), floor: nil)
+                Row(
+                    scenario: "crash", metric: "broker store after the rounds ($SYS)", unit: "B",
+                    swift: last.broker.storeBytes.map(Double.init), floor: nil)
             )
         }
 
         let swift = JSON.object([
             ("broker_config", .array(brokerConfiguration.map(JSON.string))),
-            ("failover", .object([
-                ("labels", .int(labels)),
-                ("repetitions", .int(repetitions)),
-                ("size", .int(size)),
-                ("will_delay_s", .int(Int(willDelay))),
-                ("kill_to_will_ms", .array(failover.killToWill.map { .ms(milliseconds($0)) })),
-                ("kill_to_merged_minus_will_delay", .object(killToMerged.fields())),
-                ("will_to_merged", .object(willToMerged.fields())),
-                ("kill_to_last_merged_minus_will_delay_ms", .array(failover.killToLast.map { .ms(milliseconds($0) - delayMs) })),
-                ("will_to_last_merged_ms", .array(failover.willToLast.map { .ms(milliseconds($0)) })),
-                ("kill_to_last_merged_minus_will_delay", .object(killToLast.fields())),
-                ("child_checkpoint_all_ms", .array(failover.childCheckpointNs.map { .ms(milliseconds($0)) })),
-                ("child_checkpoint_all", .object(checkpointing.fields())),
-            ])),
-            ("checkpoints", .object([
-                ("labels", .int(checkpointLabels)),
-                ("size", .int(size)),
-                ("concurrency", .int(Self.concurrency)),
-                ("payload_size", .int(wireSize)),
-                ("codec", .string("JSONStateCodec")),
-                ("rounds", .array(rounds.map(\.json))),
-            ])),
+            (
+                "failover",
+                .object([
+                    ("labels", .int(labels)),
+                    ("repetitions", .int(repetitions)),
+                    ("size", .int(size)),
+                    ("will_delay_s", .int(Int(willDelay))),
+                    ("kill_to_will_ms", .array(failover.killToWill.map { .ms(milliseconds($0)) })),
+                    ("kill_to_merged_minus_will_delay", .object(killToMerged.fields())),
+                    ("will_to_merged", .object(willToMerged.fields())),
+                    ("kill_to_last_merged_minus_will_delay_ms", .array(failover.killToLast.map { .ms(milliseconds($0) - delayMs) })),
+                    ("will_to_last_merged_ms", .array(failover.willToLast.map { .ms(milliseconds($0)) })),
+                    ("kill_to_last_merged_minus_will_delay", .object(killToLast.fields())),
+                    ("child_checkpoint_all_ms", .array(failover.childCheckpointNs.map { .ms(milliseconds($0)) })),
+                    ("child_checkpoint_all", .object(checkpointing.fields())),
+                ])
+            ),
+            (
+                "checkpoints",
+                .object([
+                    ("labels", .int(checkpointLabels)),
+                    ("size", .int(size)),
+                    ("concurrency", .int(Self.concurrency)),
+                    ("payload_size", .int(wireSize)),
+                    ("codec", .string("JSONStateCodec")),
+                    ("rounds", .array(rounds.map(\.json))),
+                ])
+            ),
         ])
         let floor = JSON.object([("bulk_all", floorAll), ("bulk_tenth", floorTenth)])
         return ScenarioResult(
@@ -224,7 +249,9 @@ struct CrashScenario {
                         let batch = try await channel.complete()
                         if let interruption = batch.interruption { throw interruption }
                         guard !batch.handoffs.isEmpty else { continue }
-                        guard batch.handoffs.allSatisfy(\.isCheckpoint) else { throw BenchError("'\(channel.label)' merged a handoff that is no checkpoint") }
+                        guard batch.handoffs.allSatisfy(\.isCheckpoint) else {
+                            throw BenchError("'\(channel.label)' merged a handoff that is no checkpoint")
+                        }
                         let state = try batch.merged(into: BenchState(seq: -1, payload: ""), using: takeNewest)
                         let now = monotonicNow()
                         merges.withLock { $0[state.seq, default: []].append(now) }
@@ -236,7 +263,8 @@ struct CrashScenario {
         }
 
         var failover = Failover()
-        let executable = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        let executable = URL(
+            fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
         do {
             for repetition in 0..<repetitions {
                 let child = try ChildProcess(
@@ -496,7 +524,8 @@ enum CrashRoles {
             options: MQTTHandoffTransport.Options(prefix: prefix, willDelay: .seconds(Int(willDelay)))
         )
         let channels = try (0..<labels).map {
-            HandoffChannel<BenchState>(label: try HandoffLabel(String(format: "crash-%05d", $0)), transport: transport, timeout: .seconds(60))
+            HandoffChannel<BenchState>(
+                label: try HandoffLabel(String(format: "crash-%05d", $0)), transport: transport, timeout: .seconds(60))
         }
         let payload = BenchState.payload(forEncodedSize: size)
         let start = monotonicNow()

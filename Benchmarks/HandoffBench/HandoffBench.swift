@@ -131,24 +131,36 @@ struct Run: AsyncParsableCommand {
         for scenario in selected {
             switch scenario {
             case .latency:
-                results.append(try await LatencyScenario(context: context, count: parameters.latencyCount, warmup: parameters.warmup, size: parameters.stateSize).run())
+                results.append(
+                    try await LatencyScenario(
+                        context: context, count: parameters.latencyCount, warmup: parameters.warmup, size: parameters.stateSize
+                    ).run())
             case .bulk:
                 results.append(try await BulkScenario(context: context, labels: parameters.labels, size: parameters.stateSize).run())
             case .durable:
                 // A broker of its own with the repository's durability settings (the store saved after every change).
                 let durableBroker = try await BenchBroker.start(durable: true)
                 defer { durableBroker.stop() }
-                progress("durable: mosquitto with \(BenchBroker.durableSettings.joined(separator: ", ")) on \(durableBroker.host):\(durableBroker.port)")
+                progress(
+                    "durable: mosquitto with \(BenchBroker.durableSettings.joined(separator: ", ")) on \(durableBroker.host):\(durableBroker.port)"
+                )
                 results.append(
-                    try await BulkScenario(context: scenarioContext(on: durableBroker), labels: parameters.durableLabels, size: parameters.stateSize, durable: true).run()
+                    try await BulkScenario(
+                        context: scenarioContext(on: durableBroker), labels: parameters.durableLabels, size: parameters.stateSize,
+                        durable: true
+                    ).run()
                 )
             case .large:
                 var codecList: [BenchCodec] = []
                 for name in codecs.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !name.isEmpty {
-                    guard let codec = BenchCodec(rawValue: name) else { throw ValidationError("unknown codec '\(name)'; choose json or raw") }
+                    guard let codec = BenchCodec(rawValue: name) else {
+                        throw ValidationError("unknown codec '\(name)'; choose json or raw")
+                    }
                     codecList.append(codec)
                 }
-                results.append(try await LargeScenario(context: context, size: parameters.largeSize, rounds: parameters.rounds, codecs: codecList).run())
+                results.append(
+                    try await LargeScenario(context: context, size: parameters.largeSize, rounds: parameters.rounds, codecs: codecList)
+                        .run())
             case .contention:
                 results.append(
                     try await ContentionScenario(
@@ -160,7 +172,9 @@ struct Run: AsyncParsableCommand {
                 // A broker of its own: the same settings, plus $SYS updates (the broker's byte counters).
                 let crashBroker = try await BenchBroker.start(extraSettings: CrashScenario.brokerSettings)
                 defer { crashBroker.stop() }
-                progress("crash: mosquitto with \(CrashScenario.brokerSettings.joined(separator: ", ")) on \(crashBroker.host):\(crashBroker.port)")
+                progress(
+                    "crash: mosquitto with \(CrashScenario.brokerSettings.joined(separator: ", ")) on \(crashBroker.host):\(crashBroker.port)"
+                )
                 results.append(
                     try await CrashScenario(
                         context: scenarioContext(on: crashBroker), labels: parameters.crashLabels, repetitions: parameters.crashRepetitions,
@@ -231,7 +245,8 @@ struct Parameters {
 
 /// `handoff-bench role …`: a process of its own for one side of a scenario (used by the bench itself).
 struct RoleCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "role", abstract: "One side of a scenario, run by the bench.", shouldDisplay: false)
+    static let configuration = CommandConfiguration(
+        commandName: "role", abstract: "One side of a scenario, run by the bench.", shouldDisplay: false)
 
     enum Role: String, ExpressibleByArgument {
         case largePredecessor = "large-predecessor"
@@ -254,10 +269,13 @@ struct RoleCommand: AsyncParsableCommand {
         bootstrapLogging()
         guard let codec = BenchCodec(rawValue: codec) else { throw ValidationError("unknown codec '\(codec)'") }
         switch role {
-        case .largePredecessor: try await LargeRoles.predecessor(host: host, port: port, prefix: prefix, size: size, rounds: rounds, codec: codec)
-        case .largeSuccessor: try await LargeRoles.successor(host: host, port: port, prefix: prefix, size: size, rounds: rounds, codec: codec)
+        case .largePredecessor:
+            try await LargeRoles.predecessor(host: host, port: port, prefix: prefix, size: size, rounds: rounds, codec: codec)
+        case .largeSuccessor:
+            try await LargeRoles.successor(host: host, port: port, prefix: prefix, size: size, rounds: rounds, codec: codec)
         case .crashPredecessor:
-            try await CrashRoles.predecessor(host: host, port: port, prefix: prefix, labels: labels, size: size, willDelay: willDelay, seq: seq)
+            try await CrashRoles.predecessor(
+                host: host, port: port, prefix: prefix, labels: labels, size: size, willDelay: willDelay, seq: seq)
         }
     }
 }

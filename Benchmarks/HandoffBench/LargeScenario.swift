@@ -34,32 +34,39 @@ struct LargeScenario {
         var rows: [Row] = []
         var figures: [(String, JSON)] = []
         for codec in codecs {
-            progress("large: swift-handoff (\(codec.rawValue) codec), \(rounds) rounds of \(size) bytes, predecessor and successor in processes of their own")
+            progress(
+                "large: swift-handoff (\(codec.rawValue) codec), \(rounds) rounds of \(size) bytes, predecessor and successor in processes of their own"
+            )
             let measured = try await measure(codec)
             let stats = Stats(nanoseconds: measured.rounds)
             let megabytesPerSecond = Double(size) / 1e6 / (stats.p50 / 1000)
             func aboveBaselineMB(_ memory: (baseline: Int, peak: Int)) -> Double { Double(memory.peak - memory.baseline) * 1024 / 1e6 }
             let predecessorMB = aboveBaselineMB(measured.predecessor)
             let successorMB = aboveBaselineMB(measured.successor)
-            figures.append((codec.rawValue, .object([
-                ("codec", .string(codec.rawValue)),
-                ("size", .int(size)),
-                ("chunk_size", .int(MQTTHandoffTransport.Options().chunkSize)),
-                ("rounds_ms", .array(measured.rounds.map { .ms(milliseconds($0)) })),
-                ("end_to_end_ms", .ms(stats.p50)),
-                ("mb_per_second", .number(megabytesPerSecond)),
-                ("predecessor_baseline_kb", .int(measured.predecessor.baseline)),
-                ("predecessor_peak_kb", .int(measured.predecessor.peak)),
-                ("predecessor_above_baseline_per_state", .number(predecessorMB / stateMB)),
-                ("successor_baseline_kb", .int(measured.successor.baseline)),
-                ("successor_peak_kb", .int(measured.successor.peak)),
-                ("successor_above_baseline_per_state", .number(successorMB / stateMB)),
-            ])))
+            figures.append(
+                (
+                    codec.rawValue,
+                    .object([
+                        ("codec", .string(codec.rawValue)),
+                        ("size", .int(size)),
+                        ("chunk_size", .int(MQTTHandoffTransport.Options().chunkSize)),
+                        ("rounds_ms", .array(measured.rounds.map { .ms(milliseconds($0)) })),
+                        ("end_to_end_ms", .ms(stats.p50)),
+                        ("mb_per_second", .number(megabytesPerSecond)),
+                        ("predecessor_baseline_kb", .int(measured.predecessor.baseline)),
+                        ("predecessor_peak_kb", .int(measured.predecessor.peak)),
+                        ("predecessor_above_baseline_per_state", .number(predecessorMB / stateMB)),
+                        ("successor_baseline_kb", .int(measured.successor.baseline)),
+                        ("successor_peak_kb", .int(measured.successor.peak)),
+                        ("successor_above_baseline_per_state", .number(successorMB / stateMB)),
+                    ])
+                ))
             let tag = " [\(codec.rawValue)]"
             rows += [
                 Row(scenario: "large", metric: "end to end" + tag, unit: "ms", swift: stats.p50, floor: floor["end_to_end_ms"]?.double),
                 Row(
-                    scenario: "large", metric: "throughput" + tag, unit: "MB/s", swift: megabytesPerSecond, floor: floor["mb_per_second"]?.double,
+                    scenario: "large", metric: "throughput" + tag, unit: "MB/s", swift: megabytesPerSecond,
+                    floor: floor["mb_per_second"]?.double,
                     target: .ratioAtLeast(0.6)
                 ),
                 Row(
@@ -91,7 +98,8 @@ struct LargeScenario {
     }
 
     private func measure(_ codec: BenchCodec) async throws -> Measured {
-        let executable = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        let executable = URL(
+            fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
         let common = [
             "--host", context.host, "--port", String(context.port), "--prefix", context.prefix("large", "swift-\(codec.rawValue)"),
             "--size", String(size), "--rounds", String(rounds), "--codec", codec.rawValue,
@@ -103,7 +111,8 @@ struct LargeScenario {
                 var measured = Measured()
                 var fromSuccessor = successor.lines.makeAsyncIterator()
                 measured.successor.baseline = try await Self.expect("ready", from: &fromSuccessor, successor)[0]
-                let child = try ChildProcess(name: "large predecessor", executable: executable, arguments: ["role", "large-predecessor"] + common)
+                let child = try ChildProcess(
+                    name: "large predecessor", executable: executable, arguments: ["role", "large-predecessor"] + common)
                 predecessor.withLock { $0 = child }
                 var fromPredecessor = child.lines.makeAsyncIterator()
                 measured.predecessor.baseline = try await Self.expect("ready", from: &fromPredecessor, child)[0]
@@ -134,7 +143,8 @@ struct LargeScenario {
     }
 
     /// Reads lines from a role process until one starting with `word`; returns its integer fields.
-    private static func expect(_ word: String, from lines: inout AsyncStream<String>.Iterator, _ child: ChildProcess) async throws -> [Int] {
+    private static func expect(_ word: String, from lines: inout AsyncStream<String>.Iterator, _ child: ChildProcess) async throws -> [Int]
+    {
         while let line = await lines.next() {
             let fields = line.split(separator: " ")
             guard fields.first.map(String.init) == word else { continue }

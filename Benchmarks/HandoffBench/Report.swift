@@ -1,5 +1,5 @@
-import Foundation
 import CMosquitto
+import Foundation
 
 /// One line of the table: a figure of swift-handoff, the floor's counterpart, and the target it is held to.
 struct Row: Sendable {
@@ -90,10 +90,12 @@ func renderTable(_ rows: [Row]) -> String {
 /// What this run ran on, for the report.
 func machineDescription(broker: BenchBroker) -> JSON {
     let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-    let model = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
+    let model =
+        cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
         .map { $0.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "" } ?? "unknown"
     let meminfo = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""
-    let memTotalKB = meminfo.split(separator: "\n").first { $0.hasPrefix("MemTotal:") }
+    let memTotalKB =
+        meminfo.split(separator: "\n").first { $0.hasPrefix("MemTotal:") }
         .flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") } ?? 0
     var system = utsname()
     uname(&system)

@@ -163,7 +163,8 @@ public final class EjabberdCluster: Sendable {
             // The cookie: the nodes and the ejabberd_ctl commands all run with HOME set to the cluster's folder.
             let cookie = randomToken(length: 20).uppercased()
             let cookieFile = root.appendingPathComponent(".erlang.cookie")
-            guard fileManager.createFile(atPath: cookieFile.path, contents: Data(cookie.utf8), attributes: [.posixPermissions: 0o400]) else {
+            guard fileManager.createFile(atPath: cookieFile.path, contents: Data(cookie.utf8), attributes: [.posixPermissions: 0o400])
+            else {
                 throw LaunchFailure(error: ClusterTestKitError(.nodeDidNotStart, "Cannot write \(cookieFile.path)."))
             }
             let ports = try POSIX.freeLoopbackPorts(count: count + 1)
@@ -193,7 +194,9 @@ public final class EjabberdCluster: Sendable {
                 }
                 return POSIX.acceptsConnections(port: epmdPort)
             } onTimeout: {
-                LaunchFailure(error: ClusterTestKitError(.nodeDidNotStart, "epmd did not listen on port \(epmdPort) within 10 seconds:\n\(tail(of: epmdLog, lines: 20))"))
+                LaunchFailure(
+                    error: ClusterTestKitError(
+                        .nodeDidNotStart, "epmd did not listen on port \(epmdPort) within 10 seconds:\n\(tail(of: epmdLog, lines: 20))"))
             }
 
             // The nodes, all at once.
@@ -206,10 +209,11 @@ public final class EjabberdCluster: Sendable {
                 own["EJABBERD_CONFIG_PATH"] = node.configurationFile.path
                 own["EJABBERD_LOG_PATH"] = node.logFile.path
                 own["ERL_CRASH_DUMP"] = node.directory.appendingPathComponent("log/erl_crash.dump").path
-                children.append(try await GuardedChild.launch(
-                    installation.erl, nodeArguments(node),
-                    environment: own, workingDirectory: node.directory, output: node.consoleFile, guardedDirectory: root
-                ))
+                children.append(
+                    try await GuardedChild.launch(
+                        installation.erl, nodeArguments(node),
+                        environment: own, workingDirectory: node.directory, output: node.consoleFile, guardedDirectory: root
+                    ))
             }
             for (node, child) in zip(nodes, children) {
                 try await waitUntilStarted(node, child, startsSoFar: 0, timeout: timeout, what: "start")
@@ -249,7 +253,9 @@ public final class EjabberdCluster: Sendable {
         for node in nodes.dropFirst() {
             let joined = try await control(on: node, ["join_cluster", first.name], timeout: timeout)
             guard joined.succeeded else {
-                throw failure(.clusterDidNotForm, "\(node.name) did not join \(first.name)'s cluster (status \(joined.status)):\n\(joined.output)", nodes: [node, first])
+                throw failure(
+                    .clusterDidNotForm, "\(node.name) did not join \(first.name)'s cluster (status \(joined.status)):\n\(joined.output)",
+                    nodes: [node, first])
             }
         }
         // join_cluster restarts ejabberd on the joining node: wait for its MQTT listener again, and for the list.
@@ -289,7 +295,8 @@ public final class EjabberdCluster: Sendable {
     ) async throws {
         try await waitUntil(timeout: timeout) {
             if !child.process.isRunning {
-                let reason = child.process.terminationReason == .exit
+                let reason =
+                    child.process.terminationReason == .exit
                     ? "exited with status \(child.process.terminationStatus)"
                     : "was killed by signal \(child.process.terminationStatus)"
                 let logs = logTails(of: node, lines: 30)
@@ -302,11 +309,12 @@ public final class EjabberdCluster: Sendable {
             return log.components(separatedBy: "is started in the node").count - 1 > startsSoFar
                 && POSIX.acceptsConnections(port: node.mqttPort)
         } onTimeout: {
-            LaunchFailure(error: ClusterTestKitError(
-                .nodeDidNotStart,
-                "ejabberd node \(node.name) did not accept MQTT connections on port \(node.mqttPort) within \(timeout) (\(what)).\n"
-                    + logTails(of: node, lines: 30)
-            ))
+            LaunchFailure(
+                error: ClusterTestKitError(
+                    .nodeDidNotStart,
+                    "ejabberd node \(node.name) did not accept MQTT connections on port \(node.mqttPort) within \(timeout) (\(what)).\n"
+                        + logTails(of: node, lines: 30)
+                ))
         }
     }
 

@@ -10,7 +10,9 @@ public final class RedisServer: @unchecked Sendable {
     private let executable: String
     private var process = Process()
 
-    static let executable = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    static let executable = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first {
+        FileManager.default.isExecutableFile(atPath: $0)
+    }
 
     /// Starts a server and waits until it answers.
     public static func start() async throws -> RedisServer {
@@ -38,7 +40,8 @@ public final class RedisServer: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = [
             "--bind", host, "--port", "\(port)", "--dir", directory.path, "--save", "", "--appendonly", "yes",
-            "--appendfsync", "always", "--daemonize", "no", "--protected-mode", "no", "--logfile", directory.appendingPathComponent("redis.log").path,
+            "--appendfsync", "always", "--daemonize", "no", "--protected-mode", "no", "--logfile",
+            directory.appendingPathComponent("redis.log").path,
         ]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice

@@ -85,7 +85,8 @@ struct BrokerSession: Sendable {
     /// `operation`, failing with a clear error after this session's time limit.
     func withTimeout<T: Sendable>(_ what: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
         let timeout = self.timeout
-        return try await withTimeLimit(timeout, timeoutError: { CLIError("the broker did not answer within \(timeout): could not \(what)") }, operation)
+        return try await withTimeLimit(
+            timeout, timeoutError: { CLIError("the broker did not answer within \(timeout): could not \(what)") }, operation)
     }
 }
 
@@ -122,4 +123,3 @@ extension HandoffTopics {
         return nil
     }
 }
-

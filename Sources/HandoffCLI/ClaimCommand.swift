@@ -48,32 +48,45 @@ struct ClaimCommand: AsyncParsableCommand {
     private func claim(_ label: HandoffLabel, _ id: HandoffID) async throws {
         let timeout = try connection.stepTimeout()
         let options = MQTTHandoffTransport.Options(
-            prefix: try connection.topics().prefix, sessionExpiry: .seconds(60), settleTimeout: .seconds(2), willDelay: nil, livenessLease: nil,
+            prefix: try connection.topics().prefix, sessionExpiry: .seconds(60), settleTimeout: .seconds(2), willDelay: nil,
+            livenessLease: nil,
             keys: try connection.keySet(), arbiter: try connection.arbiter()
         )
         let transport = try await MQTTHandoffTransport.connect(
-            configuration: try connection.configuration(), options: options, origin: .current(instance: BrokerSession.newInstance()), logger: connection.logger
+            configuration: try connection.configuration(), options: options, origin: .current(instance: BrokerSession.newInstance()),
+            logger: connection.logger
         )
         do {
             _ = try await transport.watch(label)
             guard let envelope = try await transport.pending(label).first(where: { $0.id == id }) else {
-                throw CLIError("no handoff '\(label)'/\(id) waiting under prefix '\(options.prefix)' (see `handoff list --label '\(label)'`)")
+                throw CLIError(
+                    "no handoff '\(label)'/\(id) waiting under prefix '\(options.prefix)' (see `handoff list --label '\(label)'`)")
             }
             guard try await transport.claim(envelope, timeout: timeout) else {
-                throw CLIError("lost: another participant claimed '\(label)'/\(id) first (its claim is the round's verdict); nothing written")
+                throw CLIError(
+                    "lost: another participant claimed '\(label)'/\(id) first (its claim is the round's verdict); nothing written")
             }
             let bytes = stateOnly ? envelope.data : envelope.encoded()
             do {
                 try bytes.write(to: URL(fileURLWithPath: to), options: .atomic)
             } catch {
                 try await transport.release(envelope, timeout: timeout)
-                throw CLIError("won '\(label)'/\(id) but could not write '\(to)' (\(error.localizedDescription)); gave it back: it is waiting again")
+                throw CLIError(
+                    "won '\(label)'/\(id) but could not write '\(to)' (\(error.localizedDescription)); gave it back: it is waiting again")
             }
-            say("claimed '\(label)'/\(id) (vsn \(envelope.vsn), \(envelope.data.count) bytes of \(envelope.contentType), from \(Format.origin(envelope.origin))); wrote \(bytes.count) bytes to \(to)")
+            say(
+                "claimed '\(label)'/\(id) (vsn \(envelope.vsn), \(envelope.data.count) bytes of \(envelope.contentType), from \(Format.origin(envelope.origin))); wrote \(bytes.count) bytes to \(to)"
+            )
         } catch {
             let settlement = await transport.shutdown()
-            for envelope in settlement.deadLettered { warn("handoff: the claim of '\(envelope.label)'/\(envelope.id) had no verdict in time: moved to the dead letters (claim-outcome-unknown)") }
-            for envelope in settlement.unstored { warn("handoff: '\(envelope.label)'/\(envelope.id) could not be given back nor dead-lettered") }
+            for envelope in settlement.deadLettered {
+                warn(
+                    "handoff: the claim of '\(envelope.label)'/\(envelope.id) had no verdict in time: moved to the dead letters (claim-outcome-unknown)"
+                )
+            }
+            for envelope in settlement.unstored {
+                warn("handoff: '\(envelope.label)'/\(envelope.id) could not be given back nor dead-lettered")
+            }
             throw error
         }
         await transport.shutdown()

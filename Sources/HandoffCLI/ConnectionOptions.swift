@@ -9,7 +9,9 @@ import MosquittoClient
 /// How every subcommand reaches the broker: the library's connection settings, from flags or, when a flag is not
 /// given, from environment variables (so that a shell or a container sets them once).
 struct ConnectionOptions: ParsableArguments {
-    @Option(name: .customLong("broker"), help: "Broker URL, mqtt://[user[:password]@]host[:port] or mqtts://… (env HANDOFF_BROKER_URL; default mqtt://127.0.0.1:1883).")
+    @Option(
+        name: .customLong("broker"),
+        help: "Broker URL, mqtt://[user[:password]@]host[:port] or mqtts://… (env HANDOFF_BROKER_URL; default mqtt://127.0.0.1:1883).")
     var brokerURL: String?
 
     @Option(help: "Topic prefix the participants use (env HANDOFF_PREFIX; default handoff).")
@@ -30,16 +32,22 @@ struct ConnectionOptions: ParsableArguments {
     @Option(name: .customLong("key-file"), help: "TLS: PEM key of the client certificate (env HANDOFF_KEY_FILE).")
     var keyFile: String?
 
-    @Flag(name: .customLong("no-verify-hostname"), help: "TLS: do not check that the certificate names the host (tests only; env HANDOFF_NO_VERIFY_HOSTNAME=1).")
+    @Flag(
+        name: .customLong("no-verify-hostname"),
+        help: "TLS: do not check that the certificate names the host (tests only; env HANDOFF_NO_VERIFY_HOSTNAME=1).")
     var noVerifyHostname = false
 
     @Option(
         name: .customLong("keys"),
-        help: "Key file of the prefix, 'KEYID BASE64SECRET' per line, the first one writing (env HANDOFF_KEYS_FILE; PROTOCOL.md §10): claims and republished handoffs are signed, what is read is verified and decrypted."
+        help:
+            "Key file of the prefix, 'KEYID BASE64SECRET' per line, the first one writing (env HANDOFF_KEYS_FILE; PROTOCOL.md §10): claims and republished handoffs are signed, what is read is verified and decrypted."
     )
     var keysFile: String?
 
-    @Option(help: "HOST[:PORT] of the Redis claim arbiter the participants use on a clustered broker (env HANDOFF_REDIS; PROTOCOL.md §11): `claim` claims through it, `requeue` and `republish` store the handoff in it first.")
+    @Option(
+        help:
+            "HOST[:PORT] of the Redis claim arbiter the participants use on a clustered broker (env HANDOFF_REDIS; PROTOCOL.md §11): `claim` claims through it, `requeue` and `republish` store the handoff in it first."
+    )
     var redis: String?
 
     @Option(help: "Seconds to wait for the broker, per step (env HANDOFF_TIMEOUT; default 10).")
@@ -88,7 +96,9 @@ struct ConnectionOptions: ParsableArguments {
     func arbiter() throws -> RedisClaimArbiter? {
         guard let endpoint = redis ?? Self.environment("HANDOFF_REDIS") else { return nil }
         let parts = endpoint.split(separator: ":", omittingEmptySubsequences: false)
-        guard (1...2).contains(parts.count), !parts[0].isEmpty, let port = parts.count == 2 ? Int(parts[1]) : 6379, (1...65_535).contains(port) else {
+        guard (1...2).contains(parts.count), !parts[0].isEmpty, let port = parts.count == 2 ? Int(parts[1]) : 6379,
+            (1...65_535).contains(port)
+        else {
             throw CLIError("--redis must be HOST or HOST:PORT, not '\(endpoint)'")
         }
         return RedisClaimArbiter(host: String(parts[0]), port: port, timeout: try stepTimeout())
@@ -101,10 +111,11 @@ struct ConnectionOptions: ParsableArguments {
 
     /// The per-step time limit.
     func stepTimeout() throws -> Duration {
-        let seconds = try timeout ?? Self.environment("HANDOFF_TIMEOUT").map { text in
-            guard let value = Double(text) else { throw CLIError("HANDOFF_TIMEOUT must be a number of seconds, not '\(text)'") }
-            return value
-        } ?? 10
+        let seconds =
+            try timeout ?? Self.environment("HANDOFF_TIMEOUT").map { text in
+                guard let value = Double(text) else { throw CLIError("HANDOFF_TIMEOUT must be a number of seconds, not '\(text)'") }
+                return value
+            } ?? 10
         guard seconds > 0, seconds <= 3_600 else { throw CLIError("the timeout must be between 0 and 3600 seconds, not \(seconds)") }
         return .milliseconds(Int(seconds * 1_000))
     }
@@ -117,12 +128,14 @@ struct ConnectionOptions: ParsableArguments {
         let caFile = caFile ?? Self.environment("HANDOFF_CA_FILE")
         let certificateFile = certificateFile ?? Self.environment("HANDOFF_CERT_FILE")
         let keyFile = keyFile ?? Self.environment("HANDOFF_KEY_FILE")
-        let noVerify = noVerifyHostname || ["1", "true", "yes"].contains(Self.environment("HANDOFF_NO_VERIFY_HOSTNAME")?.lowercased() ?? "")
+        let noVerify =
+            noVerifyHostname || ["1", "true", "yes"].contains(Self.environment("HANDOFF_NO_VERIFY_HOSTNAME")?.lowercased() ?? "")
         if caFile != nil || certificateFile != nil || keyFile != nil || noVerify || configuration.tls != nil {
             for file in [caFile, certificateFile, keyFile].compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: file) {
                 throw CLIError("cannot read the TLS file '\(file)'")
             }
-            configuration.tls = MQTTConfiguration.TLS(caFile: caFile, certificateFile: certificateFile, keyFile: keyFile, verifyHostname: !noVerify)
+            configuration.tls = MQTTConfiguration.TLS(
+                caFile: caFile, certificateFile: certificateFile, keyFile: keyFile, verifyHostname: !noVerify)
         }
         configuration.protocolVersion = .v5
         let timeout = try stepTimeout()

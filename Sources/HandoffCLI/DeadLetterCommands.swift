@@ -37,10 +37,14 @@ struct DeadLettersCommand: AsyncParsableCommand {
         say("DEAD LETTERS (\(letters.count))")
         for item in letters {
             let info = item.deadLetter
-            say("  \(item.label)/\(item.key)  \(info?.reason ?? "-")  \(Format.size(item.size))  rejected by \(info?.rejectedBy ?? "-") at \(info?.rejectedAt ?? "-")")
+            say(
+                "  \(item.label)/\(item.key)  \(info?.reason ?? "-")  \(Format.size(item.size))  rejected by \(info?.rejectedBy ?? "-") at \(info?.rejectedAt ?? "-")"
+            )
             if let detail = info?.detail, !detail.isEmpty { say("    \(detail)") }
             if let envelope = item.envelope {
-                say("    vsn \(envelope.vsn), made \(Format.age(since: envelope.createdAt, now: now)) ago by \(Format.origin(envelope.origin))")
+                say(
+                    "    vsn \(envelope.vsn), made \(Format.age(since: envelope.createdAt, now: now)) ago by \(Format.origin(envelope.origin))"
+                )
             } else if let problem = item.problem {
                 say("    payload unreadable: \(problem)")
             }
@@ -80,10 +84,13 @@ struct RequeueCommand: AsyncParsableCommand {
             do {
                 envelope = try HandoffEnvelope.decode(message.payload)
             } catch {
-                throw CLIError("the dead letter '\(label)'/\(id) is not a readable envelope (\(error)); requeueing it would only dead-letter it again")
+                throw CLIError(
+                    "the dead letter '\(label)'/\(id) is not a readable envelope (\(error)); requeueing it would only dead-letter it again")
             }
             guard envelope.label == label else {
-                throw CLIError("the dead letter's envelope names label '\(envelope.label)', not '\(label)'; requeueing it would only dead-letter it again")
+                throw CLIError(
+                    "the dead letter's envelope names label '\(envelope.label)', not '\(label)'; requeueing it would only dead-letter it again"
+                )
             }
             let handoffTopic = session.topics.handoff(label, id: envelope.id.rawValue)
             if try await session.retained(at: handoffTopic) != nil {
@@ -91,10 +98,13 @@ struct RequeueCommand: AsyncParsableCommand {
             }
             let payload = try connection.signedForPublishing(message.payload, envelope)
             try await connection.storeInArbiter(envelope, payload: payload, prefix: session.topics.prefix)
-            try await session.publishRetained(handoffTopic, payload: payload, properties: MQTTPublishProperties(contentType: HandoffProperty.contentType))
+            try await session.publishRetained(
+                handoffTopic, payload: payload, properties: MQTTPublishProperties(contentType: HandoffProperty.contentType))
             // Only once the handoff is stored is the dead letter removed: nothing is lost in between.
             try await session.publishRetained(deadTopic, payload: Data())
-            say("requeued '\(label)'/\(envelope.id): waiting on \(handoffTopic) (vsn \(envelope.vsn), \(Format.size(message.payload.count))); dead letter removed")
+            say(
+                "requeued '\(label)'/\(envelope.id): waiting on \(handoffTopic) (vsn \(envelope.vsn), \(Format.size(message.payload.count))); dead letter removed"
+            )
         }
     }
 }
@@ -140,7 +150,10 @@ struct PurgeCommand: AsyncParsableCommand {
                 throw CLIError("no dead letter '\(label?.rawValue ?? "")'/\(id ?? "") under prefix '\(session.topics.prefix)'")
             }
             if !yes {
-                let what = chosen.count == 1 ? "the dead letter '\(chosen[0].label)'/\(chosen[0].key) (\(chosen[0].deadLetter?.reason ?? "-"))" : "\(chosen.count) dead letters"
+                let what =
+                    chosen.count == 1
+                    ? "the dead letter '\(chosen[0].label)'/\(chosen[0].key) (\(chosen[0].deadLetter?.reason ?? "-"))"
+                    : "\(chosen.count) dead letters"
                 FileHandle.standardError.write(Data("Delete \(what) for good? [y/N] ".utf8))
                 let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased()
                 // Typed answers end the prompt's line themselves; piped ones do not.

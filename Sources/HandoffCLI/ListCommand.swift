@@ -53,8 +53,11 @@ enum Listing {
             lines += table(
                 ["LABEL", "ID", "VSN", "SIZE", "AGE", "ORIGIN"],
                 handoffs.map { item in
-                    [item.label.rawValue, item.key, vsn(item), Format.size(item.size), Format.age(since: item.envelope?.createdAt, now: now),
-                     item.problem.map { "UNREADABLE \($0)" } ?? Format.origin(item.envelope?.origin)]
+                    [
+                        item.label.rawValue, item.key, vsn(item), Format.size(item.size),
+                        Format.age(since: item.envelope?.createdAt, now: now),
+                        item.problem.map { "UNREADABLE \($0)" } ?? Format.origin(item.envelope?.origin),
+                    ]
                 }
             ).map { "  " + $0 }
         }
@@ -64,9 +67,12 @@ enum Listing {
             lines += table(
                 ["LABEL", "INSTANCE", "INCARNATION", "STATUS", "ID", "VSN", "SIZE", "AGE", "ORIGIN"],
                 checkpoints.map { item in
-                    [item.label.rawValue, item.key, item.envelope?.incarnation.map(String.init) ?? "-", status(item),
-                     item.envelope?.id.rawValue ?? "-", vsn(item), Format.size(item.size), Format.age(since: item.envelope?.createdAt, now: now),
-                     item.problem.map { "UNREADABLE \($0)" } ?? Format.origin(item.envelope?.origin)]
+                    [
+                        item.label.rawValue, item.key, item.envelope?.incarnation.map(String.init) ?? "-", status(item),
+                        item.envelope?.id.rawValue ?? "-", vsn(item), Format.size(item.size),
+                        Format.age(since: item.envelope?.createdAt, now: now),
+                        item.problem.map { "UNREADABLE \($0)" } ?? Format.origin(item.envelope?.origin),
+                    ]
                 }
             ).map { "  " + $0 }
         }
@@ -80,8 +86,10 @@ enum Listing {
         lines += table(
             ["LABEL", "ID", "REASON", "VSN", "SIZE", "AGE", "ORIGIN"],
             letters.map { item in
-                [item.label.rawValue, item.key, item.deadLetter?.reason ?? "-", vsn(item), Format.size(item.size),
-                 Format.age(since: item.envelope?.createdAt, now: now), Format.origin(item.envelope?.origin)]
+                [
+                    item.label.rawValue, item.key, item.deadLetter?.reason ?? "-", vsn(item), Format.size(item.size),
+                    Format.age(since: item.envelope?.createdAt, now: now), Format.origin(item.envelope?.origin),
+                ]
             }
         ).map { "  " + $0 }
         return lines

@@ -61,7 +61,8 @@ struct RepublishCommand: AsyncParsableCommand {
                 do {
                     let payload = try connection.signedForPublishing(file.payload, envelope)
                     try await connection.storeInArbiter(envelope, payload: payload, prefix: session.topics.prefix)
-                    try await session.publishRetained(handoffTopic, payload: payload, properties: MQTTPublishProperties(contentType: HandoffProperty.contentType))
+                    try await session.publishRetained(
+                        handoffTopic, payload: payload, properties: MQTTPublishProperties(contentType: HandoffProperty.contentType))
                 } catch {
                     say("failed     \(subject): \(HandoffCommand.oneLine(error))")
                     failures += 1
@@ -72,7 +73,9 @@ struct RepublishCommand: AsyncParsableCommand {
                     try FileManager.default.moveItem(atPath: file.path, toPath: done)
                     say("published  \(subject) (vsn \(envelope.vsn), \(Format.size(file.payload.count))); file renamed to \(done)")
                 } catch {
-                    say("published  \(subject), but could not rename \(file.path): \(error.localizedDescription); do not republish it again")
+                    say(
+                        "published  \(subject), but could not rename \(file.path): \(error.localizedDescription); do not republish it again"
+                    )
                     failures += 1
                 }
             }

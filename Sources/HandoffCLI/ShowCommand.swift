@@ -25,13 +25,16 @@ struct ShowCommand: AsyncParsableCommand {
         let found = try await BrokerSession.with(connection) { session -> [StoredItem] in
             let topics = session.topics
             let candidates: [(HandoffTopics.Kind, String)] = [
-                (.handoff, topics.handoff(label, id: id)), (.checkpoint, topics.checkpoint(label, instance: id)), (.deadLetter, topics.deadLetter(label, id: id)),
+                (.handoff, topics.handoff(label, id: id)), (.checkpoint, topics.checkpoint(label, instance: id)),
+                (.deadLetter, topics.deadLetter(label, id: id)),
             ]
             let snapshot = try await Snapshot.read(session, label: label)
             return candidates.compactMap { kind, topic in snapshot.items.first { $0.kind == kind && $0.topic == topic } }
         }
         guard !found.isEmpty else {
-            throw CLIError("nothing stored for '\(label)'/\(id) under prefix '\(try connection.topics().prefix)': no waiting handoff, checkpoint or dead letter (see `handoff list --label '\(label)'`)")
+            throw CLIError(
+                "nothing stored for '\(label)'/\(id) under prefix '\(try connection.topics().prefix)': no waiting handoff, checkpoint or dead letter (see `handoff list --label '\(label)'`)"
+            )
         }
         let keys = try connection.keySet()
         var failures: [String] = []

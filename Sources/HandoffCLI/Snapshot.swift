@@ -55,7 +55,9 @@ struct Snapshot: Sendable {
     var problems: [(topic: String, problem: String)] = []
     var statuses: [String: InstanceStatus] = [:]
 
-    static func read(_ session: BrokerSession, label: HandoffLabel?, kinds: [HandoffTopics.Kind] = [.handoff, .checkpoint, .deadLetter]) async throws -> Snapshot {
+    static func read(_ session: BrokerSession, label: HandoffLabel?, kinds: [HandoffTopics.Kind] = [.handoff, .checkpoint, .deadLetter])
+        async throws -> Snapshot
+    {
         let topics = session.topics
         var filters = kinds.map { topics.filter($0, label: label) }
         // Statuses first (A3): a checkpoint is then judged with its instance's status at hand.
@@ -84,7 +86,8 @@ struct Snapshot: Sendable {
             guard let incarnation = snapshot.items[index].envelope?.incarnation else { continue }
             let status = snapshot.statuses[snapshot.items[index].key]
             let through = status?.releasedThrough ?? 0
-            snapshot.items[index].release = CheckpointRelease(instanceState: status?.state.rawValue, releasedThrough: through, released: incarnation <= through)
+            snapshot.items[index].release = CheckpointRelease(
+                instanceState: status?.state.rawValue, releasedThrough: through, released: incarnation <= through)
         }
         snapshot.items.sort { ($0.label.rawValue, $0.createdAt, $0.key) < ($1.label.rawValue, $1.createdAt, $1.key) }
         return snapshot

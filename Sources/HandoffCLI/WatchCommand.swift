@@ -36,7 +36,8 @@ struct WatchCommand: AsyncParsableCommand {
         let session = try await BrokerSession.connect(connection)
         let topics = session.topics
         let client = session.client
-        let filters = [topics.filter(.handoff, label: label), topics.filter(.deadLetter, label: label)]
+        let filters =
+            [topics.filter(.handoff, label: label), topics.filter(.deadLetter, label: label)]
             + (checkpoints ? [topics.instanceFilter, topics.filter(.checkpoint, label: label)] : [])
         let messages = client.messages()
         let events = client.events()
@@ -108,19 +109,28 @@ struct Rounds {
     mutating func route(_ message: MQTTMessage) {
         if let instance = topics.parseInstance(message.topic).map(String.init) {
             if message.payload.isEmpty {
-                emit("instance", label: nil, key: instance, details: "status removed (stopped with no checkpoint left)", fields: ["state": "removed"])
+                emit(
+                    "instance", label: nil, key: instance, details: "status removed (stopped with no checkpoint left)",
+                    fields: ["state": "removed"])
                 return
             }
             guard let status = InstanceStatus.decode(message.payload, on: instance) else { return }
-            let what = status.state == .dead
+            let what =
+                status.state == .dead
                 ? "dead: connection \(status.incarnation) ended without a DISCONNECT; checkpoints released through incarnation \(status.releasedThrough)"
                 : "online: connection \(status.incarnation)\(status.released > 0 ? ", released through \(status.released)" : "")"
-            emit("instance", label: nil, key: instance, details: what, fields: ["state": status.state.rawValue, "incarnation": "\(status.incarnation)", "releasedThrough": "\(status.releasedThrough)"])
+            emit(
+                "instance", label: nil, key: instance, details: what,
+                fields: [
+                    "state": status.state.rawValue, "incarnation": "\(status.incarnation)", "releasedThrough": "\(status.releasedThrough)",
+                ])
             return
         }
         guard let (kind, level, key) = topics.parse(message.topic) else { return }
         guard let label = try? HandoffLabel(topicLevel: level) else {
-            emit("unreadable", label: nil, key: message.topic, details: "the label level '\(level)' is not a canonical encoding", fields: [:])
+            emit(
+                "unreadable", label: nil, key: message.topic, details: "the label level '\(level)' is not a canonical encoding", fields: [:]
+            )
             return
         }
         let properties = message.properties
@@ -129,8 +139,9 @@ struct Rounds {
                 emit("dead-letter-removed", label: label, key: key, details: "", fields: [:])
             } else if !message.retain {
                 let info = DeadLetterInfo(properties)
-                emit("dead-letter", label: label, key: key, details: "\(info.reason): \(info.detail) (by \(info.rejectedBy))",
-                     fields: ["reason": info.reason, "detail": info.detail, "rejectedBy": info.rejectedBy])
+                emit(
+                    "dead-letter", label: label, key: key, details: "\(info.reason): \(info.detail) (by \(info.rejectedBy))",
+                    fields: ["reason": info.reason, "detail": info.detail, "rejectedBy": info.rejectedBy])
             }
             return
         }
@@ -145,8 +156,9 @@ struct Rounds {
             open.insert(message.topic)
             var details = "vsn \(envelope.vsn), \(Format.size(item.size)), from \(Format.origin(envelope.origin))"
             if let incarnation = envelope.incarnation, kind == .checkpoint { details += ", incarnation \(incarnation)" }
-            emit(event + (message.retain ? "waiting" : "opened"), label: label, key: key, details: details,
-                 fields: ["vsn": "\(envelope.vsn)", "size": "\(item.size)", "origin": envelope.origin.instance])
+            emit(
+                event + (message.retain ? "waiting" : "opened"), label: label, key: key, details: details,
+                fields: ["vsn": "\(envelope.vsn)", "size": "\(item.size)", "origin": envelope.origin.instance])
             return
         }
         guard let claimer = properties.userProperty(HandoffProperty.claimBy), !claimer.isEmpty else {
@@ -155,10 +167,15 @@ struct Rounds {
         }
         let purpose = properties.userProperty(HandoffProperty.claimPurpose) ?? "merge"
         if open.remove(message.topic) != nil {
-            emit(event + "verdict", label: label, key: key, details: "won by \(claimer) (\(purpose))", fields: ["winner": claimer, "purpose": purpose])
+            emit(
+                event + "verdict", label: label, key: key, details: "won by \(claimer) (\(purpose))",
+                fields: ["winner": claimer, "purpose": purpose])
         } else {
-            emit(event + "claim", label: label, key: key, details: "by \(claimer) (\(purpose)): not a verdict, no round open (decided already, unreadable, or opened before this watch)",
-                 fields: ["claimer": claimer, "purpose": purpose])
+            emit(
+                event + "claim", label: label, key: key,
+                details:
+                    "by \(claimer) (\(purpose)): not a verdict, no round open (decided already, unreadable, or opened before this watch)",
+                fields: ["claimer": claimer, "purpose": purpose])
         }
     }
 

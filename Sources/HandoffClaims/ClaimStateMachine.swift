@@ -162,7 +162,9 @@ package struct ClaimStateMachine: Sendable {
                 actions.append(.answerClaim(token: token, .failure(HandoffError.notSubscribed(label))))
             }
         }
-        guard let index = labels.index(forKey: label.topicLevel), labels.values[index].isWatched else { return (false, actions, Unsettled()) }
+        guard let index = labels.index(forKey: label.topicLevel), labels.values[index].isWatched else {
+            return (false, actions, Unsettled())
+        }
         let rounds = labels.values[index]
         labels.values[index].isWatched = false
         labels.values[index].stopping = false
@@ -250,7 +252,8 @@ package struct ClaimStateMachine: Sendable {
             let checkpoint = Self.checkpointKey(envelope.origin.instance)
             if let released = rounds.pending[checkpoint], !released.claiming {
                 rounds.pending[checkpoint] = nil
-                actions.append(.claimAlreadyMerged(label, key: checkpoint, roundMAC: released.envelope.signatureMAC, cause: .replacedByHandoff))
+                actions.append(
+                    .claimAlreadyMerged(label, key: checkpoint, roundMAC: released.envelope.signatureMAC, cause: .replacedByHandoff))
             }
             return !rounds.isWatched
         }
@@ -403,7 +406,9 @@ package struct ClaimStateMachine: Sendable {
     package mutating func unreadableCheckpointSeen(
         _ label: HandoffLabel, instance: String, payload: Data, reason: HandoffRejection.Reason, detail: String
     ) -> [ClaimAction] {
-        guard releasedThrough[instance, default: 0] > 0 else { return [.ignoreUnreadableCheckpoint(label, instance: instance, reason: reason)] }
+        guard releasedThrough[instance, default: 0] > 0 else {
+            return [.ignoreUnreadableCheckpoint(label, instance: instance, reason: reason)]
+        }
         return unreadableSeen(label, key: Self.checkpointKey(instance), payload: payload, reason: reason, detail: detail)
     }
 
@@ -425,7 +430,8 @@ package struct ClaimStateMachine: Sendable {
                 rounds.held[key] = nil
                 count += 1
                 if rounds.handedOffBy.contains(instance) {
-                    actions.append(.claimAlreadyMerged(rounds.label, key: key, roundMAC: held.envelope.signatureMAC, cause: .replacedByHandoff))
+                    actions.append(
+                        .claimAlreadyMerged(rounds.label, key: key, roundMAC: held.envelope.signatureMAC, cause: .replacedByHandoff))
                 } else {
                     rounds.replacePending(key, with: held)
                     if rounds.isWatched { actions.append(.offer(rounds.label)) }
@@ -670,7 +676,8 @@ package struct ClaimStateMachine: Sendable {
             labels.values[index].verdictOrder = []
         }
         var actions: [ClaimAction] = claims.values.map { token in
-            let detail = unpublished.contains(token)
+            let detail =
+                unpublished.contains(token)
                 ? "the broker session was lost before this participant's ranked claim was published; the waiting handoffs are read again"
                 : "the broker session was lost during the claim; the handoff was dead-lettered"
             return .answerClaim(token: token, .failure(HandoffError.transportUnavailable(detail)))
@@ -678,7 +685,9 @@ package struct ClaimStateMachine: Sendable {
         claims = [:]
         actions += uncertain.map {
             .deadLetterOutcomeUnknown(
-                $0, detail: "the broker session was lost while this participant's claim was in flight; another participant may also have merged it"
+                $0,
+                detail:
+                    "the broker session was lost while this participant's claim was in flight; another participant may also have merged it"
             )
         }
         return (actions, uncertain.count)

@@ -77,7 +77,8 @@ final class CheckpointBook: Sendable {
             switch loss {
             case .released(let through, let status):
                 state.releasedThrough = max(state.releasedThrough, through)
-                let why = status.state == .dead
+                let why =
+                    status.state == .dead
                     ? "this instance's death notice for connection \(status.incarnation) released its checkpoints up to connection \(through)"
                     : "this instance's status says its checkpoints up to connection \(through) were released"
                 for (level, sent) in state.sent where sent.incarnation <= through && state.fenced[level] == nil {

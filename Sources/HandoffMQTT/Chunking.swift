@@ -45,7 +45,8 @@ struct ChunkManifest: Codable, Sendable, Equatable {
         }
         guard let format = fields["format"] as? String else { throw malformed("no 'format' string") }
         guard format == Self.format else {
-            throw HandoffError.unreadableEnvelope(.unsupportedFormat, detail: "chunk manifest of format '\(format)'; this reader reads '\(Self.format)'"
+            throw HandoffError.unreadableEnvelope(
+                .unsupportedFormat, detail: "chunk manifest of format '\(format)'; this reader reads '\(Self.format)'"
             )
         }
         let manifest: ChunkManifest
@@ -58,7 +59,8 @@ struct ChunkManifest: Codable, Sendable, Equatable {
         guard manifest.length >= 1 else { throw malformed("'length' is \(manifest.length), not a positive integer") }
         let expected = (manifest.length - 1) / manifest.chunkSize + 1
         guard manifest.count == expected else {
-            throw malformed("\(manifest.count) chunk hashes for \(manifest.length) bytes in chunks of \(manifest.chunkSize) (\(expected) chunks)")
+            throw malformed(
+                "\(manifest.count) chunk hashes for \(manifest.length) bytes in chunks of \(manifest.chunkSize) (\(expected) chunks)")
         }
         guard manifest.chunks.allSatisfy(Self.isDigest) else { throw malformed("a chunk hash is not 64 hexadecimal digits") }
         let header = manifest.header.utf8
@@ -69,9 +71,10 @@ struct ChunkManifest: Codable, Sendable, Equatable {
     }
 
     private static func isDigest(_ text: String) -> Bool {
-        text.utf8.count == 64 && text.utf8.allSatisfy { byte in
-            (0x30...0x39).contains(byte) || (0x41...0x46).contains(byte) || (0x61...0x66).contains(byte)
-        }
+        text.utf8.count == 64
+            && text.utf8.allSatisfy { byte in
+                (0x30...0x39).contains(byte) || (0x41...0x46).contains(byte) || (0x61...0x66).contains(byte)
+            }
     }
 }
 
@@ -142,12 +145,14 @@ final class ChunkAssembly: Sendable {
             return (state.buffer, state.received, state.corrupt)
         }
         if let first = corrupt.keys.min(), let detail = corrupt[first] {
-            throw HandoffError.unreadableEnvelope(.integrityFailure, detail: corrupt.count == 1 ? detail : "\(detail) (and \(corrupt.count - 1) more)")
+            throw HandoffError.unreadableEnvelope(
+                .integrityFailure, detail: corrupt.count == 1 ? detail : "\(detail) (and \(corrupt.count - 1) more)")
         }
         let missing = received.indices.filter { !received[$0] }
         guard missing.isEmpty else {
             let listed = missing.prefix(10).map(String.init).joined(separator: ", ") + (missing.count > 10 ? ", …" : "")
-            throw HandoffError.unreadableEnvelope(.chunkMissing, detail: "\(missing.count) of the \(manifest.count) chunks are not on the broker (chunk \(listed))"
+            throw HandoffError.unreadableEnvelope(
+                .chunkMissing, detail: "\(missing.count) of the \(manifest.count) chunks are not on the broker (chunk \(listed))"
             )
         }
         return buffer

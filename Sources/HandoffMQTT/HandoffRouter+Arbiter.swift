@@ -35,7 +35,8 @@ extension HandoffRouter {
             // The store may have given it to this participant: keep it as a dead letter rather than lose it (§5).
             _ = state.withLock { $0.machine.arbitrated(label, id, won: nil, claimed: entry) }
             try? await deadLetter(
-                label: label, id: id, payload: entry.payload, reason: .claimOutcomeUnknown, detail: detail, claim: false, timeout: options.settleTimeout
+                label: label, id: id, payload: entry.payload, reason: .claimOutcomeUnknown, detail: detail, claim: false,
+                timeout: options.settleTimeout
             )
             throw HandoffError.claimOutcomeUnknown(label: label, id: envelope.id, detail: detail + "; its payload was dead-lettered")
         } catch {

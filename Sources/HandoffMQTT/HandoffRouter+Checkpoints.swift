@@ -36,7 +36,8 @@ extension HandoffRouter {
             )
             let (restoredBy, retained) = (message.properties.userProperty(HandoffProperty.restoreBy), message.retain)
             handle {
-                $0.checkpointSeen(label, instance: instance, envelope: envelope, payload: payload, restoredBy: restoredBy, retained: retained, now: .now)
+                $0.checkpointSeen(
+                    label, instance: instance, envelope: envelope, payload: payload, restoredBy: restoredBy, retained: retained, now: .now)
             }
         } catch {
             handle { $0.unreadableCheckpointSeen(label, instance: instance, payload: payload, reason: error.reason, detail: error.detail) }
@@ -53,7 +54,8 @@ extension HandoffRouter {
             return
         }
         handle {
-            $0.statusSeen(instance: instance, incarnation: status.incarnation, online: status.state == .online, releasedThrough: through, now: .now)
+            $0.statusSeen(
+                instance: instance, incarnation: status.incarnation, online: status.state == .online, releasedThrough: through, now: .now)
         }
     }
 }

@@ -97,7 +97,8 @@ final class HandoffRouter: Sendable {
         self.logger = logger
         self.syncTopic = topics.sync(instance: origin.instance)
         self.candidates = ClaimCandidates(own: origin.instance)
-        self.state = Mutex(State(machine: ClaimStateMachine(instance: origin.instance, keys: options.keys, trackedBytesLimit: options.trackedBytesLimit)))
+        self.state = Mutex(
+            State(machine: ClaimStateMachine(instance: origin.instance, keys: options.keys, trackedBytesLimit: options.trackedBytesLimit)))
     }
 
     /// Runs `event` on the machine, under the lock, then performs the actions it returned.
@@ -127,27 +128,37 @@ final class HandoffRouter: Sendable {
                 metadata: Self.restoreMetadata(label, key, cause)
             )
         case .nothingToRestore(let label, let key, let cause):
-            logger.debug("A zero-length message on a handoff topic is not a claim; nothing to restore", metadata: Self.restoreMetadata(label, key, cause))
+            logger.debug(
+                "A zero-length message on a handoff topic is not a claim; nothing to restore",
+                metadata: Self.restoreMetadata(label, key, cause))
         case .deadLetterRejected(let label, let key, let payload, let reason, let detail, let claim):
             let id = Self.topicLevel(ofKey: key)
             Task {
                 var disposition = HandoffRejection.Disposition.deadLettered
                 do {
-                    try await deadLetter(label: label, id: key, payload: payload, reason: reason, detail: detail, claim: claim, timeout: options.operationTimeout)
+                    try await deadLetter(
+                        label: label, id: key, payload: payload, reason: reason, detail: detail, claim: claim,
+                        timeout: options.operationTimeout)
                     logger.warning(
                         "A message on a handoff topic is not a readable handoff; moved it to the dead letters",
-                        metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.reason": "\(reason.rawValue)", "handoff.detail": "\(detail)"]
+                        metadata: [
+                            "handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.reason": "\(reason.rawValue)",
+                            "handoff.detail": "\(detail)",
+                        ]
                     )
                 } catch {
                     disposition = .leftInPlace
-                    logger.warning("Could not dead-letter a rejected handoff; left it in place", metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.error": "\(error)"])
+                    logger.warning(
+                        "Could not dead-letter a rejected handoff; left it in place",
+                        metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.error": "\(error)"])
                 }
                 notify(label, .rejected(HandoffRejection(label: label, id: id, reason: reason, detail: detail, disposition: disposition)))
             }
         case .leaveRejected(let label, let key, let reason, let detail):
             let id = Self.topicLevel(ofKey: key)
             logger.warning(
-                reason == .unknownKey ? "Left a handoff signed or encrypted with an unknown key in place" : "Left a handoff of an unknown format in place",
+                reason == .unknownKey
+                    ? "Left a handoff signed or encrypted with an unknown key in place" : "Left a handoff of an unknown format in place",
                 metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.detail": "\(detail)"]
             )
             notify(label, .rejected(HandoffRejection(label: label, id: id, reason: reason, detail: detail, disposition: .leftInPlace)))
@@ -159,7 +170,8 @@ final class HandoffRouter: Sendable {
         case .deadLetterOutcomeUnknown(let entry, let detail):
             Task {
                 try? await deadLetter(
-                    label: entry.envelope.label, id: entry.key, payload: entry.payload, reason: .claimOutcomeUnknown, detail: detail, timeout: options.operationTimeout
+                    label: entry.envelope.label, id: entry.key, payload: entry.payload, reason: .claimOutcomeUnknown, detail: detail,
+                    timeout: options.operationTimeout
                 )
             }
         case .droppedTrackedLabels(let limit):
@@ -172,7 +184,8 @@ final class HandoffRouter: Sendable {
                 "An instance released its checkpoints",
                 metadata: [
                     "handoff.instance": "\(instance)", "handoff.incarnation": "\(through)",
-                    "handoff.state": "\(online ? InstanceStatus.State.online.rawValue : InstanceStatus.State.dead.rawValue)", "handoff.labels": "\(labels)",
+                    "handoff.state": "\(online ? InstanceStatus.State.online.rawValue : InstanceStatus.State.dead.rawValue)",
+                    "handoff.labels": "\(labels)",
                 ]
             )
         }
@@ -254,7 +267,9 @@ final class HandoffRouter: Sendable {
     func returnHandoff(label: HandoffLabel, id: String, payload: Data, timeout: Duration) async throws {
         state.withLock { $0.machine.givingBack(label, id) }
         let properties = MQTTPublishProperties(messageExpiry: options.handoffExpiry, contentType: Self.contentType)
-        let (client, topic, arbiter, prefix) = (self.client, roundTopic(label, id), key(isArbitrated: id) ? options.arbiter : nil, topics.prefix)
+        let (client, topic, arbiter, prefix) = (
+            self.client, roundTopic(label, id), key(isArbitrated: id) ? options.arbiter : nil, topics.prefix
+        )
         try await withDeadline(timeout, operation: "return handoff '\(label)'/\(id)") {
             try await arbiter?.store(prefix: prefix, label: label, id: id, payload: payload)
             try await client.publish(topic, payload: payload, qos: .atLeastOnce, retain: true, properties: properties)
@@ -300,7 +315,8 @@ final class HandoffRouter: Sendable {
             if message.payload.isEmpty {
                 routeClaim(label: label, id: String(id), topic: message.topic, properties: message.properties)
             } else {
-                routeHandoff(label: label, id: String(id), payload: message.payload, properties: message.properties, retained: message.retain)
+                routeHandoff(
+                    label: label, id: String(id), payload: message.payload, properties: message.properties, retained: message.retain)
             }
         } else if let (labelLevel, instance) = topics.parseCheckpoint(message.topic) {
             guard let label = state.withLock({ $0.machine.label(atLevel: labelLevel) }) else { return }
@@ -312,9 +328,12 @@ final class HandoffRouter: Sendable {
 
     func routeHandoff(label: HandoffLabel, id: String, payload: Data, properties: MQTTPublishProperties, retained: Bool) {
         do {
-            let envelope = try HandoffEnvelope.read(payload, topicLabel: label, topicID: id, keys: options.keys, maximumSize: options.maximumPayloadSize)
+            let envelope = try HandoffEnvelope.read(
+                payload, topicLabel: label, topicID: id, keys: options.keys, maximumSize: options.maximumPayloadSize)
             let restoredBy = properties.userProperty(HandoffProperty.restoreBy)
-            handle { $0.handoffSeen(label, id: id, envelope: envelope, payload: payload, restoredBy: restoredBy, retained: retained, now: .now) }
+            handle {
+                $0.handoffSeen(label, id: id, envelope: envelope, payload: payload, restoredBy: restoredBy, retained: retained, now: .now)
+            }
         } catch {
             handle { $0.unreadableSeen(label, key: id, payload: payload, reason: error.reason, detail: error.detail) }
         }
@@ -375,8 +394,10 @@ final class HandoffRouter: Sendable {
                 return (registration, superseded.flatMap { state.waiters.removeValue(forKey: $0) })
             }
             // (Only one claim of a topic is in flight at a time; should another one have been, it is answered.)
-            superseded?.resume(with: .failure(HandoffError.claimOutcomeUnknown(
-                label: label, id: envelope.id, detail: "a newer claim of the same topic took its place")))
+            superseded?.resume(
+                with: .failure(
+                    HandoffError.claimOutcomeUnknown(
+                        label: label, id: envelope.id, detail: "a newer claim of the same topic took its place")))
             switch registration {
             case .shutDown:
                 timer.cancel()
@@ -437,7 +458,8 @@ final class HandoffRouter: Sendable {
     /// is open, whose waiting handoff must stay claimable by those who saw it (docs/PROTOCOL.md §7); the next claim
     /// of that round clears the payload from the broker.
     func deadLetter(
-        label: HandoffLabel, id: String, payload: Data, reason: HandoffRejection.Reason, detail: String, claim: Bool = true, timeout: Duration
+        label: HandoffLabel, id: String, payload: Data, reason: HandoffRejection.Reason, detail: String, claim: Bool = true,
+        timeout: Duration
     ) async throws {
         let deadProperties = MQTTPublishProperties(userProperties: [
             MQTTUserProperty(HandoffProperty.deadReason, reason.rawValue),
@@ -469,7 +491,9 @@ final class HandoffRouter: Sendable {
         }
         logger.debug(
             "Handoff moved to dead letters",
-            metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.reason": "\(reason.rawValue)", "handoff.detail": "\(detail)"]
+            metadata: [
+                "handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.reason": "\(reason.rawValue)", "handoff.detail": "\(detail)",
+            ]
         )
     }
 

@@ -7,12 +7,15 @@ import MosquittoClient
 /// the incarnation (connection number) they were written under, and released to successors by the instance's status
 /// on `{prefix}/instances/{instance}`: the Will of a connection that died, or a birth repeating an earlier release.
 extension MQTTHandoffTransport: HandoffCheckpointing {
-    public func checkpoint(_ envelope: HandoffEnvelope, onlyIfChanged: Bool = true, timeout: Duration) async throws -> HandoffCheckpointOutcome {
+    public func checkpoint(_ envelope: HandoffEnvelope, onlyIfChanged: Bool = true, timeout: Duration) async throws
+        -> HandoffCheckpointOutcome
+    {
         guard router.options.willDelay != nil else {
             throw HandoffError.transportUnavailable("Checkpoints need the Will that releases them: set Options.willDelay")
         }
         guard envelope.origin.instance == origin.instance else {
-            throw HandoffError.encodingFailed(label: envelope.label, detail: "a checkpoint must come from this participant's instance \(origin.instance)")
+            throw HandoffError.encodingFailed(
+                label: envelope.label, detail: "a checkpoint must come from this participant's instance \(origin.instance)")
         }
         let label = envelope.label
         let digest = envelope.sha256
@@ -125,7 +128,8 @@ struct Announcer: Sendable {
         let (client, topic) = (self.client, topics.instance(instance))
         try await withDeadline(timeout, operation: "publish this participant's birth") {
             try await client.publish(
-                topic, payload: birth.encoded(), qos: .atLeastOnce, retain: true, properties: MQTTPublishProperties(contentType: "application/json")
+                topic, payload: birth.encoded(), qos: .atLeastOnce, retain: true,
+                properties: MQTTPublishProperties(contentType: "application/json")
             )
         }
         guard isCurrent(incarnation) else { return }
@@ -148,7 +152,9 @@ struct Announcer: Sendable {
                 try await announce()
                 return
             } catch {
-                logger.warning("Could not announce this participant; retrying", metadata: ["handoff.error": "\(error)", "handoff.retry_in": "\(delay)"])
+                logger.warning(
+                    "Could not announce this participant; retrying",
+                    metadata: ["handoff.error": "\(error)", "handoff.retry_in": "\(delay)"])
             }
             do { try await Task.sleep(for: delay) } catch { return }
             guard isCurrent(incarnation) else { return }

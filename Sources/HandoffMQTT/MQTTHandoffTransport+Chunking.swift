@@ -43,7 +43,10 @@ extension MQTTHandoffTransport: HandoffChunking {
         )
         logger.debug(
             "Chunks of a large handoff stored; publishing its manifest",
-            metadata: ["handoff.label": "\(envelope.label)", "handoff.id": "\(envelope.id)", "handoff.bytes": "\(sealed.data.count)", "handoff.chunks": "\(hashes.count)"]
+            metadata: [
+                "handoff.label": "\(envelope.label)", "handoff.id": "\(envelope.id)", "handoff.bytes": "\(sealed.data.count)",
+                "handoff.chunks": "\(hashes.count)",
+            ]
         )
         return try (keys.map { try $0.seal(outer) } ?? outer).encoded()
     }
@@ -68,7 +71,9 @@ extension MQTTHandoffTransport: HandoffChunking {
                         let slice = data[start..<min(start + chunkSize, data.endIndex)]
                         group.addTask {
                             let digest = HandoffEnvelope.sha256Hex(slice)
-                            try await client.publish(topics.chunk(label, id: id, index: index), payload: slice, qos: .atLeastOnce, retain: true, properties: properties)
+                            try await client.publish(
+                                topics.chunk(label, id: id, index: index), payload: slice, qos: .atLeastOnce, retain: true,
+                                properties: properties)
                             return (index, digest)
                         }
                         next += 1
@@ -93,7 +98,8 @@ extension MQTTHandoffTransport: HandoffChunking {
     public func assemble(_ manifest: HandoffEnvelope, timeout: Duration) async throws -> HandoffEnvelope {
         let parsed = try ChunkManifest.read(manifest.data)
         guard parsed.length <= router.options.maximumPayloadSize else {
-            throw HandoffError.unreadableEnvelope(.tooLarge, detail: "the chunks hold \(parsed.length) bytes, more than the maximum of \(router.options.maximumPayloadSize)"
+            throw HandoffError.unreadableEnvelope(
+                .tooLarge, detail: "the chunks hold \(parsed.length) bytes, more than the maximum of \(router.options.maximumPayloadSize)"
             )
         }
         let (label, id) = (manifest.label, manifest.id.rawValue)
@@ -125,15 +131,20 @@ extension MQTTHandoffTransport: HandoffChunking {
         try? await client.unsubscribe(topicPrefix + "+")
         let payload = try assembly.finish()
         let whole = try HandoffEnvelope.read(payload, topicLabel: label, topicID: id, keys: router.options.keys, maximumSize: .max)
-        guard !whole.isChunkManifest, whole.vsn == manifest.vsn, whole.origin == manifest.origin, whole.createdAt == manifest.createdAt else {
-            throw HandoffError.unreadableEnvelope(.malformed,
+        guard !whole.isChunkManifest, whole.vsn == manifest.vsn, whole.origin == manifest.origin, whole.createdAt == manifest.createdAt
+        else {
+            throw HandoffError.unreadableEnvelope(
+                .malformed,
                 detail: "the envelope the chunks make disagrees with its manifest (vsn, origin or createdAt), or is a manifest itself"
             )
         }
         chunkReaders.markAssembled(manifest, topicPrefix: topicPrefix, count: parsed.count)
         logger.debug(
             "Read and checked the chunks of a handoff",
-            metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.bytes": "\(parsed.length)", "handoff.chunks": "\(parsed.count)"]
+            metadata: [
+                "handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.bytes": "\(parsed.length)",
+                "handoff.chunks": "\(parsed.count)",
+            ]
         )
         // Its wire form stays the manifest: a give-back or a dead letter stores that, verbatim.
         return whole.withReceivedPayload(manifest.encoded())

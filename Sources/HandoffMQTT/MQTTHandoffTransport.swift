@@ -251,14 +251,17 @@ public final class MQTTHandoffTransport: HandoffTransport {
         }
         router.ownCheckpointCleared.withLock {
             $0 = { label in
-                logger.warning("This participant's checkpoint was cleared by a message that is not a claim; the next one is written again",
-                               metadata: ["handoff.label": "\(label)"])
+                logger.warning(
+                    "This participant's checkpoint was cleared by a message that is not a claim; the next one is written again",
+                    metadata: ["handoff.label": "\(label)"])
                 book.forgetStored(label)
             }
         }
         let events = client.events()
         let announcing = announcing
-        let announcer = Announcer(client: client, topics: topics, router: router, book: book, instance: origin.instance, enabled: options.willDelay != nil, logger: logger)
+        let announcer = Announcer(
+            client: client, topics: topics, router: router, book: book, instance: origin.instance, enabled: options.willDelay != nil,
+            logger: logger)
         self.announcer = announcer
         self.tasks = [
             Task {
@@ -300,7 +303,10 @@ public final class MQTTHandoffTransport: HandoffTransport {
                 for notice in router.silentInstances(lease: lease) {
                     logger.warning(
                         "Declaring an instance dead: not heard from within the liveness lease (its Will may have been lost); its checkpoints are released",
-                        metadata: ["handoff.instance": "\(notice.instance)", "handoff.incarnation": "\(notice.incarnation)", "handoff.lease": "\(lease)"]
+                        metadata: [
+                            "handoff.instance": "\(notice.instance)", "handoff.incarnation": "\(notice.incarnation)",
+                            "handoff.lease": "\(lease)",
+                        ]
                     )
                     try? await client.publish(topics.instance(notice.instance), payload: notice.encoded(), qos: .atLeastOnce, retain: true)
                 }
@@ -431,11 +437,13 @@ public final class MQTTHandoffTransport: HandoffTransport {
     public func release(_ envelope: HandoffEnvelope, timeout: Duration) async throws {
         chunkReaders.forgetAssembled(envelope)
         do {
-            try await router.returnHandoff(label: envelope.label, id: router.key(of: envelope), payload: envelope.encoded(), timeout: timeout)
+            try await router.returnHandoff(
+                label: envelope.label, id: router.key(of: envelope), payload: envelope.encoded(), timeout: timeout)
         } catch let error as MQTTError {
             throw HandoffError.transportUnavailable("Could not give back handoff '\(envelope.label)'/\(envelope.id): \(error)")
         }
-        logger.info("Gave back a handoff won but not merged", metadata: ["handoff.label": "\(envelope.label)", "handoff.id": "\(envelope.id)"])
+        logger.info(
+            "Gave back a handoff won but not merged", metadata: ["handoff.label": "\(envelope.label)", "handoff.id": "\(envelope.id)"])
     }
 
     public func initiate(_ envelope: HandoffEnvelope, timeout: Duration) async throws {
@@ -451,15 +459,19 @@ public final class MQTTHandoffTransport: HandoffTransport {
             acknowledged.resume(result)
         }
         try await acknowledged.wait(
-            timeLimit: timeout, timeoutError: { HandoffError.timeout(operation: "initiate handoff '\(envelope.label)'/\(envelope.id)", after: timeout) }
+            timeLimit: timeout,
+            timeoutError: { HandoffError.timeout(operation: "initiate handoff '\(envelope.label)'/\(envelope.id)", after: timeout) }
         )
-        logger.debug("Handoff stored on the broker", metadata: ["handoff.label": "\(envelope.label)", "handoff.id": "\(envelope.id)", "handoff.bytes": "\(payload.count)"])
+        logger.debug(
+            "Handoff stored on the broker",
+            metadata: ["handoff.label": "\(envelope.label)", "handoff.id": "\(envelope.id)", "handoff.bytes": "\(payload.count)"])
     }
 
     public func deadLetter(_ envelope: HandoffEnvelope, reason: HandoffRejection.Reason, detail: String, timeout: Duration) async throws {
         chunkReaders.forgetAssembled(envelope)
         try await router.deadLetter(
-            label: envelope.label, id: router.key(of: envelope), payload: router.rawPayload(of: envelope), reason: reason, detail: detail, timeout: timeout
+            label: envelope.label, id: router.key(of: envelope), payload: router.rawPayload(of: envelope), reason: reason, detail: detail,
+            timeout: timeout
         )
     }
 
@@ -474,7 +486,11 @@ extension MQTTHandoffTransport {
     @discardableResult
     fileprivate func settle(_ unsettled: HandoffRouter.Unsettled, until deadline: ContinuousClock.Instant) async -> Settlement {
         guard !unsettled.isEmpty else { return Settlement() }
-        enum Done: Sendable { case returned(HandoffEnvelope), deadLettered(HandoffEnvelope), unstored(HandoffEnvelope, String) }
+        enum Done: Sendable {
+            case returned(HandoffEnvelope)
+            case deadLettered(HandoffEnvelope)
+            case unstored(HandoffEnvelope, String)
+        }
         let router = self.router
         let timeout = max(ContinuousClock.now.duration(to: deadline), .milliseconds(100))
         var settlement = Settlement()

@@ -80,11 +80,13 @@ public final class RedisClaimArbiter: HandoffClaimArbiter {
         let reply: RedisReply
         do {
             reply = try await connection.send(
-                "EVAL", Self.takeScript, "2", Self.waitingKey(prefix, label), Self.winnerKey(prefix, label, id), id, instance, String(Self.winnerSeconds)
+                "EVAL", Self.takeScript, "2", Self.waitingKey(prefix, label), Self.winnerKey(prefix, label, id), id, instance,
+                String(Self.winnerSeconds)
             )
         } catch let error where error.kind == .outcomeUnknown {
             throw HandoffError.claimOutcomeUnknown(
-                label: label, id: try HandoffID(id), detail: "the claim reached Redis at \(endpoint) but its answer did not: \(error.detail)"
+                label: label, id: try HandoffID(id),
+                detail: "the claim reached Redis at \(endpoint) but its answer did not: \(error.detail)"
             )
         } catch {
             throw HandoffError.arbiterUnavailable("could not claim '\(label)'/\(id) in Redis at \(endpoint): \(error)")

@@ -91,12 +91,14 @@ package final class RedisConnection: Sendable {
         guard writeAll(descriptor, request) else {
             disconnect()
             // Some bytes may have reached the server: it may have run the command.
-            return .failure(RedisError(kind: .outcomeUnknown, detail: "the connection to \(host):\(port) failed while sending (errno \(errno))"))
+            return .failure(
+                RedisError(kind: .outcomeUnknown, detail: "the connection to \(host):\(port) failed while sending (errno \(errno))"))
         }
         var reader = ReplyReader(descriptor: descriptor)
         guard let reply = reader.reply() else {
             disconnect()
-            return .failure(RedisError(kind: .outcomeUnknown, detail: "no complete reply from \(host):\(port) within \(timeout) (errno \(errno))"))
+            return .failure(
+                RedisError(kind: .outcomeUnknown, detail: "no complete reply from \(host):\(port) within \(timeout) (errno \(errno))"))
         }
         if case .error(let message) = reply { return .failure(RedisError(kind: .server, detail: message)) }
         return .success(reply)

@@ -69,7 +69,8 @@ public struct MQTTHandoffTransportService: Service {
                 logger.error("a won handoff that could not be given back was written to the fallback directory", metadata: metadata)
             } catch {
                 metadata["handoff.error"] = "\(error)"
-                logger.error("a won handoff that could not be given back could not be written to the fallback directory either", metadata: metadata)
+                logger.error(
+                    "a won handoff that could not be given back could not be written to the fallback directory either", metadata: metadata)
             }
         }
     }

@@ -50,7 +50,8 @@ final class OutcomeCollector: Sendable {
     /// Waits until every outcome is known or `deadline` has passed.
     func wait(until deadline: ContinuousClock.Instant) async {
         // Not cancellable: the shutdown waits for the outcomes whatever happens to its task.
-        _ = try? await allKnown.wait(timeLimit: ContinuousClock.now.duration(to: deadline), onTimeLimit: { .success(()) }, cancellable: false)
+        _ = try? await allKnown.wait(
+            timeLimit: ContinuousClock.now.duration(to: deadline), onTimeLimit: { .success(()) }, cancellable: false)
     }
 
     /// Stops recording and returns the entries as they are.

@@ -31,7 +31,9 @@ protocol ParticipantDriver: Sendable {
 
 extension ParticipantDriver {
     /// Snapshots the participant's state and stores it as its checkpoint.
-    func checkpoint(into transport: any HandoffCheckpointing, onlyIfChanged: Bool, timeout: Duration) async throws -> HandoffCheckpointOutcome {
+    func checkpoint(into transport: any HandoffCheckpointing, onlyIfChanged: Bool, timeout: Duration) async throws
+        -> HandoffCheckpointOutcome
+    {
         guard !transport.isFenced(label) else { return .fenced }
         return try await transport.checkpoint(try await makeEnvelope(forHandoff: false), onlyIfChanged: onlyIfChanged, timeout: timeout)
     }

@@ -43,7 +43,9 @@ package final class RoundObserver: Sendable {
                             purpose: properties.userProperty(HandoffProperty.claimPurpose),
                             signature: properties.userProperty(HandoffProperty.claimSignature)
                         )
-                    } else if let envelope = try? HandoffEnvelope.read(message.payload, topicLabel: label, topicID: id, keys: keys, maximumSize: .max) {
+                    } else if let envelope = try? HandoffEnvelope.read(
+                        message.payload, topicLabel: label, topicID: id, keys: keys, maximumSize: .max)
+                    {
                         _ = machine.handoffSeen(
                             label, id: id, envelope: envelope, payload: message.payload,
                             restoredBy: properties.userProperty(HandoffProperty.restoreBy), retained: message.retain, now: .now

@@ -170,18 +170,21 @@ final class ClientCore: Sendable {
         for listener in listeners { listener.yield(event) }
         if !toResubscribe.isEmpty {
             // Subscribing from a callback is allowed (only destroy, loop_stop and loop are not).
-            let mids = toResubscribe.compactMap { filter, options in (try? handle.subscribe(filter, options: options)).map { ($0, filter) } }
+            let mids = toResubscribe.compactMap { filter, options in (try? handle.subscribe(filter, options: options)).map { ($0, filter) }
+            }
             // Their SUBACKs arrive on this very thread, after this callback returns, and resume nobody.
             state.withLock { state in
                 for (mid, filter) in mids { state.subscribes[mid] = Pending(what: filter, qos: .atLeastOnce, completion: Completion()) }
             }
-            logger.info("Restored subscriptions after reconnect", metadata: ["mqtt.broker": "\(endpoint)", "mqtt.subscriptions": "\(mids.count)"])
+            logger.info(
+                "Restored subscriptions after reconnect", metadata: ["mqtt.broker": "\(endpoint)", "mqtt.subscriptions": "\(mids.count)"])
             for listener in listeners { listener.yield(.resubscribed(count: mids.count)) }
         }
     }
 
     func didDisconnect(_ code: MosquittoReturnCode) {
-        let lost = MQTTError(.connectionLost, "The connection to \(endpoint) was lost before the broker answered; subscriptions are restored on reconnect")
+        let lost = MQTTError(
+            .connectionLost, "The connection to \(endpoint) was lost before the broker answered; subscriptions are restored on reconnect")
         let (error, shuttingDown, connectWaiter, subscribes, unsubscribes, publishes, listeners) = state.withLock { state in
             let error = code.disconnectError(endpoint: endpoint, hasConnected: state.hasConnected, logged: state.lastLoggedError)
             if state.status != .shutDown { state.status = .disconnected }
@@ -207,7 +210,8 @@ final class ClientCore: Sendable {
             do {
                 try prepareNextWill()
             } catch {
-                logger.error("Could not set the Will of the next connection", metadata: ["mqtt.broker": "\(endpoint)", "mqtt.error": "\(error)"])
+                logger.error(
+                    "Could not set the Will of the next connection", metadata: ["mqtt.broker": "\(endpoint)", "mqtt.error": "\(error)"])
             }
             logger.info("Disconnected from the MQTT broker", metadata: ["mqtt.broker": "\(endpoint)", "mqtt.error": "\(error)"])
             for listener in listeners { listener.yield(.disconnected(error)) }
@@ -266,7 +270,11 @@ final class ClientCore: Sendable {
                 state.lastLoggedError = text
                 return isTLSFailure && state.status == .connecting ? state.connecting.take() : nil
             }
-            connectWaiter?.resume(throwing: MQTTError(.tlsFailure, "The TLS handshake with \(endpoint) failed: \(text); check the CA file, the client certificate and that the broker's certificate names this host"))
+            connectWaiter?.resume(
+                throwing: MQTTError(
+                    .tlsFailure,
+                    "The TLS handshake with \(endpoint) failed: \(text); check the CA file, the client certificate and that the broker's certificate names this host"
+                ))
             logger.debug("libmosquitto: \(text)", metadata: ["mqtt.broker": "\(endpoint)"])
         } else {
             logger.trace("libmosquitto: \(text)", metadata: ["mqtt.broker": "\(endpoint)"])

@@ -50,7 +50,8 @@ public final class MQTTClient: Sendable {
         let handle = try MosquittoHandle(clientID: clientID, cleanStart: configuration.cleanStart)
         self.handle = handle
         self.core = ClientCore(
-            handle: handle, host: configuration.host, port: configuration.port, protocolVersion: configuration.protocolVersion, logger: logger
+            handle: handle, host: configuration.host, port: configuration.port, protocolVersion: configuration.protocolVersion,
+            logger: logger
         )
         do {
             try handle.configure(configuration)
@@ -153,7 +154,8 @@ public final class MQTTClient: Sendable {
     ) async throws {
         try preparePublish(topic, payload: payload, qos: qos)
         // With QoS 1/2 libmosquitto queues the message even when disconnected and sends it after the reconnect.
-        let mid = try handle.publish(topic, payload: payload, qos: qos, retain: retain, properties: properties, protocolVersion: configuration.protocolVersion)
+        let mid = try handle.publish(
+            topic, payload: payload, qos: qos, retain: retain, properties: properties, protocolVersion: configuration.protocolVersion)
         let acknowledged = Completion<Void>()
         core.registerPublish(mid: mid, topic: topic, qos: qos, completion: acknowledged)
         try await acknowledged.value
@@ -174,7 +176,8 @@ public final class MQTTClient: Sendable {
         let mid: Int32
         do {
             try preparePublish(topic, payload: payload, qos: qos)
-            mid = try handle.publish(topic, payload: payload, qos: qos, retain: retain, properties: properties, protocolVersion: configuration.protocolVersion)
+            mid = try handle.publish(
+                topic, payload: payload, qos: qos, retain: retain, properties: properties, protocolVersion: configuration.protocolVersion)
         } catch {
             return completion(.failure(error))
         }
@@ -237,7 +240,8 @@ public final class MQTTClient: Sendable {
         case .connected: return
         case .shutDown: throw ClientCore.shutdownError
         case .idle, .connecting: throw MQTTError(.notConnected, "Cannot \(what) before connect() has succeeded")
-        case .disconnected: throw MQTTError(.notConnected, "Cannot \(what) while the connection to \(core.endpoint) is down; retry after the reconnect")
+        case .disconnected:
+            throw MQTTError(.notConnected, "Cannot \(what) while the connection to \(core.endpoint) is down; retry after the reconnect")
         }
     }
 
@@ -346,8 +350,12 @@ public final class MQTTClient: Sendable {
     /// the client. Runs on a thread of its own, never on libmosquitto's.
     private static func teardown(handle: MosquittoHandle, core: ClientCore, loopStarted: Bool, grace: Duration) {
         if loopStarted {
-            let graceful = handle.disconnect()
-                && core.disconnected.wait(timeout: .now() + .milliseconds(Int(grace.components.seconds * 1000 + grace.components.attoseconds / 1_000_000_000_000_000))) == .success
+            let graceful =
+                handle.disconnect()
+                && core.disconnected.wait(
+                    timeout: .now()
+                        + .milliseconds(Int(grace.components.seconds * 1000 + grace.components.attoseconds / 1_000_000_000_000_000)))
+                    == .success
             // A forced stop cancels the thread even inside a blocking connect(); libmosquitto issues 2545/2328.
             handle.stopLoop(force: !graceful)
         }

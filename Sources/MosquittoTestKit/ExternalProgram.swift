@@ -101,9 +101,10 @@ package func runCommand(
             try process.run()
         } catch {
             process.terminationHandler = nil
-            continuation.resume(throwing: MosquittoTestKitError(
-                .commandFailed, "Could not run \(executable.path): \(error)"
-            ))
+            continuation.resume(
+                throwing: MosquittoTestKitError(
+                    .commandFailed, "Could not run \(executable.path): \(error)"
+                ))
             return
         }
         if let timeout {

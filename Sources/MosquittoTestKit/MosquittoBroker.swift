@@ -126,7 +126,8 @@ public final class MosquittoBroker: Sendable {
             return String(line)
         }
         guard replaced == 2 else {
-            throw MosquittoTestKitError(.invalidConfiguration, "broker/mosquitto.conf no longer sets autosave_on_changes and autosave_interval")
+            throw MosquittoTestKitError(
+                .invalidConfiguration, "broker/mosquitto.conf no longer sets autosave_on_changes and autosave_interval")
         }
         try lines.joined(separator: "\n").write(to: copy.appendingPathComponent("mosquitto.conf"), atomically: true, encoding: .utf8)
         return copy
@@ -325,7 +326,8 @@ public final class MosquittoBroker: Sendable {
             if !process.isRunning {
                 finishRun(of: process)
                 let newLog = logText(from: logOffset)
-                let reason = process.terminationReason == .exit
+                let reason =
+                    process.terminationReason == .exit
                     ? "exited with status \(process.terminationStatus)"
                     : "was killed by signal \(process.terminationStatus)"
                 throw LaunchFailure(

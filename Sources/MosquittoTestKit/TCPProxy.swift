@@ -18,7 +18,8 @@ public final class TCPProxy: Sendable {
             .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("scripts/tcp-proxy.py")
         guard let python = ["/usr/bin/python3", "/usr/local/bin/python3"].first(where: FileManager.default.isExecutableFile(atPath:)) else {
-            throw MosquittoTestKitError(.executableNotFound, "python3 is needed for the TCP proxy of the failure tests: apt-get install python3")
+            throw MosquittoTestKitError(
+                .executableNotFound, "python3 is needed for the TCP proxy of the failure tests: apt-get install python3")
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: python)

@@ -1,12 +1,13 @@
 import ClusterTestKit
 import Foundation
 import Handoff
-@testable import HandoffMQTT
 import HandoffRedis
 import HandoffTestKit
 import MosquittoClient
 import Synchronization
 import Testing
+
+@testable import HandoffMQTT
 
 struct Sample: Codable, Sendable, Hashable {
     var node: Int
@@ -114,16 +115,20 @@ struct ClusterRaceTests {
         return (outcome, merges, transports, label)
     }
 
-    @Test("with the Redis arbiter, 8 successors on each node race for 1,000 handoffs initiated through both: 0 duplicates, 0 lost, all agree; the broker-order arbiter's result printed beside it")
+    @Test(
+        "with the Redis arbiter, 8 successors on each node race for 1,000 handoffs initiated through both: 0 duplicates, 0 lost, all agree; the broker-order arbiter's result printed beside it"
+    )
     func redisArbiterAgainstBrokerOrder() async throws {
         try await withRedisServer { redis in
             try await withEjabberdCluster { cluster in
-                let brokerOrder = try await Self.race(cluster, prefix: "order-\(UUID().uuidString.prefix(6))", handoffs: 200, arbiter: nil, quiet: .seconds(8))
+                let brokerOrder = try await Self.race(
+                    cluster, prefix: "order-\(UUID().uuidString.prefix(6))", handoffs: 200, arbiter: nil, quiet: .seconds(8))
                 for transport in brokerOrder.2 { await transport.shutdown() }
 
                 let prefix = "redis-\(UUID().uuidString.prefix(6))"
                 let (outcome, merges, transports, label) = try await Self.race(
-                    cluster, prefix: prefix, handoffs: 1_000, arbiter: { RedisClaimArbiter(host: redis.host, port: redis.port) }, quiet: .seconds(30)
+                    cluster, prefix: prefix, handoffs: 1_000, arbiter: { RedisClaimArbiter(host: redis.host, port: redis.port) },
+                    quiet: .seconds(30)
                 )
                 print("broker-order arbiter on 2 ejabberd nodes: \(brokerOrder.0)")
                 print("Redis arbiter on 2 ejabberd nodes:        \(outcome) (first claims decide nothing there: the store does)")

@@ -163,9 +163,12 @@ struct ClusterSmokeTests {
             logger.logLevel = .warning
             let options = MQTTHandoffTransport.Options(prefix: "smoke-handoff")
             let label = try HandoffLabel("counter")
-            let predecessor = try await MQTTHandoffTransport.connect(configuration: configuration(cluster.nodes[0]), options: options, logger: logger)
-            let onB = try await MQTTHandoffTransport.connect(configuration: configuration(cluster.nodes[1]), options: options, logger: logger)
-            let onA = try await MQTTHandoffTransport.connect(configuration: configuration(cluster.nodes[0]), options: options, logger: logger)
+            let predecessor = try await MQTTHandoffTransport.connect(
+                configuration: configuration(cluster.nodes[0]), options: options, logger: logger)
+            let onB = try await MQTTHandoffTransport.connect(
+                configuration: configuration(cluster.nodes[1]), options: options, logger: logger)
+            let onA = try await MQTTHandoffTransport.connect(
+                configuration: configuration(cluster.nodes[0]), options: options, logger: logger)
             _ = try await HandoffChannel<Int>(label: label, transport: predecessor, logger: logger).initiate(42)
             let channelB = HandoffChannel<Int>(label: label, transport: onB, logger: logger)
             _ = try await channelB.subscribe()
@@ -173,7 +176,9 @@ struct ClusterSmokeTests {
             let channelA = HandoffChannel<Int>(label: label, transport: onA, logger: logger)
             _ = try await channelA.subscribe()
             let batchA = try await channelA.complete()
-            print("handoff initiated through A: successor on B took \(batchB.handoffs.map(\.state)), successor on A took \(batchA.handoffs.map(\.state))")
+            print(
+                "handoff initiated through A: successor on B took \(batchB.handoffs.map(\.state)), successor on A took \(batchA.handoffs.map(\.state))"
+            )
             #expect(batchB.handoffs.isEmpty)
             #expect(batchA.handoffs.map(\.state) == [42])
             await onA.shutdown()

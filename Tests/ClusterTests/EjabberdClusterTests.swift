@@ -7,7 +7,9 @@ struct EjabberdClusterKitTests {
     @Test("starts two clustered nodes and removes everything on stop")
     func startAndStop() async throws {
         let cluster = try await EjabberdCluster.start()
-        print("ejabberd \(cluster.ejabberdVersion) cluster of \(cluster.nodes.count) nodes started in \(cluster.startupDuration): \(cluster.nodes)")
+        print(
+            "ejabberd \(cluster.ejabberdVersion) cluster of \(cluster.nodes.count) nodes started in \(cluster.startupDuration): \(cluster.nodes)"
+        )
         #expect(cluster.nodes.count == 2)
         #expect(Set(cluster.nodes.map(\.mqttPort)).count == 2)
         let members = try await cluster.members(asSeenBy: cluster.nodes[1])

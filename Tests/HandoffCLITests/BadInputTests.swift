@@ -5,18 +5,25 @@ import Testing
 
 @Suite("handoff: connection options and bad input", .timeLimit(.minutes(1)))
 struct BadInputTests {
-    @Test("credentials from the URL or the environment, TLS with a CA file; wrong credentials, wrong CA, a broker that is down: one line, status 1")
+    @Test(
+        "credentials from the URL or the environment, TLS with a CA file; wrong credentials, wrong CA, a broker that is down: one line, status 1"
+    )
     func connections() async throws {
         try await withFixture { fixture in
             let broker = fixture.broker
             let authURL = "mqtt://127.0.0.1:\(broker.authenticatedPort)"
             let prefix = ["HANDOFF_PREFIX": fixture.topics.prefix]
-            let inURL = try await handoff(["list", "--broker", "mqtt://handoff:handoff-secret@127.0.0.1:\(broker.authenticatedPort)"], environment: prefix)
+            let inURL = try await handoff(
+                ["list", "--broker", "mqtt://handoff:handoff-secret@127.0.0.1:\(broker.authenticatedPort)"], environment: prefix)
             #expect(inURL.status == 0, "\(inURL)")
             let fromEnvironment = try await handoff(
-                ["list"], environment: prefix.merging(["HANDOFF_BROKER_URL": authURL, "HANDOFF_USERNAME": "handoff", "HANDOFF_PASSWORD": "handoff-secret"]) { $1 })
+                ["list"],
+                environment: prefix.merging([
+                    "HANDOFF_BROKER_URL": authURL, "HANDOFF_USERNAME": "handoff", "HANDOFF_PASSWORD": "handoff-secret",
+                ]) { $1 })
             #expect(fromEnvironment.status == 0, "\(fromEnvironment)")
-            let wrong = try await handoff(["list", "--broker", authURL, "--username", "handoff", "--password", "wrong"], environment: prefix)
+            let wrong = try await handoff(
+                ["list", "--broker", authURL, "--username", "handoff", "--password", "wrong"], environment: prefix)
             #expect(wrong.isCleanFailure(), "\(wrong)")
             #expect(wrong.stderr.lowercased().contains("credentials") || wrong.stderr.lowercased().contains("not authorized"), "\(wrong)")
             let anonymous = try await handoff(["list", "--broker", authURL], environment: prefix)
@@ -24,7 +31,8 @@ struct BadInputTests {
 
             let certificates = broker.certificates
             let tlsURL = "mqtts://127.0.0.1:\(broker.tlsPort)"
-            let tls = try await handoff(["list", "--broker", tlsURL], environment: prefix.merging(["HANDOFF_CA_FILE": certificates.caFile.path]) { $1 })
+            let tls = try await handoff(
+                ["list", "--broker", tlsURL], environment: prefix.merging(["HANDOFF_CA_FILE": certificates.caFile.path]) { $1 })
             #expect(tls.status == 0, "\(tls)")
             let wrongCA = try await handoff(["list", "--broker", tlsURL, "--ca-file", certificates.wrongCAFile.path], environment: prefix)
             #expect(wrongCA.isCleanFailure(), "\(wrongCA)")
@@ -37,8 +45,11 @@ struct BadInputTests {
             try FileManager.default.createDirectory(at: fallback.appendingPathComponent("counter"), withIntermediateDirectories: true)
             try file.encoded().write(to: fallback.appendingPathComponent("counter/\(file.id).handoff"))
             await broker.stop()
-            for command in [["list"], ["show", "counter", "x1"], ["watch"], ["dead-letters"], ["requeue", "counter", "x1"], ["purge", "--all", "--yes"],
-                            ["claim", "counter", "x1", "--to", "/tmp/never-written-\(UUID())"], ["republish", fallback.path]] {
+            for command in [
+                ["list"], ["show", "counter", "x1"], ["watch"], ["dead-letters"], ["requeue", "counter", "x1"],
+                ["purge", "--all", "--yes"],
+                ["claim", "counter", "x1", "--to", "/tmp/never-written-\(UUID())"], ["republish", fallback.path],
+            ] {
                 let down = try await handoff(command, environment: fixture.environment)
                 #expect(down.isCleanFailure(), "\(command): \(down)")
                 #expect(down.stderr.contains("Connection refused"), "\(command): \(down)")
@@ -46,7 +57,9 @@ struct BadInputTests {
         }
     }
 
-    @Test("bad command lines: a label with a control character, an id with a wildcard, a bad prefix, a bad URL, a bad timeout: one line, no backtrace")
+    @Test(
+        "bad command lines: a label with a control character, an id with a wildcard, a bad prefix, a bad URL, a bad timeout: one line, no backtrace"
+    )
     func commandLines() async throws {
         let environment = ["HANDOFF_BROKER_URL": "mqtt://127.0.0.1:1"]
         let label = try await handoff(["show", "bad\u{1}label", "x"], environment: environment)

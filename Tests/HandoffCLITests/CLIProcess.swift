@@ -103,12 +103,16 @@ struct CLIRun: CustomStringConvertible {
 }
 
 /// Runs `handoff` with `arguments` to its end.
-func handoff(_ arguments: [String], environment: [String: String] = [:], input: String? = nil, upTo limit: Duration = .seconds(30)) async throws -> CLIRun {
+func handoff(_ arguments: [String], environment: [String: String] = [:], input: String? = nil, upTo limit: Duration = .seconds(30))
+    async throws -> CLIRun
+{
     try await run("handoff", arguments, environment: environment, input: input, upTo: limit)
 }
 
 /// Runs a product of this package to its end.
-func run(_ product: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil, upTo limit: Duration = .seconds(30)) async throws -> CLIRun {
+func run(
+    _ product: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil, upTo limit: Duration = .seconds(30)
+) async throws -> CLIRun {
     let process = try CLIProcess(product, arguments, environment: environment, input: input)
     let status = await process.waitForExit(upTo: limit)
     return CLIRun(status: status, stdout: process.stdout, stderr: process.stderr)

@@ -7,7 +7,9 @@ import Testing
 
 @Suite("handoff dead-letters, requeue, purge", .timeLimit(.minutes(1)))
 struct DeadLetterTests {
-    @Test("dead-letters lists a library participant's rejection with its reason; requeue makes it a new round a successor merges; purge asks first")
+    @Test(
+        "dead-letters lists a library participant's rejection with its reason; requeue makes it a new round a successor merges; purge asks first"
+    )
     func deadLettersRequeuePurge() async throws {
         try await withFixture { fixture in
             let label = try HandoffLabel("orders")
@@ -48,13 +50,15 @@ struct DeadLetterTests {
             // Not requeued while a handoff of that id waits, nor when the payload is not an envelope.
             let twin = envelope(label, json: "1", instance: "predecessor-1")
             try await fixture.retain(fixture.topics.handoff(label, id: twin.id.rawValue), twin.encoded())
-            try await fixture.retain(fixture.topics.deadLetter(label, id: twin.id.rawValue), twin.encoded(),
-                                     properties: deadLetterProperties("claim-outcome-unknown", detail: "stopped", topic: "t"))
+            try await fixture.retain(
+                fixture.topics.deadLetter(label, id: twin.id.rawValue), twin.encoded(),
+                properties: deadLetterProperties("claim-outcome-unknown", detail: "stopped", topic: "t"))
             let waitingAlready = try await handoff(["requeue", "orders", twin.id.rawValue], environment: fixture.environment)
             #expect(waitingAlready.isCleanFailure(), "\(waitingAlready)")
             #expect(waitingAlready.stderr.contains("is waiting already"))
-            try await fixture.retain(fixture.topics.deadLetter(label, id: "junk-1"), Data("junk".utf8),
-                                     properties: deadLetterProperties("malformed", detail: "no header line", topic: "t"))
+            try await fixture.retain(
+                fixture.topics.deadLetter(label, id: "junk-1"), Data("junk".utf8),
+                properties: deadLetterProperties("malformed", detail: "no header line", topic: "t"))
             let junk = try await handoff(["requeue", "orders", "junk-1"], environment: fixture.environment)
             #expect(junk.isCleanFailure(), "\(junk)")
             #expect(junk.stderr.contains("not a readable envelope"))

@@ -44,7 +44,9 @@ func withFixture<T>(_ body: (Fixture) async throws -> T) async throws -> T {
 }
 
 /// An envelope of a JSON state.
-func envelope(_ label: HandoffLabel, json: String, vsn: Int = 1, instance: String = "predecessor-1", incarnation: Int? = nil) -> HandoffEnvelope {
+func envelope(_ label: HandoffLabel, json: String, vsn: Int = 1, instance: String = "predecessor-1", incarnation: Int? = nil)
+    -> HandoffEnvelope
+{
     HandoffEnvelope(
         label: label, vsn: vsn, origin: HandoffOrigin(instance: instance, host: "pod-7", pid: 41), contentType: "application/json",
         data: Data(json.utf8), incarnation: incarnation
@@ -53,7 +55,9 @@ func envelope(_ label: HandoffLabel, json: String, vsn: Int = 1, instance: Strin
 
 /// An instance status of PROTOCOL.md §9.1.
 func status(_ instance: String, incarnation: Int, state: String, released: Int) -> Data {
-    Data(#"{"format":"swift-handoff-instance/1","incarnation":\#(incarnation),"instance":"\#(instance)","released":\#(released),"state":"\#(state)"}"#.utf8)
+    Data(
+        #"{"format":"swift-handoff-instance/1","incarnation":\#(incarnation),"instance":"\#(instance)","released":\#(released),"state":"\#(state)"}"#
+            .utf8)
 }
 
 /// The user properties of a dead letter (PROTOCOL.md §7).
@@ -66,4 +70,3 @@ func deadLetterProperties(_ reason: String, detail: String, topic: String) -> MQ
 }
 
 let quietLogger = Logger(label: "cli-tests", factory: { _ in SwiftLogNoOpLogHandler() })
-

@@ -10,7 +10,9 @@ import Testing
 struct KeyedCLITests {
     static let secret = Data((0..<32).map { UInt8($0 ^ 0x5C) })
 
-    @Test("show: an encrypted, signed handoff is verified and decrypted with --keys, shown as encrypted without, and refused with another key")
+    @Test(
+        "show: an encrypted, signed handoff is verified and decrypted with --keys, shown as encrypted without, and refused with another key"
+    )
     func showKeyed() async throws {
         try await withFixture { fixture in
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("handoff-cli-keys-\(UUID().uuidString)")
@@ -25,7 +27,8 @@ struct KeyedCLITests {
             let sealed = try keys.seal(envelope(label, json: #"{"count":42,"token":"secret-token"}"#))
             try await fixture.retain(fixture.topics.handoff(label, id: sealed.id.rawValue), sealed.encoded())
 
-            let verified = try await handoff(["show", "counter", sealed.id.rawValue, "--keys", keyFile.path], environment: fixture.environment)
+            let verified = try await handoff(
+                ["show", "counter", sealed.id.rawValue, "--keys", keyFile.path], environment: fixture.environment)
             #expect(verified.status == 0, "\(verified)")
             #expect(verified.lines.contains { $0.hasPrefix("signature:  verified (key k1)") })
             #expect(verified.stdout.contains("secret-token"))
@@ -36,7 +39,8 @@ struct KeyedCLITests {
             #expect(plain.lines.contains { $0.hasPrefix("state:      encrypted with key k1") })
             #expect(!plain.stdout.contains("secret-token"))
 
-            let wrong = try await handoff(["show", "counter", sealed.id.rawValue, "--keys", otherFile.path], environment: fixture.environment)
+            let wrong = try await handoff(
+                ["show", "counter", sealed.id.rawValue, "--keys", otherFile.path], environment: fixture.environment)
             #expect(wrong.isCleanFailure(), "\(wrong)")
             #expect(wrong.lines.contains { $0.hasPrefix("signature:  FAILED") })
         }

@@ -6,7 +6,9 @@ import Testing
 
 @Suite("handoff list and show", .timeLimit(.minutes(1)))
 struct ListShowTests {
-    @Test("list: handoffs, checkpoints held and released with their instance and incarnation, dead letters; --json; --label; a non-canonical level is reported")
+    @Test(
+        "list: handoffs, checkpoints held and released with their instance and incarnation, dead letters; --json; --label; a non-canonical level is reported"
+    )
     func list() async throws {
         try await withFixture { fixture in
             let counter = try HandoffLabel("counter")
@@ -23,7 +25,8 @@ struct ListShowTests {
             try await fixture.retain(fixture.topics.checkpoint(counter, instance: "alive-1"), held.encoded())
             try await fixture.retain(fixture.topics.checkpoint(counter, instance: "dead-1"), released.encoded())
             let deadTopic = fixture.topics.deadLetter(counter, id: "bad-1")
-            try await fixture.retain(deadTopic, Data("garbage".utf8), properties: deadLetterProperties("malformed", detail: "no header line", topic: "x"))
+            try await fixture.retain(
+                deadTopic, Data("garbage".utf8), properties: deadLetterProperties("malformed", detail: "no header line", topic: "x"))
             // Not a canonical encoding (lower-case hex): a tool that decodes levels refuses it.
             try await fixture.retain("\(fixture.topics.prefix)/handoffs/a%2fb/id-1", waitingHandoff.encoded())
 
@@ -55,7 +58,10 @@ struct ListShowTests {
             let text = try await handoff(["list", "--label", "counter"], environment: fixture.environment)
             #expect(text.status == 0, "\(text)")
             #expect(text.lines.contains("HANDOFFS WAITING (1)"))
-            #expect(text.lines.contains { $0.contains(waitingHandoff.id.rawValue) && $0.contains("predecessor-1 (pod-7, pid 41)") && $0.contains(" 2 ") })
+            #expect(
+                text.lines.contains {
+                    $0.contains(waitingHandoff.id.rawValue) && $0.contains("predecessor-1 (pod-7, pid 41)") && $0.contains(" 2 ")
+                })
             #expect(text.lines.contains { $0.contains("alive-1") && $0.contains("held (online)") })
             #expect(text.lines.contains { $0.contains("dead-1") && $0.contains("released (dead)") })
             #expect(text.lines.contains("DEAD LETTERS (1)"))

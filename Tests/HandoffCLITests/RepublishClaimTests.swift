@@ -15,7 +15,9 @@ struct RepublishClaimTests {
         return file
     }
 
-    @Test("republish: publishes what the broker does not hold, skips what waits or is dead-lettered, refuses non-canonical folders and bad files")
+    @Test(
+        "republish: publishes what the broker does not hold, skips what waits or is dead-lettered, refuses non-canonical folders and bad files"
+    )
     func republish() async throws {
         try await withFixture { fixture in
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cli-fallback-\(UUID().uuidString.prefix(8))")
@@ -28,8 +30,9 @@ struct RepublishClaimTests {
             _ = try write(waiting.encoded(), in: directory, level: label.topicLevel, name: "\(waiting.id).handoff")
             _ = try write(dead.encoded(), in: directory, level: label.topicLevel, name: "\(dead.id).handoff")
             try await fixture.retain(fixture.topics.handoff(label, id: waiting.id.rawValue), waiting.encoded())
-            try await fixture.retain(fixture.topics.deadLetter(label, id: dead.id.rawValue), dead.encoded(),
-                                     properties: deadLetterProperties("validation-failed", detail: "no", topic: "t"))
+            try await fixture.retain(
+                fixture.topics.deadLetter(label, id: dead.id.rawValue), dead.encoded(),
+                properties: deadLetterProperties("validation-failed", detail: "no", topic: "t"))
             // `edge%2fgw-1`: lower-case hex, not the canonical level of any label.
             _ = try write(fresh.encoded(), in: directory, level: "edge%2fgw-1", name: "\(fresh.id).handoff")
             var corrupt = envelope(label, json: "4").encoded()
@@ -46,8 +49,13 @@ struct RepublishClaimTests {
             #expect(result.lines.contains { $0.hasPrefix("published  'edge/gw-1'/\(fresh.id)") })
             #expect(result.lines.contains { $0.hasPrefix("skipped    'edge/gw-1'/\(waiting.id): already waiting") })
             #expect(result.lines.contains { $0.hasPrefix("skipped    'edge/gw-1'/\(dead.id): the broker holds it as a dead letter") })
-            #expect(result.lines.contains { $0.hasPrefix("refused") && $0.contains("edge%2fgw-1") && $0.contains("not the canonical topic level") })
-            #expect(result.lines.contains { $0.hasPrefix("refused") && $0.contains("\(corruptID).handoff") && $0.contains("integrity-failure") })
+            #expect(
+                result.lines.contains {
+                    $0.hasPrefix("refused") && $0.contains("edge%2fgw-1") && $0.contains("not the canonical topic level")
+                })
+            #expect(
+                result.lines.contains { $0.hasPrefix("refused") && $0.contains("\(corruptID).handoff") && $0.contains("integrity-failure") }
+            )
             #expect(!FileManager.default.fileExists(atPath: freshFile.path))
             #expect(FileManager.default.fileExists(atPath: freshFile.path + ".republished"))
 
@@ -61,7 +69,9 @@ struct RepublishClaimTests {
         }
     }
 
-    @Test("claim: two handoff CLIs started together: exactly one wins (the other loses or finds it gone), a library successor agrees; the file holds the envelope as published")
+    @Test(
+        "claim: two handoff CLIs started together: exactly one wins (the other loses or finds it gone), a library successor agrees; the file holds the envelope as published"
+    )
     func claimExactlyOnce() async throws {
         try await withFixture { fixture in
             let label = try HandoffLabel("counter")
@@ -74,7 +84,9 @@ struct RepublishClaimTests {
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: folder) }
             let files = ["one", "two"].map { folder.appendingPathComponent("\($0).handoff").path }
-            let claimers = try files.map { try CLIProcess("handoff", ["claim", "counter", waitingHandoff.id.rawValue, "--to", $0], environment: fixture.environment) }
+            let claimers = try files.map {
+                try CLIProcess("handoff", ["claim", "counter", waitingHandoff.id.rawValue, "--to", $0], environment: fixture.environment)
+            }
             var statuses: [Int32?] = []
             for claimer in claimers { statuses.append(await claimer.waitForExit()) }
             #expect(statuses.filter { $0 == 0 }.count == 1, "statuses \(statuses)\n\(claimers.map(\.stderr))")
@@ -86,7 +98,9 @@ struct RepublishClaimTests {
                 } else {
                     #expect(statuses[index] == 1)
                     // Lost the race (both saw it waiting), or came after the verdict (it was no longer waiting).
-                    #expect(claimer.stderr.contains("lost: another participant claimed") || claimer.stderr.contains("no handoff 'counter'"), "\(claimer.stderr)")
+                    #expect(
+                        claimer.stderr.contains("lost: another participant claimed") || claimer.stderr.contains("no handoff 'counter'"),
+                        "\(claimer.stderr)")
                     #expect(!FileManager.default.fileExists(atPath: files[index]))
                     print("the other claimer: \(claimer.stderr)")
                 }
@@ -101,12 +115,14 @@ struct RepublishClaimTests {
             let second = envelope(label, json: #"{"count":7}"#)
             try await predecessor.initiate(second, timeout: .seconds(5))
             let stateFile = folder.appendingPathComponent("state.json").path
-            let claimed = try await handoff(["claim", "counter", second.id.rawValue, "--to", stateFile, "--state-only"], environment: fixture.environment)
+            let claimed = try await handoff(
+                ["claim", "counter", second.id.rawValue, "--to", stateFile, "--state-only"], environment: fixture.environment)
             #expect(claimed.status == 0, "\(claimed)")
             #expect(FileManager.default.contents(atPath: stateFile) == Data(#"{"count":7}"#.utf8))
             let exists = try await handoff(["claim", "counter", second.id.rawValue, "--to", stateFile], environment: fixture.environment)
             #expect(exists.isCleanFailure() && exists.stderr.contains("exists already"), "\(exists)")
-            let unknown = try await handoff(["claim", "counter", "no-such-id", "--to", folder.appendingPathComponent("x").path], environment: fixture.environment)
+            let unknown = try await handoff(
+                ["claim", "counter", "no-such-id", "--to", folder.appendingPathComponent("x").path], environment: fixture.environment)
             #expect(unknown.isCleanFailure() && unknown.stderr.contains("no handoff 'counter'/no-such-id waiting"), "\(unknown)")
             #expect(!FileManager.default.fileExists(atPath: folder.appendingPathComponent("x").path))
             for transport in [predecessor, successor] { await transport.shutdown() }

@@ -7,7 +7,9 @@ import Testing
 
 @Suite("handoff watch", .timeLimit(.minutes(1)))
 struct WatchTests {
-    @Test("watch: a handoff waiting at start, one opened live, the verdict of two racing successors, the losing claim, a dead letter; SIGTERM ends it with 0")
+    @Test(
+        "watch: a handoff waiting at start, one opened live, the verdict of two racing successors, the losing claim, a dead letter; SIGTERM ends it with 0"
+    )
     func watchRounds() async throws {
         try await withFixture { fixture in
             let label = try HandoffLabel("watched/label")
@@ -25,8 +27,12 @@ struct WatchTests {
             #expect(try await eventually { try await successor.pending(label).contains(live) })
             let raw = try await fixture.client()
             for claimer in ["successor-a", "successor-b"] {
-                let claim = MQTTPublishProperties(userProperties: [MQTTUserProperty("handoff-claim-by", claimer), MQTTUserProperty("handoff-claim-purpose", "merge")])
-                try await raw.publish(fixture.topics.handoff(label, id: live.id.rawValue), payload: Data(), qos: .atLeastOnce, retain: true, properties: claim)
+                let claim = MQTTPublishProperties(userProperties: [
+                    MQTTUserProperty("handoff-claim-by", claimer), MQTTUserProperty("handoff-claim-purpose", "merge"),
+                ])
+                try await raw.publish(
+                    fixture.topics.handoff(label, id: live.id.rawValue), payload: Data(), qos: .atLeastOnce, retain: true, properties: claim
+                )
             }
             await raw.shutdown()
             // successor-a's own router agrees: its claim is the verdict.
@@ -38,7 +44,10 @@ struct WatchTests {
                 watch.stdoutLines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: String] }
             }
             #expect(await watch.waitFor { _ in events().contains { $0["event"] == "dead-letter" } }, "\(watch.stdout)")
-            #expect(await watch.waitFor { _ in events().filter { $0["key"] == live.id.rawValue && ($0["event"] == "verdict" || $0["event"] == "claim") }.count >= 2 })
+            #expect(
+                await watch.waitFor { _ in
+                    events().filter { $0["key"] == live.id.rawValue && ($0["event"] == "verdict" || $0["event"] == "claim") }.count >= 2
+                })
             let seen = events()
             #expect(seen.contains { $0["event"] == "waiting" && $0["key"] == early.id.rawValue })
             #expect(seen.contains { $0["event"] == "opened" && $0["key"] == live.id.rawValue && $0["origin"] == "predecessor-x" })

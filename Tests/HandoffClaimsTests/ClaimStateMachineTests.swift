@@ -1,7 +1,8 @@
 import Foundation
 import Handoff
-@testable import HandoffClaims
 import Testing
+
+@testable import HandoffClaims
 
 /// One participant's claim state machine (instance `me`) fed scripted message orders, without a broker.
 struct Script {
@@ -20,16 +21,20 @@ struct Script {
     /// A handoff of `label` initiated by `origin`.
     func envelope(_ id: String, from origin: String = "predecessor", incarnation: Int? = nil, value: Int = 1) -> HandoffEnvelope {
         HandoffEnvelope(
-            id: try! HandoffID(id), label: label, vsn: 1, createdAt: Date(timeIntervalSince1970: 1_000), origin: HandoffOrigin(instance: origin),
+            id: try! HandoffID(id), label: label, vsn: 1, createdAt: Date(timeIntervalSince1970: 1_000),
+            origin: HandoffOrigin(instance: origin),
             data: Data("\(value)".utf8), incarnation: incarnation
         )
     }
 
     /// The handoff `id` arrives (live unless `retained`).
     @discardableResult
-    mutating func handoff(_ id: String, from origin: String = "predecessor", retained: Bool = false, restoredBy: String? = nil, value: Int = 1) -> [ClaimAction] {
+    mutating func handoff(
+        _ id: String, from origin: String = "predecessor", retained: Bool = false, restoredBy: String? = nil, value: Int = 1
+    ) -> [ClaimAction] {
         let envelope = envelope(id, from: origin, value: value)
-        return machine.handoffSeen(label, id: id, envelope: envelope, payload: envelope.encoded(), restoredBy: restoredBy, retained: retained, now: now)
+        return machine.handoffSeen(
+            label, id: id, envelope: envelope, payload: envelope.encoded(), restoredBy: restoredBy, retained: retained, now: now)
     }
 
     /// A claim of round `key` by `claimer` arrives.
@@ -126,7 +131,9 @@ struct ClaimStateMachineTests {
         #expect(script.claim("h1", by: Script.me).first?.answered == .init(token, true))
     }
 
-    @Test("re-delivered after its verdict (QoS 1 after a reconnect), a handoff reopens its round, and the re-delivered claim decides it again")
+    @Test(
+        "re-delivered after its verdict (QoS 1 after a reconnect), a handoff reopens its round, and the re-delivered claim decides it again"
+    )
     func redeliveredRound() throws {
         var script = Script.watching()
         script.handoff("h1")
@@ -216,7 +223,9 @@ struct ClaimStateMachineTests {
         #expect(script.handoff("h1").map(\.isOffer) == [true])
     }
 
-    @Test("this participant's own live restore of a decided round is claimed already-merged; a retained copy of it is offered after the grace")
+    @Test(
+        "this participant's own live restore of a decided round is claimed already-merged; a retained copy of it is offered after the grace"
+    )
     func ownRestore() throws {
         var script = Script.watching()
         script.handoff("h1")
@@ -259,12 +268,16 @@ struct ClaimStateMachineTests {
     func unreadableOnOpenRound() throws {
         var script = Script.watching()
         script.handoff("h1")
-        let actions = script.machine.unreadableSeen(script.label, key: "h1", payload: Data("x".utf8), reason: .malformed, detail: "no header")
-        guard actions.count == 2, case .scheduleRestore = actions[0], case .deadLetterRejected(_, _, _, .malformed, _, claim: false) = actions[1] else {
+        let actions = script.machine.unreadableSeen(
+            script.label, key: "h1", payload: Data("x".utf8), reason: .malformed, detail: "no header")
+        guard actions.count == 2, case .scheduleRestore = actions[0],
+            case .deadLetterRejected(_, _, _, .malformed, _, claim: false) = actions[1]
+        else {
             Issue.record("unexpected \(actions)")
             return
         }
-        let unopened = script.machine.unreadableSeen(script.label, key: "h2", payload: Data("x".utf8), reason: .malformed, detail: "no header")
+        let unopened = script.machine.unreadableSeen(
+            script.label, key: "h2", payload: Data("x".utf8), reason: .malformed, detail: "no header")
         guard unopened.count == 1, case .deadLetterRejected(_, _, _, _, _, claim: true) = unopened[0] else {
             Issue.record("unexpected \(unopened)")
             return
@@ -335,9 +348,11 @@ struct ClaimStateMachineTests {
         var script = Script.watching()
         let checkpoint = script.envelope("c1", from: "x", incarnation: 1)
         let key = ClaimStateMachine.checkpointKey("x")
-        #expect(script.machine.checkpointSeen(
-            script.label, instance: "x", envelope: checkpoint, payload: checkpoint.encoded(), restoredBy: nil, retained: true, now: script.now
-        ).isEmpty, "held")
+        #expect(
+            script.machine.checkpointSeen(
+                script.label, instance: "x", envelope: checkpoint, payload: checkpoint.encoded(), restoredBy: nil, retained: true,
+                now: script.now
+            ).isEmpty, "held")
         #expect(try script.pendingIDs().isEmpty)
         #expect(script.machine.silentInstances(lease: .seconds(30), now: script.now).isEmpty, "no status seen yet")
         _ = script.machine.statusSeen(instance: "x", incarnation: 1, online: true, releasedThrough: 0, now: script.now)
@@ -354,7 +369,8 @@ struct ClaimStateMachineTests {
         // Instance y handed the label off, then its checkpoint is released: it is cleared.
         let other = script.envelope("c2", from: "y", incarnation: 1)
         script.handoff("h-y", from: "y")
-        _ = script.machine.checkpointSeen(script.label, instance: "y", envelope: other, payload: other.encoded(), restoredBy: nil, retained: true, now: script.now)
+        _ = script.machine.checkpointSeen(
+            script.label, instance: "y", envelope: other, payload: other.encoded(), restoredBy: nil, retained: true, now: script.now)
         let cleared = script.machine.statusSeen(instance: "y", incarnation: 1, online: false, releasedThrough: 1, now: script.now)
         #expect(cleared.dropFirst().map(\.alreadyMergedCause) == [.replacedByHandoff])
     }
@@ -385,7 +401,8 @@ struct ClaimStateMachineTests {
         _ = script.machine.handoffSeen(
             script.label, id: "h1", envelope: envelope, payload: envelope.encoded(), restoredBy: nil, retained: false, now: script.now)
         let topic = "handoff/handoffs/counter/h1"
-        let forged = script.machine.claimSeen(script.label, key: "h1", topic: topic, claimer: "other", purpose: "merge", signature: "hmac-sha256:k1:00")
+        let forged = script.machine.claimSeen(
+            script.label, key: "h1", topic: topic, claimer: "other", purpose: "merge", signature: "hmac-sha256:k1:00")
         guard case .scheduleRestore = forged.first else {
             Issue.record("a forged claim decided the round: \(forged)")
             return

@@ -1,5 +1,6 @@
-@testable import HandoffClaims
 import Testing
+
+@testable import HandoffClaims
 
 @Suite("Ordering markers shared by the callers that arrive together (no broker)")
 struct OrderingMarkersTests {

@@ -1,7 +1,7 @@
 import Foundation
 import Handoff
-import HandoffTestSupport
 import HandoffMQTT
+import HandoffTestSupport
 import MosquittoClient
 import MosquittoTestKit
 import Testing
@@ -21,7 +21,9 @@ private struct Ledger: Codable, Sendable, Equatable {
 /// before it is shut down, so that no shutdown meets a connection that is just being lost.
 @Suite("broker/acl: a tenant publishes and reads only under its own prefix", .timeLimit(.minutes(2)))
 struct ACLTests {
-    @Test("tenant-a hands off under tenant-a/; tenant-b's forged handoffs, clears, claims and statuses there are refused, it reads nothing there, and the handoff is merged intact")
+    @Test(
+        "tenant-a hands off under tenant-a/; tenant-b's forged handoffs, clears, claims and statuses there are refused, it reads nothing there, and the handoff is merged intact"
+    )
     func otherTenantIsRefused() async throws {
         try await withMosquittoBroker { broker in
             let label = try HandoffLabel("ledger")
@@ -50,12 +52,16 @@ struct ACLTests {
                     ("a claim of the waiting handoff", realTopic, Data(), claim),
                     ("a dead letter", topics.deadLetter(label, id: forged.id.rawValue), forged.encoded(), .none),
                     ("a checkpoint", topics.checkpoint(label, instance: forger.instance), forged.encoded(), .none),
-                    ("a death notice of the live predecessor", topics.instance(predecessor.origin.instance), deadStatus(predecessor.origin.instance), .none),
+                    (
+                        "a death notice of the live predecessor", topics.instance(predecessor.origin.instance),
+                        deadStatus(predecessor.origin.instance), .none
+                    ),
                 ]
                 try await MQTTClient.withConnection(broker.tenant("tenant-b")) { attacker in
                     for attack in attacks {
                         let refusal = await #expect(throws: MQTTError.self, "\(attack.what) was not refused") {
-                            try await attacker.publish(attack.topic, payload: attack.payload, qos: .atLeastOnce, retain: true, properties: attack.properties)
+                            try await attacker.publish(
+                                attack.topic, payload: attack.payload, qos: .atLeastOnce, retain: true, properties: attack.properties)
                         }
                         #expect(refusal?.code == .publishRefused, "\(attack.what): \(String(describing: refusal))")
                         #expect(refusal?.reasonCode == 0x87, "\(attack.what): not authorized expected")
@@ -102,7 +108,8 @@ struct ACLTests {
                 #expect(claimed.state == handedOff)
                 let merged = try batch.merged(
                     into: Ledger(readings: 5, owner: "tenant-a"),
-                    using: FoldStrategy { ledger, handoff in Ledger(readings: ledger.readings + handoff.state.readings, owner: ledger.owner) }
+                    using: FoldStrategy { ledger, handoff in Ledger(readings: ledger.readings + handoff.state.readings, owner: ledger.owner)
+                    }
                 )
                 #expect(merged == Ledger(readings: 305, owner: "tenant-a"))
                 #expect(try await successor.deadLetters(label, timeout: .seconds(10)).isEmpty)
@@ -120,7 +127,9 @@ struct ACLTests {
         }
     }
 
-    @Test("tenant-a may publish under neither tenant-b/ nor the default prefix handoff/; a participant configured with tenant-b's prefix cannot hand off")
+    @Test(
+        "tenant-a may publish under neither tenant-b/ nor the default prefix handoff/; a participant configured with tenant-b's prefix cannot hand off"
+    )
     func ownPrefixOnly() async throws {
         try await withMosquittoBroker { broker in
             let label = try HandoffLabel("ledger")
@@ -180,7 +189,8 @@ struct ACLTests {
                 configuration.clientID = "will-\(user)-\(UUID().uuidString.prefix(8))"
                 configuration.reconnect = .init(initialDelay: .seconds(60), maximumDelay: .seconds(60))  // stays away once taken over
                 let status = deadStatus(instance)
-                configuration.will = MQTTConfiguration.Will(topic: topics.instance(instance), payload: status, qos: .atLeastOnce, retain: true)
+                configuration.will = MQTTConfiguration.Will(
+                    topic: topics.instance(instance), payload: status, qos: .atLeastOnce, retain: true)
                 let dying = try MQTTClient(configuration: configuration)
                 try await dying.connect()
                 let events = dying.events()

@@ -1,10 +1,11 @@
 import Foundation
 import Handoff
 import HandoffTestSupport
-@testable import HandoffMQTT
 import MosquittoClient
 import MosquittoTestKit
 import Testing
+
+@testable import HandoffMQTT
 
 /// Checkpoints released by the broker's Will (docs/PROTOCOL.md §9), against a real mosquitto. A "crash" here is a
 /// predecessor whose connection dies without a DISCONNECT (a proxy cuts it and refuses it back), so the broker
@@ -14,11 +15,14 @@ struct CheckpointTests {
     static func options(_ name: String, willDelay: Duration = .seconds(1), keyed: Bool = false) -> MQTTHandoffTransport.Options {
         var options = MQTTHandoffTransport.Options(prefix: "\(name)-\(UUID().uuidString.prefix(8))", willDelay: willDelay)
         // Keyed: checkpoints signed and encrypted, claims signed, and a claim of one's own checkpoint verified before it fences.
-        if keyed { options.keys = try! HandoffKeySet(writingKey: HandoffKey(id: "k1", secret: Data(repeating: 0x5A, count: 32)), encrypts: true) }
+        if keyed {
+            options.keys = try! HandoffKeySet(writingKey: HandoffKey(id: "k1", secret: Data(repeating: 0x5A, count: 32)), encrypts: true)
+        }
         return options
     }
 
-    @Test("a live successor merges the last checkpoint of a predecessor whose connection died; it is claimed once", arguments: [false, true])
+    @Test(
+        "a live successor merges the last checkpoint of a predecessor whose connection died; it is claimed once", arguments: [false, true])
     func liveSuccessorMergesCheckpoint(keyed: Bool) async throws {
         try await withMosquittoBroker { broker in
             let options = Self.options("crash", keyed: keyed)

@@ -1,10 +1,11 @@
 import Foundation
 import Handoff
 import HandoffTestSupport
-@testable import HandoffMQTT
 import MosquittoClient
 import MosquittoTestKit
 import Testing
+
+@testable import HandoffMQTT
 
 /// Large states handed off in chunks plus a manifest (docs/PROTOCOL.md §12), through a broker that refuses packets over
 /// 1 MB, as brokers in production do (AWS IoT Core 128 KB, EMQX 1 MB by default).
@@ -58,7 +59,9 @@ struct ChunkingTests {
             try await withTransport(broker, options: Self.options(prefix, chunkSize: 64 * 1024 * 1024)) { whole in
                 let channel = HandoffChannel<Big>(label: label, transport: whole, timeout: .seconds(5))
                 let error = await #expect(throws: (any Error).self) { try await channel.initiate(state) }
-                #expect("\(error.map { "\($0)" } ?? "")".contains("larger than the broker"), "refused for its size: \(String(describing: error))")
+                #expect(
+                    "\(error.map { "\($0)" } ?? "")".contains("larger than the broker"),
+                    "refused for its size: \(String(describing: error))")
             }
             try await withTransport(broker, options: Self.options(prefix)) { successor in
                 let channel = HandoffChannel<Big>(label: label, transport: successor, timeout: .seconds(30))
@@ -99,8 +102,9 @@ struct ChunkingTests {
             let state = Self.big(2 * 1024 * 1024)
             var successors: [MQTTHandoffTransport] = []
             for _ in 0..<3 {
-                successors.append(try await MQTTHandoffTransport.connect(
-                    configuration: MQTTConfiguration(host: broker.host, port: broker.plainPort), options: Self.options(prefix)))
+                successors.append(
+                    try await MQTTHandoffTransport.connect(
+                        configuration: MQTTConfiguration(host: broker.host, port: broker.plainPort), options: Self.options(prefix)))
             }
             let channels = successors.map { HandoffChannel<Big>(label: label, transport: $0, timeout: .seconds(30)) }
             for channel in channels { _ = try await channel.subscribe() }

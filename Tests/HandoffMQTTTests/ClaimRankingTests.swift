@@ -1,10 +1,11 @@
 import Foundation
 import Handoff
 import HandoffTestSupport
-@testable import HandoffMQTT
 import MosquittoClient
 import MosquittoTestKit
 import Testing
+
+@testable import HandoffMQTT
 
 /// The rendezvous rank of docs/PROTOCOL.md §5, "Ranked claims" (the same vectors as interop/python's `claim_rank`).
 @Suite("Ranked claims")
@@ -16,7 +17,8 @@ struct ClaimRankingTests {
                 == "1805fe051d080538bb66ba904b351ccc75d7a0cf39ae3f093124b89bb5e56516"
         )
         func status(_ instance: String, _ incarnation: Int, online: Bool) -> Data {
-            (online ? InstanceStatus.online(instance, incarnation: incarnation, released: 0) : .dead(instance, incarnation: incarnation)).encoded()
+            (online ? InstanceStatus.online(instance, incarnation: incarnation, released: 0) : .dead(instance, incarnation: incarnation))
+                .encoded()
         }
         // For id-1 the order is b, c, a, d.
         var ranks: [String: Int] = [:]
@@ -65,11 +67,14 @@ struct RankedClaimIntegrationTests {
         }
     }
 
-    @Test("the first-ranked instance does not watch the label: the second claims after one step, alone, and wins; the third publishes nothing")
+    @Test(
+        "the first-ranked instance does not watch the label: the second claims after one step, alone, and wins; the third publishes nothing"
+    )
     func firstRankedIdle() async throws {
         try await withMosquittoBroker { broker in
             let configuration = MQTTConfiguration(host: broker.host, port: broker.plainPort)
-            let options = MQTTHandoffTransport.Options(prefix: "ranked-\(UUID().uuidString.prefix(8))", claimRanking: .rendezvous(step: .milliseconds(100)))
+            let options = MQTTHandoffTransport.Options(
+                prefix: "ranked-\(UUID().uuidString.prefix(8))", claimRanking: .rendezvous(step: .milliseconds(100)))
             let label = try HandoffLabel("ranked")
             let predecessor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)
             let idle = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)

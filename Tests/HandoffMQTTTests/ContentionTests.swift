@@ -1,12 +1,13 @@
 import Foundation
 import Handoff
-import HandoffTestSupport
-@testable import HandoffMQTT
 import HandoffTestKit
+import HandoffTestSupport
 import MosquittoClient
 import MosquittoTestKit
 import Synchronization
 import Testing
+
+@testable import HandoffMQTT
 
 /// Many successors on separate connections race for many handoffs through a real mosquitto.
 @Suite("Claim contention against a real mosquitto", .timeLimit(.minutes(3)))
@@ -90,7 +91,9 @@ struct ContentionTests {
     }
 }
 
-private func drain(_ channel: HandoffChannel<Int>, into claimed: Locked<[String: [String]]>, values: Locked<[Int]>, instance: String) async throws {
+private func drain(_ channel: HandoffChannel<Int>, into claimed: Locked<[String: [String]]>, values: Locked<[Int]>, instance: String)
+    async throws
+{
     let batch = try await channel.complete()
     // Every claim of a race gets its verdict in time: none ends in claimOutcomeUnknown.
     #expect(batch.interruption == nil, "\(instance): \(String(describing: batch.interruption))")

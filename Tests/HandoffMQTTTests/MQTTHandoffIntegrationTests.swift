@@ -1,10 +1,11 @@
 import Foundation
 import Handoff
 import HandoffTestSupport
-@testable import HandoffMQTT
 import MosquittoClient
 import MosquittoTestKit
 import Testing
+
+@testable import HandoffMQTT
 
 struct Tally: Codable, Sendable, Equatable {
     var count: Int
@@ -59,13 +60,19 @@ struct MQTTHandoffIntegrationTests {
             let label = try HandoffLabel("hostile")
             var options = MQTTHandoffTransport.Options()
             options.maximumPayloadSize = 64 * 1024
-            let valid = HandoffEnvelope(id: .random(), label: label, vsn: 1, origin: .current(), contentType: "application/json", data: Data(#"{"count":1,"note":"ok"}"#.utf8))
+            let valid = HandoffEnvelope(
+                id: .random(), label: label, vsn: 1, origin: .current(), contentType: "application/json",
+                data: Data(#"{"count":1,"note":"ok"}"#.utf8))
             var truncated = valid.encoded()
             truncated.removeLast(3)
-            let other = HandoffEnvelope(id: .random(), label: label, vsn: 1, origin: .current(), contentType: "application/json", data: Data(#"{"count":2,"note":"ok"}"#.utf8))
+            let other = HandoffEnvelope(
+                id: .random(), label: label, vsn: 1, origin: .current(), contentType: "application/json",
+                data: Data(#"{"count":2,"note":"ok"}"#.utf8))
             var corrupted = other.encoded()
             corrupted[corrupted.count - 2] ^= 0x01
-            let wrongTyped = HandoffEnvelope(id: .random(), label: label, vsn: 1, origin: .current(), contentType: "application/json", data: Data(#"{"count":"many"}"#.utf8))
+            let wrongTyped = HandoffEnvelope(
+                id: .random(), label: label, vsn: 1, origin: .current(), contentType: "application/json",
+                data: Data(#"{"count":"many"}"#.utf8))
             let foreign: [(id: String, payload: Data, reason: HandoffRejection.Reason)] = [
                 ("garbage", Data([0xDE, 0xAD, 0xBE, 0xEF, 0x00, 0x0A, 0xFF]), .malformed),
                 ("empty-json", Data("{}\n".utf8), .malformed),
@@ -80,7 +87,8 @@ struct MQTTHandoffIntegrationTests {
                 let notices = try await channel.subscribe()
                 try await MQTTClient.withConnection(MQTTConfiguration(host: broker.host, port: broker.plainPort)) { hostile in
                     for message in foreign {
-                        try await hostile.publish(successor.topics.handoff(label, id: message.id), payload: message.payload, qos: .atLeastOnce, retain: true)
+                        try await hostile.publish(
+                            successor.topics.handoff(label, id: message.id), payload: message.payload, qos: .atLeastOnce, retain: true)
                     }
                 }
                 // The transport rejects what is not an envelope by itself; complete() rejects the bad state.
@@ -122,7 +130,8 @@ struct MQTTHandoffIntegrationTests {
         try await withMosquittoBroker { broker in
             let label = try HandoffLabel("versions")
             let newer = try await withTransport(broker) { predecessor in
-                try await HandoffChannel<Tally>(label: label, transport: predecessor, version: 9).initiate(Tally(count: 1, note: "from the future"))
+                try await HandoffChannel<Tally>(label: label, transport: predecessor, version: 9).initiate(
+                    Tally(count: 1, note: "from the future"))
             }
             try await withTransport(broker) { successor in
                 let channel = HandoffChannel<Tally>(label: label, transport: successor, version: 2)
@@ -219,7 +228,9 @@ struct MQTTHandoffIntegrationTests {
             try await Task.sleep(for: .seconds(1))  // a duplicate merge, if any, would show up now
             let result = merged.withLock { $0 }
             #expect(result.values.allSatisfy { $0 == 1 }, "merged twice: \(result.filter { $0.value > 1 }.keys.sorted())")
-            #expect(Set(result.keys).union(deadLettered) == expected, "lost: \(expected.subtracting(result.keys).subtracting(deadLettered).count)")
+            #expect(
+                Set(result.keys).union(deadLettered) == expected,
+                "lost: \(expected.subtracting(result.keys).subtracting(deadLettered).count)")
             for worker in workers { worker.cancel() }
             for transport in successors { await transport.shutdown() }
         }
@@ -238,7 +249,8 @@ struct MQTTHandoffIntegrationTests {
                 var iterator = notices.makeAsyncIterator()
                 _ = await iterator.next()
                 try await MQTTClient.withConnection(MQTTConfiguration(host: broker.host, port: broker.plainPort)) { operator_ in
-                    try await operator_.publish(successor.topics.handoff(label, id: envelope.id.rawValue), payload: Data(), qos: .atLeastOnce, retain: true)
+                    try await operator_.publish(
+                        successor.topics.handoff(label, id: envelope.id.rawValue), payload: Data(), qos: .atLeastOnce, retain: true)
                 }
                 try await successor.sync(timeout: .seconds(5))
                 let batch = try await channel.complete()
@@ -301,7 +313,9 @@ struct MQTTHandoffIntegrationTests {
                             MQTTUserProperty("handoff-dead-at", time.0),
                             MQTTUserProperty("handoff-dead-topic", reader.topics.handoff(label, id: id)),
                         ])
-                        try await writer.publish(reader.topics.deadLetter(label, id: id), payload: Data("x".utf8), qos: .atLeastOnce, retain: true, properties: properties)
+                        try await writer.publish(
+                            reader.topics.deadLetter(label, id: id), payload: Data("x".utf8), qos: .atLeastOnce, retain: true,
+                            properties: properties)
                     }
                 }
                 let letters = try await reader.deadLetters(label, timeout: .seconds(10))
@@ -314,7 +328,8 @@ struct MQTTHandoffIntegrationTests {
         }
     }
 
-    @Test("prefixes that would break the topic layout are refused", arguments: ["", "$SYS", "a/+/b", "a/#", "a//b", "/a", "a/", "nul\u{0}"])
+    @Test(
+        "prefixes that would break the topic layout are refused", arguments: ["", "$SYS", "a/+/b", "a/#", "a//b", "/a", "a/", "nul\u{0}"])
     func badPrefixes(prefix: String) {
         #expect(throws: HandoffError.self) { try HandoffTopics(prefix: prefix) }
     }
@@ -337,7 +352,8 @@ func withTransport<T: Sendable>(
     options: MQTTHandoffTransport.Options = MQTTHandoffTransport.Options(),
     _ body: (MQTTHandoffTransport) async throws -> T
 ) async throws -> T {
-    let transport = try await MQTTHandoffTransport.connect(configuration: MQTTConfiguration(host: broker.host, port: broker.plainPort), options: options)
+    let transport = try await MQTTHandoffTransport.connect(
+        configuration: MQTTConfiguration(host: broker.host, port: broker.plainPort), options: options)
     do {
         let result = try await body(transport)
         await transport.shutdown()

@@ -1,10 +1,11 @@
 import Foundation
 import Handoff
 import HandoffTestSupport
-@testable import HandoffMQTT
 import MosquittoClient
 import MosquittoTestKit
 import Testing
+
+@testable import HandoffMQTT
 
 /// Checkpoints and crash release (docs/PROTOCOL.md §9) between swift-handoff and the independent Python client
 /// (interop/python/handoff_client.py: `checkpoint` writes checkpoints and dies without DISCONNECT, `race
@@ -24,8 +25,10 @@ struct PythonCheckpointTests {
             let crash = python.file("crash")
             let writer = try python.start(
                 "checkpoint",
-                ["--label", label.rawValue, "--data", InteropNote.pythonTemplate, "--count", "3",
-                 "--ready-file", ready.path, "--end-file", crash.path],
+                [
+                    "--label", label.rawValue, "--data", InteropNote.pythonTemplate, "--count", "3",
+                    "--ready-file", ready.path, "--end-file", crash.path,
+                ],
                 output: python.file("checkpoint.json"))
             defer { writer.terminate() }
             try await writer.waitForFile(ready, within: .seconds(20))
@@ -104,7 +107,9 @@ struct PythonCheckpointTests {
         }
     }
 
-    @Test("a Swift predecessor checkpoints and crashes: a running Python successor merges it and fences it; a Python successor started after another crash merges that one")
+    @Test(
+        "a Swift predecessor checkpoints and crashes: a running Python successor merges it and fences it; a Python successor started after another crash merges that one"
+    )
     func swiftCrashToPython() async throws {
         try await withPythonClient { broker, python in
             let label = try HandoffLabel("a/b+#")
@@ -132,7 +137,8 @@ struct PythonCheckpointTests {
             #expect(entry.origin == instance)
             #expect(entry.incarnation == 1)
             #expect(entry.topic == "\(python.prefix)/checkpoints/\(label.topicLevel)/\(instance)")
-            #expect(entry.raw.flatMap { Data(base64Encoded: $0) }.map { try? JSONDecoder().decode(InteropNote.self, from: $0) } == .swift(2))
+            #expect(
+                entry.raw.flatMap { Data(base64Encoded: $0) }.map { try? JSONDecoder().decode(InteropNote.self, from: $0) } == .swift(2))
             #expect((output.releasedThrough?[instance] ?? 0) >= 1, "\(output.releasedThrough ?? [:])")
             #expect(output.heldVerdicts?.isEmpty ?? true)
 
@@ -161,7 +167,9 @@ struct PythonCheckpointTests {
         }
     }
 
-    @Test("unreadable checkpoints from Python: ignored while their writers live; once released, Swift dead-letters each with the Python reader's reason, verbatim")
+    @Test(
+        "unreadable checkpoints from Python: ignored while their writers live; once released, Swift dead-letters each with the Python reader's reason, verbatim"
+    )
     func garbageCheckpoints() async throws {
         try await withPythonClient { broker, python in
             let label = try HandoffLabel("garbage/cp")
@@ -170,7 +178,8 @@ struct PythonCheckpointTests {
             _ = try await liveChannel.subscribe()
             let release = python.file("release")
             let output = python.file("garbage-checkpoints.json")
-            let publisher = try python.start("garbage-checkpoints", ["--label", label.rawValue, "--release-file", release.path], output: output)
+            let publisher = try python.start(
+                "garbage-checkpoints", ["--label", label.rawValue, "--release-file", release.path], output: output)
             defer { publisher.terminate() }
             try await publisher.waitForFile(output, within: .seconds(20))
             let cases = try JSONDecoder().decode([GarbageCheckpoint].self, from: Data(contentsOf: output))
@@ -206,7 +215,9 @@ struct PythonCheckpointTests {
     static let predecessorsPerLanguage = 3
     static let successorsPerLanguage = 3
 
-    @Test("3 Python and 3 Swift successors watch one label; 3 Swift and 3 Python predecessors checkpoint and crash: each checkpoint merged exactly once, none lost, all agree")
+    @Test(
+        "3 Python and 3 Swift successors watch one label; 3 Swift and 3 Python predecessors checkpoint and crash: each checkpoint merged exactly once, none lost, all agree"
+    )
     func crashRace() async throws {
         try await withPythonClient { broker, python in
             let label = try HandoffLabel("crash-race/é")
@@ -216,11 +227,14 @@ struct PythonCheckpointTests {
             var racers: [PythonProcess] = []
             defer { for racer in racers { racer.terminate() } }
             for index in 0..<Self.successorsPerLanguage {
-                racers.append(try python.start(
-                    "race",
-                    ["--label", label.rawValue, "--checkpoints", "--expect", "\(total)", "--deadline", "60",
-                     "--claim-jitter", "\(40 * index)", "--ready-file", python.file("racer-ready-\(index)").path],
-                    output: python.file("racer-\(index).json")))
+                racers.append(
+                    try python.start(
+                        "race",
+                        [
+                            "--label", label.rawValue, "--checkpoints", "--expect", "\(total)", "--deadline", "60",
+                            "--claim-jitter", "\(40 * index)", "--ready-file", python.file("racer-ready-\(index)").path,
+                        ],
+                        output: python.file("racer-\(index).json")))
             }
             let merges = Locked<[String: [SwiftCheckpointMerge]]>([:])  // checkpoint id -> Swift merges
             var successors: [MQTTHandoffTransport] = []
@@ -231,19 +245,21 @@ struct PythonCheckpointTests {
                 let channel = HandoffChannel<RaceItem>(label: label, transport: transport, timeout: .seconds(20))
                 let notices = try await channel.subscribe()
                 successors.append(transport)
-                workers.append(Task {
-                    for await notice in notices {
-                        guard case .available = notice else { continue }
-                        let batch = try await channel.complete()
-                        merges.withLock { merges in
-                            for handoff in batch.handoffs {
-                                merges[handoff.id.rawValue, default: []].append(SwiftCheckpointMerge(
-                                    instance: transport.origin.instance, item: handoff.state, origin: handoff.origin.instance,
-                                    isCheckpoint: handoff.isCheckpoint))
+                workers.append(
+                    Task {
+                        for await notice in notices {
+                            guard case .available = notice else { continue }
+                            let batch = try await channel.complete()
+                            merges.withLock { merges in
+                                for handoff in batch.handoffs {
+                                    merges[handoff.id.rawValue, default: []].append(
+                                        SwiftCheckpointMerge(
+                                            instance: transport.origin.instance, item: handoff.state, origin: handoff.origin.instance,
+                                            isCheckpoint: handoff.isCheckpoint))
+                                }
                             }
                         }
-                    }
-                })
+                    })
             }
             for index in racers.indices {
                 try await racers[index].waitForFile(python.file("racer-ready-\(index)"), within: .seconds(30))
@@ -267,11 +283,15 @@ struct PythonCheckpointTests {
             var writers: [PythonProcess] = []
             defer { for writer in writers { writer.terminate() } }
             for index in 0..<Self.predecessorsPerLanguage {
-                writers.append(try python.start(
-                    "checkpoint",
-                    ["--label", label.rawValue, "--data", #"{"source":"python","n":{i}}"#, "--start", "\(index * 10)", "--count", "3",
-                     "--ready-file", python.file("writer-ready-\(index)").path, "--end-file", crash.path],
-                    output: python.file("writer-\(index).json")))
+                writers.append(
+                    try python.start(
+                        "checkpoint",
+                        [
+                            "--label", label.rawValue, "--data", #"{"source":"python","n":{i}}"#, "--start", "\(index * 10)", "--count",
+                            "3",
+                            "--ready-file", python.file("writer-ready-\(index)").path, "--end-file", crash.path,
+                        ],
+                        output: python.file("writer-\(index).json")))
             }
             for index in writers.indices {
                 try await writers[index].waitForFile(python.file("writer-ready-\(index)"), within: .seconds(30))
@@ -308,13 +328,17 @@ struct PythonCheckpointTests {
             }
             for outcome in outcomes {
                 #expect(outcome.complete, "Python racer \(outcome.instance) saw \(outcome.handoffs.count) verdicts of \(total)")
-                #expect(outcome.heldVerdicts?.isEmpty ?? true, "Python \(outcome.instance) saw claims on checkpoints it held: \(outcome.heldVerdicts ?? [])")
+                #expect(
+                    outcome.heldVerdicts?.isEmpty ?? true,
+                    "Python \(outcome.instance) saw claims on checkpoints it held: \(outcome.heldVerdicts ?? [])")
                 for (id, entry) in outcome.handoffs where entry.merged {
                     mergers[id, default: []].append((outcome.instance, entry.data))
                 }
             }
             let mergedItems = mergers.values.flatMap { $0.compactMap(\.item) }
-            #expect(Set(mergedItems) == Set(expected.keys), "lost: \(Set(expected.keys).subtracting(mergedItems)); unknown: \(Set(mergedItems).subtracting(expected.keys))")
+            #expect(
+                Set(mergedItems) == Set(expected.keys),
+                "lost: \(Set(expected.keys).subtracting(mergedItems)); unknown: \(Set(mergedItems).subtracting(expected.keys))")
             #expect(mergedItems.count == total, "\(mergedItems.count) merges of \(total) checkpoints")
             let duplicates = mergers.filter { $0.value.count != 1 }
             #expect(duplicates.isEmpty, "merged more than once: \(duplicates.map { "\($0.key): \($0.value.map(\.instance))" })")
@@ -324,7 +348,8 @@ struct PythonCheckpointTests {
             for outcome in outcomes {
                 #expect(Set(outcome.handoffs.keys) == Set(winners.keys), "Python \(outcome.instance) saw other checkpoints")
                 for (id, entry) in outcome.handoffs {
-                    #expect(entry.checkpoint == true && entry.winner == winners[id], "Python \(outcome.instance) disagrees on \(id): \(entry)")
+                    #expect(
+                        entry.checkpoint == true && entry.winner == winners[id], "Python \(outcome.instance) disagrees on \(id): \(entry)")
                     #expect(entry.merged == (entry.winner == outcome.instance), "Python \(outcome.instance) on \(id): \(entry)")
                     let item = entry.raw.flatMap { Data(base64Encoded: $0) }.flatMap { try? JSONDecoder().decode(RaceItem.self, from: $0) }
                     #expect(item.flatMap { expected[$0] } == entry.origin, "Python \(outcome.instance): origin of \(id)")

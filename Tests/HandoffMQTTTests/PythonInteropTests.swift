@@ -1,11 +1,12 @@
 import Foundation
 import Handoff
-import HandoffTestSupport
-@testable import HandoffMQTT
 import HandoffTestKit
+import HandoffTestSupport
 import MosquittoClient
 import MosquittoTestKit
 import Testing
+
+@testable import HandoffMQTT
 
 /// swift-handoff against an independent implementation of docs/PROTOCOL.md: the Python client in
 /// interop/python/handoff_client.py (stdlib + paho-mqtt), run as child processes against a private mosquitto.
@@ -23,7 +24,8 @@ struct PythonInteropTests {
             var sent: [String: (label: String, note: InteropNote)] = [:]
             var predecessors: Set<String> = []
             func initiate(_ label: String) async throws {
-                let output: PythonInitiated<InteropNote> = try await python.initiate(label: label, data: InteropNote.pythonTemplate, count: 2)
+                let output: PythonInitiated<InteropNote> = try await python.initiate(
+                    label: label, data: InteropNote.pythonTemplate, count: 2)
                 predecessors.insert(output.instance)
                 for handoff in output.handoffs {
                     #expect(handoff.topic == transport.topics.handoff(try HandoffLabel(label), id: handoff.id), "topic of label \(label)")
@@ -100,7 +102,9 @@ struct PythonInteropTests {
     static let raceHandoffsPerPredecessor = 80  // ×2 predecessors ×2 phases = 320 handoffs
     static let racersPerLanguage = 4
 
-    @Test("4 Python and 4 Swift successors race for 320 handoffs from Python and Swift, one Swift successor stops mid-race: exactly one merges each, none lost, all agree")
+    @Test(
+        "4 Python and 4 Swift successors race for 320 handoffs from Python and Swift, one Swift successor stops mid-race: exactly one merges each, none lost, all agree"
+    )
     func race() async throws {
         try await withPythonClient { broker, python in
             let label = try HandoffLabel("race/é")
@@ -126,13 +130,16 @@ struct PythonInteropTests {
             var racers: [PythonProcess] = []
             defer { for racer in racers { racer.terminate() } }
             for index in 0..<Self.racersPerLanguage {
-                racers.append(try python.start(
-                    "race",
-                    ["--label", label.rawValue, "--expect", "\(total)", "--deadline", "150",
-                     "--claim-delay", "600", "--claim-jitter", "\(300 * (index + 1))",
-                     "--ready-file", python.file("racer-ready-\(index)").path, "--go-file", go.path],
-                    output: python.file("racer-\(index).json")
-                ))
+                racers.append(
+                    try python.start(
+                        "race",
+                        [
+                            "--label", label.rawValue, "--expect", "\(total)", "--deadline", "150",
+                            "--claim-delay", "600", "--claim-jitter", "\(300 * (index + 1))",
+                            "--ready-file", python.file("racer-ready-\(index)").path, "--go-file", go.path,
+                        ],
+                        output: python.file("racer-\(index).json")
+                    ))
             }
             var successors: [(transport: MQTTHandoffTransport, channel: HandoffChannel<RaceItem>, notices: AsyncStream<HandoffNotice>)] = []
             for index in 0..<Self.racersPerLanguage {
@@ -219,13 +226,18 @@ struct PythonInteropTests {
                 }
             }
             let interrupted = interruptions.withLock { $0 }.filter { !$0.hasPrefix(stoppedInstance.prefix(8)) }
-            #expect(interrupted.isEmpty, "Swift successors' complete() was interrupted \(interrupted.count) times: \(interrupted.prefix(3))")
+            #expect(
+                interrupted.isEmpty, "Swift successors' complete() was interrupted \(interrupted.count) times: \(interrupted.prefix(3))")
             let lost = Set(expected.keys).subtracting(mergers.keys).sorted()
             let unknown = Set(mergers.keys).subtracting(expected.keys).sorted()
-            #expect(lost.isEmpty, "\(lost.count) handoffs merged by nobody: \(lost.prefix(5).map { raceDiagnosis($0, outcomes, observer, label) })")
+            #expect(
+                lost.isEmpty,
+                "\(lost.count) handoffs merged by nobody: \(lost.prefix(5).map { raceDiagnosis($0, outcomes, observer, label) })")
             #expect(unknown.isEmpty, "\(unknown.count) merged handoffs were never initiated: \(unknown.prefix(5))")
             let duplicates = mergers.filter { $0.value.count != 1 }
-            #expect(duplicates.isEmpty, "\(duplicates.count) merged more than once: \(duplicates.prefix(5).map { "\($0.key): \($0.value.map(\.instance))" })")
+            #expect(
+                duplicates.isEmpty,
+                "\(duplicates.count) merged more than once: \(duplicates.prefix(5).map { "\($0.key): \($0.value.map(\.instance))" })")
             for (id, list) in mergers {
                 #expect(list.first?.item == expected[id], "merged data of \(id)")
             }
@@ -356,19 +368,24 @@ struct PythonInteropTests {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let output = directory.appendingPathComponent("corpus.json")
-        let process = try PythonProcess(arguments: [PythonClient.script.path, "corpus", "--out", output.path], output: output, logs: directory.appendingPathComponent("corpus"))
+        let process = try PythonProcess(
+            arguments: [PythonClient.script.path, "corpus", "--out", output.path], output: output,
+            logs: directory.appendingPathComponent("corpus"))
         defer { process.terminate() }
         let corpus: [CorpusCase] = try await process.result(within: .seconds(30))
         #expect(corpus.count > 130)
         let example = corpus.first { $0.name.hasPrefix("the example of docs/PROTOCOL.md") }
-        #expect(example?.verdict == "ok", "the example envelope of docs/PROTOCOL.md §4 is missing or invalid: \(String(describing: example))")
+        #expect(
+            example?.verdict == "ok", "the example envelope of docs/PROTOCOL.md §4 is missing or invalid: \(String(describing: example))")
         var disagreements: [String] = []
         for entry in corpus {
             let payload = try #require(Data(base64Encoded: entry.payload))
             let swift: String
             do {
                 let envelope = try HandoffEnvelope.decode(payload)
-                swift = envelope.id.rawValue == entry.id && envelope.label.rawValue == entry.label ? "ok" : HandoffRejection.Reason.labelMismatch.rawValue
+                swift =
+                    envelope.id.rawValue == entry.id && envelope.label.rawValue == entry.label
+                    ? "ok" : HandoffRejection.Reason.labelMismatch.rawValue
             } catch {
                 swift = error.reason.rawValue
             }
@@ -419,7 +436,9 @@ struct SwiftMerge: Sendable {
     var item: RaceItem
 }
 
-private func initiateRaceItems(on channel: HandoffChannel<RaceItem>, range: Range<Int>, into expected: inout [String: RaceItem]) async throws {
+private func initiateRaceItems(on channel: HandoffChannel<RaceItem>, range: Range<Int>, into expected: inout [String: RaceItem])
+    async throws
+{
     try await withThrowingTaskGroup(of: (String, RaceItem).self) { group in
         for n in range {
             group.addTask {
@@ -431,7 +450,9 @@ private func initiateRaceItems(on channel: HandoffChannel<RaceItem>, range: Rang
     }
 }
 
-func drainRace(_ channel: HandoffChannel<RaceItem>, instance: String, into merges: Locked<[String: [SwiftMerge]]>, interruptions: Locked<[String]>) async throws {
+func drainRace(
+    _ channel: HandoffChannel<RaceItem>, instance: String, into merges: Locked<[String: [SwiftMerge]]>, interruptions: Locked<[String]>
+) async throws {
     let batch = try await channel.complete()
     if let interruption = batch.interruption {
         interruptions.withLock { $0.append("\(instance.prefix(8)): \(interruption)") }
@@ -445,7 +466,9 @@ func drainRace(_ channel: HandoffChannel<RaceItem>, instance: String, into merge
 
 /// What each racer saw of handoff `id`, for failure messages.
 private func raceDiagnosis(_ id: String, _ outcomes: [PythonRace<RaceItem>], _ observer: RoundObserver, _ label: HandoffLabel) -> String {
-    let python = outcomes.map { "py \($0.instance.prefix(8)): \($0.handoffs[id].map { "\($0.winner.prefix(8)) merged=\($0.merged)" } ?? "no verdict")" }
+    let python = outcomes.map {
+        "py \($0.instance.prefix(8)): \($0.handoffs[id].map { "\($0.winner.prefix(8)) merged=\($0.merged)" } ?? "no verdict")"
+    }
     let broker = "broker order: \(observer.winner(label, id)?.prefix(8) ?? "no verdict")"
     return "\(id) [\((python + [broker]).joined(separator: "; "))]"
 }
@@ -599,7 +622,9 @@ struct PythonClient {
         return try await process.result(within: limit)
     }
 
-    func initiate<State: Decodable & Sendable>(label: String, data: String, count: Int, start: Int = 0) async throws -> PythonInitiated<State> {
+    func initiate<State: Decodable & Sendable>(label: String, data: String, count: Int, start: Int = 0) async throws -> PythonInitiated<
+        State
+    > {
         try await json("initiate", ["--label", label, "--data", data, "--count", "\(count)", "--start", "\(start)"])
     }
 }
@@ -658,7 +683,8 @@ final class PythonProcess {
         do {
             return try JSONDecoder().decode(Output.self, from: Data(contentsOf: output))
         } catch {
-            throw PythonInteropError(description: "python3 \(commandLine) wrote an unreadable \(output.lastPathComponent): \(error); stderr:\n\(stderr)")
+            throw PythonInteropError(
+                description: "python3 \(commandLine) wrote an unreadable \(output.lastPathComponent): \(error); stderr:\n\(stderr)")
         }
     }
 
@@ -667,10 +693,14 @@ final class PythonProcess {
         let deadline = ContinuousClock.now + limit
         while !FileManager.default.fileExists(atPath: file.path) {
             if !process.isRunning {
-                throw PythonInteropError(description: "python3 \(commandLine) ended before writing \(file.lastPathComponent) (status \(process.terminationStatus)); stderr:\n\(stderr)")
+                throw PythonInteropError(
+                    description:
+                        "python3 \(commandLine) ended before writing \(file.lastPathComponent) (status \(process.terminationStatus)); stderr:\n\(stderr)"
+                )
             }
             if ContinuousClock.now >= deadline {
-                throw PythonInteropError(description: "python3 \(commandLine) did not write \(file.lastPathComponent) within \(limit); stderr:\n\(stderr)")
+                throw PythonInteropError(
+                    description: "python3 \(commandLine) did not write \(file.lastPathComponent) within \(limit); stderr:\n\(stderr)")
             }
             try await Task.sleep(for: .milliseconds(10))
         }

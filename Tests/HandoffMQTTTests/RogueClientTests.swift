@@ -1,12 +1,13 @@
 import Crypto
 import Foundation
 import Handoff
-import HandoffTestSupport
-@testable import HandoffMQTT
 import HandoffTestKit
+import HandoffTestSupport
 import MosquittoClient
 import MosquittoTestKit
 import Testing
+
+@testable import HandoffMQTT
 
 /// A plain MQTT client as the attacker on the handoff topics (docs/PROTOCOL.md §10): forged envelopes, bare and forged
 /// clears, tampered ciphertext; and key rotation across a rolling deploy.
@@ -17,7 +18,8 @@ struct RogueClientTests {
 
     static func keys(write: (String, Data), read: [(String, Data)] = [], encrypts: Bool = false) throws -> HandoffKeySet {
         try HandoffKeySet(
-            writingKey: HandoffKey(id: write.0, secret: write.1), readingKeys: read.map { try HandoffKey(id: $0.0, secret: $0.1) }, encrypts: encrypts
+            writingKey: HandoffKey(id: write.0, secret: write.1), readingKeys: read.map { try HandoffKey(id: $0.0, secret: $0.1) },
+            encrypts: encrypts
         )
     }
 
@@ -56,14 +58,16 @@ struct RogueClientTests {
             let keys = try Self.keys(write: ("k1", Self.secret1))
             let impostor = try Self.keys(write: ("k1", Self.secret2))
             let unsigned = makeEnvelope(label, from: HandoffOrigin(instance: "attacker"), data: #"{"count":1000,"note":"forged"}"#)
-            let wronglySigned = try impostor.seal(makeEnvelope(label, from: HandoffOrigin(instance: "attacker"), data: #"{"count":2000,"note":"forged"}"#))
+            let wronglySigned = try impostor.seal(
+                makeEnvelope(label, from: HandoffOrigin(instance: "attacker"), data: #"{"count":2000,"note":"forged"}"#))
             try await withTransport(broker, options: Self.options(keys)) { predecessor in
                 _ = try await HandoffChannel<Tally>(label: label, transport: predecessor).initiate(Self.tally(7))
             }
             try await Self.attack(broker) { attacker in
                 let topics = try HandoffTopics(prefix: "handoff")
                 for envelope in [unsigned, wronglySigned] {
-                    try await attacker.publish(topics.handoff(label, id: envelope.id.rawValue), payload: envelope.encoded(), qos: .atLeastOnce, retain: true)
+                    try await attacker.publish(
+                        topics.handoff(label, id: envelope.id.rawValue), payload: envelope.encoded(), qos: .atLeastOnce, retain: true)
                 }
             }
             try await withTransport(broker, options: Self.options(keys)) { successor in
@@ -71,9 +75,11 @@ struct RogueClientTests {
                 let notices = NoticeRecorder(try await channel.subscribe())
                 let batch = try await channel.complete()
                 #expect(batch.handoffs.map(\.state) == [Self.tally(7)])
-                #expect(await notices.wait { notices, _ in
-                    notices.count { if case .rejected(let rejection) = $0 { rejection.reason == .signatureInvalid } else { false } } == 2
-                })
+                #expect(
+                    await notices.wait { notices, _ in
+                        notices.count { if case .rejected(let rejection) = $0 { rejection.reason == .signatureInvalid } else { false } }
+                            == 2
+                    })
                 let letters = try await successor.deadLetters(label, timeout: .seconds(10))
                 #expect(Set(letters.map(\.id)) == [unsigned.id.rawValue, wronglySigned.id.rawValue])
                 #expect(letters.allSatisfy { $0.reason == .signatureInvalid })
@@ -90,9 +96,15 @@ struct RogueClientTests {
             let label = uniqueLabel("cleared")
             let keys = keyed ? try Self.keys(write: ("k1", Self.secret1)) : nil
             // Unkeyed, a clear naming a made-up instance is a valid claim (nothing can tell it apart): only bare clears.
-            let attacks: [[MQTTUserProperty]] = keyed
-                ? [[], [MQTTUserProperty(HandoffProperty.claimBy, "made-up")],
-                   [MQTTUserProperty(HandoffProperty.claimBy, "made-up"), MQTTUserProperty(HandoffProperty.claimSignature, "hmac-sha256:k1:" + String(repeating: "0", count: 64))]]
+            let attacks: [[MQTTUserProperty]] =
+                keyed
+                ? [
+                    [], [MQTTUserProperty(HandoffProperty.claimBy, "made-up")],
+                    [
+                        MQTTUserProperty(HandoffProperty.claimBy, "made-up"),
+                        MQTTUserProperty(HandoffProperty.claimSignature, "hmac-sha256:k1:" + String(repeating: "0", count: 64)),
+                    ],
+                ]
                 : [[]]
             try await withTransport(broker, options: Self.options(keys)) { watcher in
                 let watching = HandoffChannel<Tally>(label: label, transport: watcher)
@@ -102,7 +114,8 @@ struct RogueClientTests {
                     let channel = HandoffChannel<Tally>(label: label, transport: predecessor)
                     for (index, _) in attacks.enumerated() { ids.append(try await channel.initiate(Self.tally(index)).id) }
                 }
-                #expect(await notices.wait { notices, _ in notices.count { if case .available = $0 { true } else { false } } >= attacks.count })
+                #expect(
+                    await notices.wait { notices, _ in notices.count { if case .available = $0 { true } else { false } } >= attacks.count })
                 let topics = watcher.topics
                 try await Self.attack(broker) { attacker in
                     for (id, properties) in zip(ids, attacks) {
@@ -114,10 +127,12 @@ struct RogueClientTests {
                 }
                 // Each is back on the broker, marked as a restore by the watcher.
                 for id in ids {
-                    #expect(await eventually(upTo: .seconds(5)) {
-                        (try? await Self.retained(broker, topics.handoff(label, id: id.rawValue)))??.properties.userProperty(HandoffProperty.restoreBy)
-                            == watcher.origin.instance
-                    }, "handoff \(id) was not restored")
+                    #expect(
+                        await eventually(upTo: .seconds(5)) {
+                            (try? await Self.retained(broker, topics.handoff(label, id: id.rawValue)))??.properties.userProperty(
+                                HandoffProperty.restoreBy)
+                                == watcher.origin.instance
+                        }, "handoff \(id) was not restored")
                 }
                 // A successor that starts after the attack finds and merges all of them; the watcher, claiming later, none.
                 let merged = try await withTransport(broker, options: Self.options(keys)) { late in
@@ -161,10 +176,13 @@ struct RogueClientTests {
                     }
                     // Decided by a claim of the winner or of the restorer (both `already-merged`), and cleared from the broker.
                     let voiders: Set<String> = [winner.origin.instance, watcher.origin.instance]
-                    #expect(await eventually {
-                        guard let verdict = observer.winner(label, envelope.id.rawValue), voiders.contains(verdict) else { return false }
-                        return (try? await Self.retained(broker, topic)) == .some(nil)
-                    })
+                    #expect(
+                        await eventually {
+                            guard let verdict = observer.winner(label, envelope.id.rawValue), voiders.contains(verdict) else {
+                                return false
+                            }
+                            return (try? await Self.retained(broker, topic)) == .some(nil)
+                        })
                     #expect(try await channel.complete().handoffs.isEmpty, "the winner merged the stale restore")
                 }
                 let late = try await withTransport(broker, options: Self.options(nil)) { late in
@@ -235,9 +253,10 @@ struct RogueClientTests {
                 try await Self.attack(broker) { attacker in
                     try await attacker.publish(topic, payload: tamperedPayload, qos: .atLeastOnce, retain: true)
                 }
-                #expect(await notices.wait { notices, _ in
-                    notices.contains { if case .rejected(let rejection) = $0 { rejection.reason == .signatureInvalid } else { false } }
-                })
+                #expect(
+                    await notices.wait { notices, _ in
+                        notices.contains { if case .rejected(let rejection) = $0 { rejection.reason == .signatureInvalid } else { false } }
+                    })
                 let letters = try await watcher.deadLetters(label, timeout: .seconds(10))
                 #expect(letters.map(\.payload) == [tamperedPayload])
                 #expect(await eventually(upTo: .seconds(5)) { (try? await Self.retained(broker, topic))??.payload == original })
@@ -280,9 +299,16 @@ struct RogueClientTests {
             try await withTransport(broker, options: Self.options(deploys[0])) { old in
                 let channel = HandoffChannel<Tally>(label: label, transport: old)
                 let notices = NoticeRecorder(try await channel.subscribe())
-                #expect(await notices.wait { notices, _ in
-                    notices.contains { if case .rejected(let rejection) = $0 { rejection.reason == .unknownKey && rejection.disposition == .leftInPlace } else { false } }
-                })
+                #expect(
+                    await notices.wait { notices, _ in
+                        notices.contains {
+                            if case .rejected(let rejection) = $0 {
+                                rejection.reason == .unknownKey && rejection.disposition == .leftInPlace
+                            } else {
+                                false
+                            }
+                        }
+                    })
                 #expect(try await channel.complete().handoffs.isEmpty)
             }
             try await withTransport(broker, options: Self.options(deploys[3])) { last in

@@ -1,11 +1,12 @@
 import Foundation
 import Handoff
-import HandoffTestSupport
-@testable import HandoffMQTT
 import HandoffTestKit
+import HandoffTestSupport
 import MosquittoClient
 import MosquittoTestKit
 import Testing
+
+@testable import HandoffMQTT
 
 /// Successors that stop in the middle of claiming: every handoff they won is merged, given back or dead-lettered,
 /// never dropped (docs/PROTOCOL.md §5, "Stopping"). Against the repository's durable broker configuration.
@@ -100,7 +101,8 @@ struct StoppingTests {
                     await successor.shutdown()
                 case .shutDownTransport:
                     let settlement = await successor.shutdown()
-                    #expect(settlement.unstored.isEmpty, "\(stop): \(settlement.unstored.count) handoffs neither given back nor dead-lettered")
+                    #expect(
+                        settlement.unstored.isEmpty, "\(stop): \(settlement.unstored.count) handoffs neither given back nor dead-lettered")
                     worker.cancel()
                     _ = await worker.result
                 }
@@ -142,7 +144,8 @@ struct StoppingTests {
     @Test("A successor whose broker session expired while it was away sees the waiting handoffs again after the reconnect")
     func sessionLostReadsWaitingHandoffsAgain() async throws {
         try await withMosquittoBroker { broker in
-            let options = MQTTHandoffTransport.Options(prefix: "lost-\(UUID().uuidString.prefix(8))", sessionExpiry: .seconds(1), willDelay: .seconds(1))
+            let options = MQTTHandoffTransport.Options(
+                prefix: "lost-\(UUID().uuidString.prefix(8))", sessionExpiry: .seconds(1), willDelay: .seconds(1))
             let label = try HandoffLabel("session-lost")
             let predecessor = try await MQTTHandoffTransport.connect(
                 configuration: MQTTConfiguration(host: broker.host, port: broker.plainPort), options: options)

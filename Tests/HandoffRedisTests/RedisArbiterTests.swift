@@ -1,12 +1,13 @@
 import ClusterTestKit
 import Foundation
 import Handoff
-@testable import HandoffMQTT
 import HandoffRedis
 import MosquittoClient
 import MosquittoTestKit
 import Synchronization
 import Testing
+
+@testable import HandoffMQTT
 
 struct Reading: Codable, Sendable, Hashable {
     var sensor: Int
@@ -22,7 +23,8 @@ struct RedisArbiterTests {
     /// A participant's options under `prefix`, with an arbiter of its own on `redis` (no Will: no checkpoints here).
     static func options(_ prefix: String, _ redis: RedisServer, timeout: Duration = .seconds(5)) -> MQTTHandoffTransport.Options {
         MQTTHandoffTransport.Options(
-            prefix: prefix, willDelay: nil, livenessLease: nil, arbiter: RedisClaimArbiter(host: redis.host, port: redis.port, timeout: timeout))
+            prefix: prefix, willDelay: nil, livenessLease: nil,
+            arbiter: RedisClaimArbiter(host: redis.host, port: redis.port, timeout: timeout))
     }
 
     @Test("of 16 concurrent takes of one handoff exactly one gets the payload, and the store names it")
@@ -51,7 +53,9 @@ struct RedisArbiterTests {
         }
     }
 
-    @Test("8 successors with the Redis arbiter race for 200 handoffs, half waiting before they subscribe: each merged once, the store's winner")
+    @Test(
+        "8 successors with the Redis arbiter race for 200 handoffs, half waiting before they subscribe: each merged once, the store's winner"
+    )
     func race() async throws {
         try await withRedisServer { redis in
             try await withMosquittoBroker { broker in
@@ -61,7 +65,9 @@ struct RedisArbiterTests {
                 let predecessor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options())
                 let sender = HandoffChannel<Reading>(label: label, transport: predecessor)
                 var expected: [String: Reading] = [:]
-                for n in 0..<100 { expected[try await sender.initiate(Reading(sensor: n, value: n * 3)).id.rawValue] = Reading(sensor: n, value: n * 3) }
+                for n in 0..<100 {
+                    expected[try await sender.initiate(Reading(sensor: n, value: n * 3)).id.rawValue] = Reading(sensor: n, value: n * 3)
+                }
 
                 let merges = Merges()
                 var successors: [MQTTHandoffTransport] = []
@@ -84,7 +90,9 @@ struct RedisArbiterTests {
                         }
                     }
                 }
-                for n in 100..<200 { expected[try await sender.initiate(Reading(sensor: n, value: n * 3)).id.rawValue] = Reading(sensor: n, value: n * 3) }
+                for n in 100..<200 {
+                    expected[try await sender.initiate(Reading(sensor: n, value: n * 3)).id.rawValue] = Reading(sensor: n, value: n * 3)
+                }
                 #expect(await eventually(upTo: .seconds(60)) { merges.withLock { Set($0.keys) } == Set(expected.keys) })
                 try await Task.sleep(for: .milliseconds(300))
                 for worker in workers { worker.cancel() }
@@ -109,7 +117,8 @@ struct RedisArbiterTests {
                 let configuration = MQTTConfiguration(host: broker.host, port: broker.plainPort)
                 let options = Self.options("redis-adopt", redis)
                 let envelope = HandoffEnvelope(
-                    label: label, vsn: 1, origin: HandoffOrigin(instance: "plain-client"), data: try JSONEncoder().encode(Reading(sensor: 1, value: 2)))
+                    label: label, vsn: 1, origin: HandoffOrigin(instance: "plain-client"),
+                    data: try JSONEncoder().encode(Reading(sensor: 1, value: 2)))
                 let topic = try HandoffTopics(prefix: "redis-adopt").handoff(label, id: envelope.id.rawValue)
                 try await MQTTClient.withConnection(configuration) { client in
                     try await client.publish(topic, payload: envelope.encoded(), qos: .atLeastOnce, retain: true)
@@ -177,4 +186,3 @@ final class Merges: Sendable {
     private let state = Mutex<[String: [String]]>([:])
     func withLock<T>(_ body: (inout [String: [String]]) -> T) -> T { state.withLock { body(&$0) } }
 }
-

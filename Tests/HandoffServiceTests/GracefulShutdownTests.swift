@@ -3,9 +3,9 @@ import Handoff
 import HandoffService
 import Logging
 import MetricsTestKit
+import MosquittoTestKit
 import ServiceLifecycle
 import ServiceLifecycleTestKit
-import MosquittoTestKit
 import Testing
 
 /// The service's lifecycle over the in-process transport: graceful shutdown hands off, successors merge, merges

@@ -2,8 +2,8 @@ import Dispatch
 import Foundation
 import Handoff
 import HandoffTestSupport
-import Synchronization
 import MosquittoTestKit
+import Synchronization
 import Testing
 
 struct Validation: Error, CustomStringConvertible {
@@ -127,9 +127,10 @@ struct ChannelTests {
         let reader = counterChannel(label, participant())
         _ = try await reader.subscribe()
         let batch = try await reader.complete()
-        #expect(batch.handoffs.map(\.state) == [
-            Counter(total: 7, owner: "unknown", migrated: true), Counter(total: 8, owner: "v2", migrated: true),
-        ])
+        #expect(
+            batch.handoffs.map(\.state) == [
+                Counter(total: 7, owner: "unknown", migrated: true), Counter(total: 8, owner: "v2", migrated: true),
+            ])
         #expect(batch.handoffs.map(\.vsn) == [1, 2])
     }
 
@@ -175,7 +176,9 @@ struct ChannelTests {
         #expect(batch.rejected.count == 1)
         #expect(rejection.reason == .validationFailed && rejection.disposition == .deadLettered)
         #expect(rejection.id == bad.id.rawValue)
-        #expect(rejection.description == "handoff '\(label)'/\(bad.id) rejected (validation-failed): total must not be negative; moved to dead letters")
+        #expect(
+            rejection.description
+                == "handoff '\(label)'/\(bad.id) rejected (validation-failed): total must not be negative; moved to dead letters")
         let letters = try await reader.transport.deadLetters(label, timeout: .seconds(1))
         #expect(letters.map(\.reason) == [.validationFailed])
         #expect(letters.first?.detail == "total must not be negative")
@@ -200,10 +203,11 @@ struct ChannelTests {
         let batch = try await reader.complete()
         #expect(batch.handoffs.isEmpty)
         let reasons = Dictionary(uniqueKeysWithValues: batch.rejected.map { ($0.id, $0.reason) })
-        #expect(reasons == [
-            garbage.id.rawValue: .undecodableState, failing.id.rawValue: .migrationFailed,
-            foreign.id.rawValue: .undecodableState,
-        ])
+        #expect(
+            reasons == [
+                garbage.id.rawValue: .undecodableState, failing.id.rawValue: .migrationFailed,
+                foreign.id.rawValue: .undecodableState,
+            ])
         #expect(Set(hub.deadLetters(label).map(\.id)) == Set(reasons.keys))
         #expect(hub.waiting(label).isEmpty)
     }

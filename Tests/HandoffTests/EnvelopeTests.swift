@@ -139,9 +139,11 @@ struct EnvelopeTests {
         #expect(RFC3339.parse("2026-11-25T07:30:00.123+01:30") == Self.fixedDate.truncatedForTest)
         #expect(RFC3339.parse("2026-11-25T06:00:00Z") == Date(timeIntervalSince1970: 1_795_586_400))
         #expect(RFC3339.parse("2026-11-25T06:00:00.1Z") == RFC3339.date(fromMilliseconds: 1_795_586_400_100))
-        for bad in ["", "2026-11-25", "2026-11-25T06:00:00.123", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z",
-                    "2026-11-25T24:00:00Z", "2026-11-25T06:00:00.Z", "2026-11-25T06:00:00.123+0100",
-                    "2026-11-25 06:00:00Z", "+2026-11-25T06:00:00Z", "2026-11-25T06:00:00.123Zjunk"] {
+        for bad in [
+            "", "2026-11-25", "2026-11-25T06:00:00.123", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z",
+            "2026-11-25T24:00:00Z", "2026-11-25T06:00:00.Z", "2026-11-25T06:00:00.123+0100",
+            "2026-11-25 06:00:00Z", "+2026-11-25T06:00:00Z", "2026-11-25T06:00:00.123Zjunk",
+        ] {
             #expect(RFC3339.parse(bad) == nil, "\(bad)")
         }
         var generator = SystemRandomNumberGenerator()
@@ -219,7 +221,9 @@ struct EnvelopeTests {
         #expect(Self.reason(of: try Self.payload(header, data: data))?.reason == .unsupportedFormat)
         header = Self.validHeader(for: data)
         header["format"] = nil
-        #expect(Self.reason(of: try Self.payload(header, data: data)) == HandoffError.unreadableEnvelope(.malformed, detail: "missing field 'format'"))
+        #expect(
+            Self.reason(of: try Self.payload(header, data: data))
+                == HandoffError.unreadableEnvelope(.malformed, detail: "missing field 'format'"))
     }
 
     @Test("a header longer than 65,536 bytes is refused")
@@ -403,7 +407,9 @@ struct EnvelopeTests {
         for bad in [#""vsn":3,"a":truex"#, #""vsn":3,"#, #""vsn":3}{"#, #""vsn":3} x"#, #""vsn":3,"a":'x'"#] {
             #expect(Self.reason(of: try Self.edited("\"vsn\":3", bad))?.reason == .malformed, "\(bad)")
         }
-        func nested(_ levels: Int) -> String { "\"vsn\":3,\"deep\":" + String(repeating: "[", count: levels) + String(repeating: "]", count: levels) }
+        func nested(_ levels: Int) -> String {
+            "\"vsn\":3,\"deep\":" + String(repeating: "[", count: levels) + String(repeating: "]", count: levels)
+        }
         #expect(Self.reason(of: try Self.edited("\"vsn\":3", nested(63))) == nil)
         let deep = Self.reason(of: try Self.edited("\"vsn\":3", nested(64)))
         #expect(deep?.reason == .malformed)

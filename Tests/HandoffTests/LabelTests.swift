@@ -29,8 +29,10 @@ struct LabelTests {
 
     @Test("special characters round-trip and never leak MQTT syntax into the topic level")
     func specialCharactersRoundTrip() throws {
-        let raws = ["+", "#", "$", "/", "%", "%25", "$share/x", "a+b#c/d$e%f", " ", "🙂🙃", "日本語", "\u{2028}",
-                    "\u{A0}", "\u{FEFF}", "e\u{301}", "..", "~"]
+        let raws = [
+            "+", "#", "$", "/", "%", "%25", "$share/x", "a+b#c/d$e%f", " ", "🙂🙃", "日本語", "\u{2028}",
+            "\u{A0}", "\u{FEFF}", "e\u{301}", "..", "~",
+        ]
         for raw in raws {
             let label = try HandoffLabel(raw)
             let level = label.topicLevel

@@ -31,9 +31,11 @@ struct MergeStrategyTests {
 
     @Test("fold applies the closure in order")
     func fold() throws {
-        let order = try HandoffBatch(handoffs: handoffs).merged(into: 0, using: FoldStrategy { current, handoff in
-            current * 10 + handoff.state
-        })
+        let order = try HandoffBatch(handoffs: handoffs).merged(
+            into: 0,
+            using: FoldStrategy { current, handoff in
+                current * 10 + handoff.state
+            })
         #expect(order == 123)
         // A plain Int counter summed once per claimed handoff (the static sugar needs an explicit @Sendable).
         #expect(try HandoffBatch(handoffs: handoffs).merged(into: 10, using: .fold { @Sendable in $0 + $1.state }) == 16)
@@ -119,8 +121,10 @@ struct MergeableLawTests {
 
     @Test("GCounter")
     func gCounter() {
-        Self.checkLaws([Self.counter([:]), Self.counter(["a": 1]), Self.counter(["a": 2, "b": 1]), Self.counter(["b": 3]),
-                        Self.counter(["a": 1])])
+        Self.checkLaws([
+            Self.counter([:]), Self.counter(["a": 1]), Self.counter(["a": 2, "b": 1]), Self.counter(["b": 3]),
+            Self.counter(["a": 1]),
+        ])
     }
 
     @Test("PNCounter")

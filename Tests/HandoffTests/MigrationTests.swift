@@ -6,9 +6,16 @@ import Testing
 /// Version 1 of a counter's state.
 struct CounterV1: Codable, Sendable, Equatable { var count: Int }
 /// Version 2.
-struct CounterV2: Codable, Sendable, Equatable { var count: Int; var owner: String }
+struct CounterV2: Codable, Sendable, Equatable {
+    var count: Int
+    var owner: String
+}
 /// Version 3, current.
-struct Counter: Codable, Sendable, Equatable { var total: Int64; var owner: String; var migrated: Bool }
+struct Counter: Codable, Sendable, Equatable {
+    var total: Int64
+    var owner: String
+    var migrated: Bool
+}
 
 struct MigrationRefused: Error, CustomStringConvertible {
     var description: String { "negative counts cannot be migrated" }
@@ -35,10 +42,12 @@ struct MigrationTests {
     @Test("v1 goes through both steps, v2 through the last, v3 is read directly")
     func chain() throws {
         let migrations = counterMigrations()
-        #expect(try migrations.decode(json(CounterV1(count: 4)), version: 1, codec: codec)
-            == Counter(total: 4, owner: "unknown", migrated: true))
-        #expect(try migrations.decode(json(CounterV2(count: 5, owner: "b")), version: 2, codec: codec)
-            == Counter(total: 5, owner: "b", migrated: true))
+        #expect(
+            try migrations.decode(json(CounterV1(count: 4)), version: 1, codec: codec)
+                == Counter(total: 4, owner: "unknown", migrated: true))
+        #expect(
+            try migrations.decode(json(CounterV2(count: 5, owner: "b")), version: 2, codec: codec)
+                == Counter(total: 5, owner: "b", migrated: true))
         let current = Counter(total: 6, owner: "c", migrated: false)
         #expect(try migrations.decode(json(current), version: 3, codec: codec) == current)
     }

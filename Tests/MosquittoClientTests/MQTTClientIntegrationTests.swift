@@ -35,7 +35,9 @@ struct MQTTClientIntegrationTests {
         }
     }
 
-    @Test("a retained message reaches a later subscriber; a zero-length retained publish clears it and live subscribers see the clear with its user properties")
+    @Test(
+        "a retained message reaches a later subscriber; a zero-length retained publish clears it and live subscribers see the clear with its user properties"
+    )
     func retainedAndClear() async throws {
         try await withMosquittoBroker { broker in
             try await withClients(broker, count: 3) { clients in
@@ -103,8 +105,9 @@ struct MQTTClientIntegrationTests {
                 try await watcher.subscribe("wills/#")
 
                 var configuration = MQTTConfiguration(host: "127.0.0.1", port: proxy.port)
-                configuration.will = .init(topic: "wills/dying", payload: Data("gone".utf8), qos: .atLeastOnce,
-                                           properties: MQTTPublishProperties(userProperties: [MQTTUserProperty("why", "crash")]))
+                configuration.will = .init(
+                    topic: "wills/dying", payload: Data("gone".utf8), qos: .atLeastOnce,
+                    properties: MQTTPublishProperties(userProperties: [MQTTUserProperty("why", "crash")]))
                 let dying = try MQTTClient(configuration: configuration)
                 try await dying.connect()
                 var polite = configuration
@@ -219,7 +222,9 @@ struct MQTTClientIntegrationTests {
         }
     }
 
-    @Test("QoS 1 messages arriving while a client shuts down reach its messages() stream: the two holders of a persistent session see every one")
+    @Test(
+        "QoS 1 messages arriving while a client shuts down reach its messages() stream: the two holders of a persistent session see every one"
+    )
     func noMessageLostAtShutdown() async throws {
         // The store saved by time: with a save per change, thousands of queued messages would take minutes.
         let configDirectory = try MosquittoBroker.timeSavedConfigDirectory()
@@ -276,7 +281,9 @@ struct MQTTClientIntegrationTests {
             await second.shutdown()
             await collector.value
             let missing = all.subtracting(after.withLock { $0 }.union(before)).sorted()
-            #expect(complete, "lost at the shutdown of the first holder: \(missing.prefix(20)) (\(missing.count) in all; it saw \(before.count))")
+            #expect(
+                complete,
+                "lost at the shutdown of the first holder: \(missing.prefix(20)) (\(missing.count) in all; it saw \(before.count))")
             #expect(before.count < count, "the first holder was shut down after the flood, not during it")
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MosquittoTestKit
 
 @Suite("Deriving a broker configuration from broker/mosquitto.conf")
@@ -39,31 +40,38 @@ struct BrokerConfigurationTemplateTests {
             runningAsRoot: false
         )
         let lines = text.components(separatedBy: "\n")
-        #expect(lines.prefix(12) == [
-            "# comment",
-            "set_tcp_nodelay true",
-            "persistence_location /tmp/kit/data/",
-            "listener 10001 127.0.0.1",
-            "allow_anonymous true",
-            "listener 10002 127.0.0.1",
-            "password_file /tmp/kit/passwd",
-            "acl_file /tmp/kit/acl",
-            "listener 10003 127.0.0.1",
-            "cafile /tmp/kit/certs/ca.crt",
-            "certfile /tmp/kit/certs/server.crt",
-            "keyfile /tmp/kit/certs/server.key",
-        ])
+        #expect(
+            lines.prefix(12) == [
+                "# comment",
+                "set_tcp_nodelay true",
+                "persistence_location /tmp/kit/data/",
+                "listener 10001 127.0.0.1",
+                "allow_anonymous true",
+                "listener 10002 127.0.0.1",
+                "password_file /tmp/kit/passwd",
+                "acl_file /tmp/kit/acl",
+                "listener 10003 127.0.0.1",
+                "cafile /tmp/kit/certs/ca.crt",
+                "certfile /tmp/kit/certs/server.crt",
+                "keyfile /tmp/kit/certs/server.key",
+            ])
         #expect(lines.contains("log_dest file /tmp/kit/mosquitto.log"))
         #expect(!lines.contains("user root"))
-        #expect(copies.contains(FileCopy(
-            source: configDirectory.appendingPathComponent("passwd"), destination: URL(fileURLWithPath: "/tmp/kit/passwd")
-        )))
-        #expect(copies.contains(FileCopy(
-            source: configDirectory.appendingPathComponent("acl"), destination: URL(fileURLWithPath: "/tmp/kit/acl")
-        )))
-        #expect(copies.contains(FileCopy(
-            source: certificates.serverKeyFile, destination: URL(fileURLWithPath: "/tmp/kit/certs/server.key")
-        )))
+        #expect(
+            copies.contains(
+                FileCopy(
+                    source: configDirectory.appendingPathComponent("passwd"), destination: URL(fileURLWithPath: "/tmp/kit/passwd")
+                )))
+        #expect(
+            copies.contains(
+                FileCopy(
+                    source: configDirectory.appendingPathComponent("acl"), destination: URL(fileURLWithPath: "/tmp/kit/acl")
+                )))
+        #expect(
+            copies.contains(
+                FileCopy(
+                    source: certificates.serverKeyFile, destination: URL(fileURLWithPath: "/tmp/kit/certs/server.key")
+                )))
     }
 
     @Test("As root, mosquitto is told to stay root")

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MosquittoTestKit
 
 @Suite("A private mosquitto broker", .timeLimit(.minutes(1)))

@@ -1,4 +1,5 @@
 import Foundation
+
 @testable import MosquittoTestKit
 
 /// The mosquitto command line clients, run against a test broker.

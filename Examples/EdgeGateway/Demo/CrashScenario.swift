@@ -19,7 +19,9 @@ func runCrashScenario(_ run: DemoRun, _ settings: DemoSettings) async throws -> 
     let jitter = Int.random(in: 0..<settings.checkpointMs)
     try await Task.sleep(for: .seconds(settings.before) + .milliseconds(jitter))
     let countedBefore = run.status("primary")?.counted.values.reduce(0, +) ?? 0
-    say("          ... \(String(format: "%.3f", Double(settings.before) + Double(jitter) / 1_000)) s of telemetry: the primary has counted about \(countedBefore) readings")
+    say(
+        "          ... \(String(format: "%.3f", Double(settings.before) + Double(jitter) / 1_000)) s of telemetry: the primary has counted about \(countedBefore) readings"
+    )
     say()
 
     // The crash.
@@ -42,7 +44,9 @@ func runCrashScenario(_ run: DemoRun, _ settings: DemoSettings) async throws -> 
     }
     say("standby   merged checkpoint \(takeover.handoffID) (\(takeover.readings) readings) and attached to the telemetry session")
     say("          the primary had taken that checkpoint \(milliseconds(sigkillAt - takeover.createdAt)) before the SIGKILL")
-    say("          SIGKILL to the primary -> standby merged its last checkpoint: \(milliseconds(takeover.mergedAt - sigkillAt)) (Will delay \(settings.willDelay) s)")
+    say(
+        "          SIGKILL to the primary -> standby merged its last checkpoint: \(milliseconds(takeover.mergedAt - sigkillAt)) (Will delay \(settings.willDelay) s)"
+    )
     try await Task.sleep(for: .seconds(settings.after))
 
     // Stop the sensors, let the standby count everything the broker queued, then stop it too.
@@ -64,14 +68,20 @@ func runCrashScenario(_ run: DemoRun, _ settings: DemoSettings) async throws -> 
     let oneInterval = settings.sensors * (settings.rate * settings.checkpointMs / 1_000 + 1)
     say()
     say("recovered  \(takeover.readings) readings, from the primary's last checkpoint")
-    say("lost       \(lost) readings (gaps in the sequence numbers): received by the primary after that checkpoint (its last status showed \(lostForSure) of them); one \(settings.checkpointMs) ms interval of \(settings.sensors) sensors x \(settings.rate)/s carries at most \(oneInterval)")
+    say(
+        "lost       \(lost) readings (gaps in the sequence numbers): received by the primary after that checkpoint (its last status showed \(lostForSure) of them); one \(settings.checkpointMs) ms interval of \(settings.sensors) sensors x \(settings.rate)/s carries at most \(oneInterval)"
+    )
     say("twice      \(twice) readings counted twice: per sensor, counted + lost = sent")
     say()
     let holds = accounted && twice == 0 && totalSent == totalCounted + lost && lost >= lostForSure && lost <= oneInterval
     if holds {
-        say("CRASH RECOVERED: \(totalSent) readings sent, \(totalCounted) counted: \(takeover.readings) recovered from the primary's last checkpoint, \(totalCounted - takeover.readings) by the standby; \(lost) lost in the crash (at most \(oneInterval)), none counted twice")
+        say(
+            "CRASH RECOVERED: \(totalSent) readings sent, \(totalCounted) counted: \(takeover.readings) recovered from the primary's last checkpoint, \(totalCounted - takeover.readings) by the standby; \(lost) lost in the crash (at most \(oneInterval)), none counted twice"
+        )
         return true
     }
-    say("CRASH FIGURES DO NOT HOLD: \(totalSent) sent, \(totalCounted) counted, \(lost) lost (at most \(oneInterval) expected). Logs: \(run.folder.path)")
+    say(
+        "CRASH FIGURES DO NOT HOLD: \(totalSent) sent, \(totalCounted) counted, \(lost) lost (at most \(oneInterval) expected). Logs: \(run.folder.path)"
+    )
     return false
 }

@@ -30,8 +30,10 @@ final class DemoRun {
         let gateway = try start(
             role,
             product: "edge-gateway",
-            arguments: ["--broker", brokerURL, "--gateway-id", "demo", "--role", role,
-                        "--status", file("\(role)-status.json"), "--report", file("\(role)-report.json")] + extraArguments
+            arguments: [
+                "--broker", brokerURL, "--gateway-id", "demo", "--role", role,
+                "--status", file("\(role)-status.json"), "--report", file("\(role)-report.json"),
+            ] + extraArguments
         )
         let started = await waitUntil(upTo: .seconds(15)) {
             guard let status = self.status(role) else { return false }

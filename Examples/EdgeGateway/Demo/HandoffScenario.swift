@@ -28,9 +28,13 @@ func runHandoffScenario(_ run: DemoRun, _ settings: DemoSettings) async throws -
         throw DemoFailure("the primary exited with status \(primaryStatus) without handing off:\n\(primary.logTail())")
     }
     say("primary   exited 0 after handing off label '\(handedOff.label)'")
-    say("          handoff \(handedOff.handoffID ?? "?"): \(handedOff.bytes ?? 0) bytes of state, \(handedOff.readings) readings of \(primaryReport.sensors.count) sensors")
+    say(
+        "          handoff \(handedOff.handoffID ?? "?"): \(handedOff.bytes ?? 0) bytes of state, \(handedOff.readings) readings of \(primaryReport.sensors.count) sensors"
+    )
     if let ms = handedOff.sigtermToAcknowledgedMs {
-        say("          in the primary, SIGTERM received -> telemetry detached, state handed off, broker acknowledged: \(String(format: "%.1f ms", ms))")
+        say(
+            "          in the primary, SIGTERM received -> telemetry detached, state handed off, broker acknowledged: \(String(format: "%.1f ms", ms))"
+        )
     }
     guard await waitUntil(upTo: .seconds(15), { run.status("standby")?.active == true }),
         let takeover = run.status("standby")?.takeover
@@ -50,7 +54,9 @@ func runHandoffScenario(_ run: DemoRun, _ settings: DemoSettings) async throws -
     let totalCounted = final.sensors.totalReadings
     say()
     if allMatch && totalCounted == totalSent {
-        say("TOTALS MATCH: \(totalSent) readings sent, \(totalCounted) counted: \(handedOff.readings) by the primary (handed off), \(totalCounted - handedOff.readings) by the standby; none lost, none counted twice")
+        say(
+            "TOTALS MATCH: \(totalSent) readings sent, \(totalCounted) counted: \(handedOff.readings) by the primary (handed off), \(totalCounted - handedOff.readings) by the standby; none lost, none counted twice"
+        )
         return true
     }
     say("TOTALS DO NOT MATCH: \(totalSent) sent, \(totalCounted) counted. Logs: \(run.folder.path)")

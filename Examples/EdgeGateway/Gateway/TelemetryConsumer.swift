@@ -53,7 +53,9 @@ struct TelemetryConsumer: Service {
         // the two gateways do not take turns on the shared telemetry session.
         let fenced = Task { [aggregator, logger] in
             for await fencing in aggregator.fencings {
-                logger.error("fenced: the standby owns the state now; detaching from the telemetry session", metadata: ["reason": "\(fencing.reason)"])
+                logger.error(
+                    "fenced: the standby owns the state now; detaching from the telemetry session",
+                    metadata: ["reason": "\(fencing.reason)"])
                 await client.shutdown()
                 return
             }

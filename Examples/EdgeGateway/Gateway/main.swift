@@ -78,7 +78,8 @@ do {
     let state = await aggregator.handoffState
     var handedOff: GatewayReport.HandedOff?
     if let report = handoffs.shutdownReport, let outcome = report.outcomes.first {
-        let acknowledgedAt = report.startedAt.timeIntervalSince1970 + Double(outcome.duration.components.seconds)
+        let acknowledgedAt =
+            report.startedAt.timeIntervalSince1970 + Double(outcome.duration.components.seconds)
             + Double(outcome.duration.components.attoseconds) / 1e18
         handedOff = GatewayReport.HandedOff(
             label: outcome.label.rawValue,

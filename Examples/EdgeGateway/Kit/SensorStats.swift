@@ -55,8 +55,10 @@ extension SensorStats: HandoffMergeable {
     }
 
     private static func orderKey(_ stats: SensorStats) -> [Double] {
-        [Double(stats.lastSeq), Double(stats.count), stats.sum, stats.lastSeen, Double(stats.duplicates),
-         Double(stats.missing), stats.min.isFinite ? -stats.min : 0, stats.max.isFinite ? stats.max : 0]
+        [
+            Double(stats.lastSeq), Double(stats.count), stats.sum, stats.lastSeen, Double(stats.duplicates),
+            Double(stats.missing), stats.min.isFinite ? -stats.min : 0, stats.max.isFinite ? stats.max : 0,
+        ]
     }
 }
 

@@ -66,7 +66,8 @@ do {
     let options = try Options(Array(CommandLine.arguments.dropFirst()))
     let sensors = TelemetryTopics.sensorIDs(count: try options.int("sensors", default: 5))
     let rate = max(1, try options.int("rate", default: 20))
-    let client = try MQTTClient(configuration: try MQTTConfiguration(url: options.string("broker", default: "mqtt://127.0.0.1:1883")), logger: logger)
+    let client = try MQTTClient(
+        configuration: try MQTTConfiguration(url: options.string("broker", default: "mqtt://127.0.0.1:1883")), logger: logger)
     try await client.connect()
     let fleet = SensorFleet(
         client: client,

@@ -284,7 +284,8 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
             if error.reason == .unsupportedFormat {
                 let firstReport = reportedDeferred.withLock { $0.insert(envelope.id).inserted }
                 guard firstReport else { return }
-                let rejection = HandoffRejection(label: label, id: envelope.id.rawValue, reason: error.reason, detail: error.detail, disposition: .leftInPlace)
+                let rejection = HandoffRejection(
+                    label: label, id: envelope.id.rawValue, reason: error.reason, detail: error.detail, disposition: .leftInPlace)
                 logger.warning("\(rejection)", metadata: metadata)
                 batch.deferred.append(rejection)
                 return
@@ -374,7 +375,8 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
     /// The envelope's state at the current version, checked.
     private func read(_ envelope: HandoffEnvelope) throws(HandoffError) -> State {
         guard sameMediaType(envelope.contentType, codec.contentType) else {
-            throw HandoffError.unreadableState(.undecodableState,
+            throw HandoffError.unreadableState(
+                .undecodableState,
                 detail: "content type '\(envelope.contentType)' is not this channel's '\(codec.contentType)'"
             )
         }

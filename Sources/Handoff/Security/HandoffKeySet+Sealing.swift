@@ -55,28 +55,33 @@ extension HandoffKeySet {
 
     private func verifySignature(of envelope: HandoffEnvelope) throws(HandoffError) {
         guard let field = envelope.signature else {
-            throw HandoffError.unreadableEnvelope(.signatureInvalid, detail: "the envelope is not signed, and this participant requires signatures")
+            throw HandoffError.unreadableEnvelope(
+                .signatureInvalid, detail: "the envelope is not signed, and this participant requires signatures")
         }
         guard case .valid(let signature) = field else {
             if case .invalid(let why) = field { throw HandoffError.unreadableEnvelope(.signatureInvalid, detail: why) }
             throw HandoffError.unreadableEnvelope(.signatureInvalid, detail: "unreadable signature")
         }
         guard signature.alg == Self.signatureAlgorithm else {
-            throw HandoffError.unreadableEnvelope(.signatureInvalid, detail: "signature algorithm '\(signature.alg.prefix(64))' is not '\(Self.signatureAlgorithm)'"
+            throw HandoffError.unreadableEnvelope(
+                .signatureInvalid, detail: "signature algorithm '\(signature.alg.prefix(64))' is not '\(Self.signatureAlgorithm)'"
             )
         }
         guard HandoffKey.isValidID(signature.key) else {
             throw HandoffError.unreadableEnvelope(.signatureInvalid, detail: "'signature.key' is not a key id")
         }
         guard let key = key(signature.key) else {
-            throw HandoffError.unreadableEnvelope(.unknownKey,
-                detail: "signed with key '\(signature.key)', which this participant does not hold (it holds \(keyIDs.joined(separator: ", ")))"
+            throw HandoffError.unreadableEnvelope(
+                .unknownKey,
+                detail:
+                    "signed with key '\(signature.key)', which this participant does not hold (it holds \(keyIDs.joined(separator: ", ")))"
             )
         }
         guard let mac = Self.bytes(hex: signature.value, count: SHA256.byteCount),
             HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: envelope.signedText(), using: key.macKey)
         else {
-            throw HandoffError.unreadableEnvelope(.signatureInvalid, detail: "the signature (key '\(signature.key)') does not match the envelope")
+            throw HandoffError.unreadableEnvelope(
+                .signatureInvalid, detail: "the signature (key '\(signature.key)') does not match the envelope")
         }
     }
 
@@ -87,15 +92,18 @@ extension HandoffKeySet {
             throw HandoffError.unreadableEnvelope(.decryptionFailed, detail: "unreadable encryption header")
         }
         guard encryption.alg == Self.encryptionAlgorithm else {
-            throw HandoffError.unreadableEnvelope(.decryptionFailed, detail: "encryption algorithm '\(encryption.alg.prefix(64))' is not '\(Self.encryptionAlgorithm)'"
+            throw HandoffError.unreadableEnvelope(
+                .decryptionFailed, detail: "encryption algorithm '\(encryption.alg.prefix(64))' is not '\(Self.encryptionAlgorithm)'"
             )
         }
         guard let nonceBytes = Self.bytes(hex: encryption.value, count: 12), let nonce = try? AES.GCM.Nonce(data: nonceBytes) else {
             throw HandoffError.unreadableEnvelope(.decryptionFailed, detail: "'encryption.nonce' is not 24 hexadecimal digits")
         }
         guard let key = key(encryption.key) else {
-            throw HandoffError.unreadableEnvelope(.unknownKey,
-                detail: "encrypted with key '\(encryption.key.prefix(64))', which this participant does not hold (it holds \(keyIDs.joined(separator: ", ")))"
+            throw HandoffError.unreadableEnvelope(
+                .unknownKey,
+                detail:
+                    "encrypted with key '\(encryption.key.prefix(64))', which this participant does not hold (it holds \(keyIDs.joined(separator: ", ")))"
             )
         }
         let data = envelope.data
@@ -107,7 +115,8 @@ extension HandoffKeySet {
             let box = try AES.GCM.SealedBox(nonce: nonce, ciphertext: data.dropLast(16), tag: data.suffix(16))
             plaintext = try AES.GCM.open(box, using: key.encryptionKey)
         } catch {
-            throw HandoffError.unreadableEnvelope(.decryptionFailed, detail: "the data does not decrypt with key '\(encryption.key)' (AES-GCM tag mismatch)")
+            throw HandoffError.unreadableEnvelope(
+                .decryptionFailed, detail: "the data does not decrypt with key '\(encryption.key)' (AES-GCM tag mismatch)")
         }
         var opened = envelope
         opened.data = plaintext

@@ -104,7 +104,8 @@ extension HandoffMigrations where State: Decodable {
             do {
                 return try codec.decode(State.self, from: data)
             } catch {
-                throw HandoffError.unreadableState(.undecodableState,
+                throw HandoffError.unreadableState(
+                    .undecodableState,
                     detail: "could not decode version \(version) as \(String(reflecting: State.self)): \(error)"
                 )
             }
@@ -116,7 +117,8 @@ extension HandoffMigrations where State: Decodable {
         do {
             value = try first.decode(data, codec)
         } catch {
-            throw HandoffError.unreadableState(.undecodableState,
+            throw HandoffError.unreadableState(
+                .undecodableState,
                 detail: "could not decode version \(version) as \(first.inputTypeName): \(error)"
             )
         }
@@ -127,18 +129,21 @@ extension HandoffMigrations where State: Decodable {
             do {
                 value = try step.migrate(value)
             } catch let mismatch as InputMismatch {
-                throw HandoffError.unreadableState(.migrationFailed,
+                throw HandoffError.unreadableState(
+                    .migrationFailed,
                     detail: "the step from version \(from) reads \(mismatch.expected), but the step before it "
                         + "produced \(mismatch.found)"
                 )
             } catch {
-                throw HandoffError.unreadableState(.migrationFailed,
+                throw HandoffError.unreadableState(
+                    .migrationFailed,
                     detail: "migration from version \(from) to \(from + 1) threw: \(error)"
                 )
             }
         }
         guard let state = value as? State else {
-            throw HandoffError.unreadableState(.migrationFailed,
+            throw HandoffError.unreadableState(
+                .migrationFailed,
                 detail: "the last migration step produced \(String(reflecting: type(of: value))), not "
                     + String(reflecting: State.self)
             )

@@ -1,4 +1,5 @@
 import Crypto
+
 import struct Foundation.Data
 
 /// A transport that hands large states off in chunks plus a manifest (docs/PROTOCOL.md §12), such as

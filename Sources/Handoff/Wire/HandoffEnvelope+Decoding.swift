@@ -18,7 +18,8 @@ extension HandoffEnvelope {
         maximumSize: Int = 256 * 1024 * 1024
     ) throws(HandoffError) -> HandoffEnvelope {
         guard payload.count <= maximumSize else {
-            throw HandoffError.unreadableEnvelope(.tooLarge,
+            throw HandoffError.unreadableEnvelope(
+                .tooLarge,
                 detail: "payload of \(payload.count) bytes exceeds the maximum of \(maximumSize) bytes"
             )
         }
@@ -27,7 +28,8 @@ extension HandoffEnvelope {
         }
         guard let headerLength = headerLength(of: payload) else {
             if payload.count > maximumHeaderSize {
-                throw HandoffError.unreadableEnvelope(.malformed,
+                throw HandoffError.unreadableEnvelope(
+                    .malformed,
                     detail: "no header line within the first \(maximumHeaderSize + 1) bytes (the header may be at "
                         + "most \(maximumHeaderSize) bytes)"
                 )
@@ -40,7 +42,8 @@ extension HandoffEnvelope {
         // `format` first: a different format may legitimately have a different header.
         guard let format = try header.string(\.format, "format") else { throw missing("format") }
         guard format == Self.format else {
-            throw HandoffError.unreadableEnvelope(.unsupportedFormat,
+            throw HandoffError.unreadableEnvelope(
+                .unsupportedFormat,
                 detail: "format '\(format)' is not supported, this reader reads '\(Self.format)'"
             )
         }
@@ -58,7 +61,8 @@ extension HandoffEnvelope {
         guard let vsn = try header.integer(\.vsn, "vsn", in: 0...Int.max) else { throw missing("vsn") }
         guard let rawCreatedAt = try header.string(\.createdAt, "createdAt") else { throw missing("createdAt") }
         guard let createdAt = RFC3339.parse(rawCreatedAt) else {
-            throw HandoffError.unreadableEnvelope(.malformed,
+            throw HandoffError.unreadableEnvelope(
+                .malformed,
                 detail: "field 'createdAt' is not an RFC 3339 date-time such as '2026-11-25T06:00:00.123Z': "
                     + "'\(rawCreatedAt.prefix(64))'"
             )
@@ -72,12 +76,14 @@ extension HandoffEnvelope {
         let dataStart = payload.startIndex + headerLength + 1
         let available = payload.endIndex - dataStart
         guard available >= length else {
-            throw HandoffError.unreadableEnvelope(.truncated,
+            throw HandoffError.unreadableEnvelope(
+                .truncated,
                 detail: "header announces \(length) bytes of data, only \(available) arrived"
             )
         }
         guard available == length else {
-            throw HandoffError.unreadableEnvelope(.malformed,
+            throw HandoffError.unreadableEnvelope(
+                .malformed,
                 detail: "header announces \(length) bytes of data, but \(available) follow the header"
             )
         }
@@ -85,11 +91,13 @@ extension HandoffEnvelope {
         let actualDigest = hex(SHA256.hash(data: data))
         guard actualDigest == expectedDigest.lowercased() else {
             if expectedDigest.utf8.count != 64 || !expectedDigest.utf8.allSatisfy(\.isHexDigit) {
-                throw HandoffError.unreadableEnvelope(.malformed,
+                throw HandoffError.unreadableEnvelope(
+                    .malformed,
                     detail: "field 'sha256' is not 64 hexadecimal digits"
                 )
             }
-            throw HandoffError.unreadableEnvelope(.integrityFailure,
+            throw HandoffError.unreadableEnvelope(
+                .integrityFailure,
                 detail: "SHA-256 of the data is \(actualDigest), the header says \(expectedDigest)"
             )
         }
@@ -152,4 +160,3 @@ extension UInt8 {
             || (UInt8(ascii: "A")...UInt8(ascii: "F")).contains(self)
     }
 }
-

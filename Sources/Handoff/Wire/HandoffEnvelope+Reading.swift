@@ -12,7 +12,8 @@ extension HandoffEnvelope {
     ) throws(HandoffError) -> HandoffEnvelope {
         let decoded = try decode(payload, maximumSize: maximumSize)
         guard decoded.id.rawValue == topicID, decoded.label == topicLabel else {
-            throw HandoffError.unreadableEnvelope(.labelMismatch,
+            throw HandoffError.unreadableEnvelope(
+                .labelMismatch,
                 detail: "the envelope names '\(decoded.label)'/\(decoded.id) but was published on the topic of '\(topicLabel)'/\(topicID)"
             )
         }
@@ -30,7 +31,8 @@ extension HandoffEnvelope {
     ) throws(HandoffError) -> HandoffEnvelope {
         let decoded = try decode(payload, maximumSize: maximumSize)
         guard decoded.label == topicLabel, decoded.origin.instance == topicInstance, decoded.incarnation != nil else {
-            let detail = decoded.incarnation == nil
+            let detail =
+                decoded.incarnation == nil
                 ? "a checkpoint without an incarnation"
                 : "the checkpoint names '\(decoded.label)' from instance \(decoded.origin.instance) but was published on the "
                     + "checkpoint topic of '\(topicLabel)' of instance \(topicInstance)"

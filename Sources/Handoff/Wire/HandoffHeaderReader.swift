@@ -90,7 +90,8 @@ struct WireHeader {
         if header.formatCount == 1, header.formatIsValidUnicode, case .string(let format)? = header.format,
             format != HandoffEnvelope.format
         {
-            throw HandoffError.unreadableEnvelope(.unsupportedFormat,
+            throw HandoffError.unreadableEnvelope(
+                .unsupportedFormat,
                 detail: "format '\(format.prefix(64))' is not supported, this reader reads '\(HandoffEnvelope.format)'"
             )
         }
@@ -153,7 +154,8 @@ struct WireHeader {
             throw wrongType(name, expected: "an integer", found: value)
         }
         guard case .integer(let integer) = number, range.contains(integer) else {
-            throw HandoffError.unreadableEnvelope(.malformed,
+            throw HandoffError.unreadableEnvelope(
+                .malformed,
                 detail: "field '\(name)' is out of range, expected an integer \(range.lowerBound)…\(range.upperBound)"
             )
         }
@@ -161,7 +163,8 @@ struct WireHeader {
     }
 
     private static func wrongType(_ name: String, expected: String, found: HeaderValue) -> HandoffError {
-        HandoffError.unreadableEnvelope(.malformed,
+        HandoffError.unreadableEnvelope(
+            .malformed,
             detail: "field '\(name)' has the wrong type, expected \(expected), found \(found.kind)"
         )
     }
@@ -483,12 +486,20 @@ struct HeaderReader {
             var secondRange: ClosedRange<UInt8> = 0x80...0xBF
             switch lead {
             case 0xC2...0xDF: count = 1
-            case 0xE0: count = 2; secondRange = 0xA0...0xBF
+            case 0xE0:
+                count = 2
+                secondRange = 0xA0...0xBF
             case 0xE1...0xEC, 0xEE...0xEF: count = 2
-            case 0xED: count = 2; secondRange = 0x80...0x9F
-            case 0xF0: count = 3; secondRange = 0x90...0xBF
+            case 0xED:
+                count = 2
+                secondRange = 0x80...0x9F
+            case 0xF0:
+                count = 3
+                secondRange = 0x90...0xBF
             case 0xF1...0xF3: count = 3
-            case 0xF4: count = 3; secondRange = 0x80...0x8F
+            case 0xF4:
+                count = 3
+                secondRange = 0x80...0x8F
             default: return false
             }
             guard bytes.endIndex - index > count, secondRange.contains(bytes[index + 1]) else { return false }
@@ -546,7 +557,8 @@ struct HeaderReader {
     private func exactValue(negative: Bool, integer: Range<Int>, fraction: Range<Int>, exponent: Int) -> HeaderNumber {
         let count = integer.count + fraction.count
         func digit(_ position: Int) -> UInt8 {
-            let byte = position < integer.count ? bytes[integer.lowerBound + position] : bytes[fraction.lowerBound + position - integer.count]
+            let byte =
+                position < integer.count ? bytes[integer.lowerBound + position] : bytes[fraction.lowerBound + position - integer.count]
             return byte - UInt8(ascii: "0")
         }
         guard let firstNonZero = (0..<count).first(where: { digit($0) != 0 }) else { return .integer(0) }  // 0, -0, 0e999999999

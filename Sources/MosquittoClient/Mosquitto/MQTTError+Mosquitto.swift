@@ -41,7 +41,8 @@ extension MQTTError {
         let detail = logged.map { " (\($0))" } ?? ""
         switch rc {
         case MOSQ_ERR_NO_CONN.rawValue:
-            return MQTTError(.notConnected, "Cannot \(what): the client is not connected to the broker; connect() first or wait for the reconnect")
+            return MQTTError(
+                .notConnected, "Cannot \(what): the client is not connected to the broker; connect() first or wait for the reconnect")
         case MOSQ_ERR_CONN_LOST.rawValue, MOSQ_ERR_KEEPALIVE.rawValue:
             return MQTTError(.connectionLost, "Lost the connection to the broker while trying to \(what): \(text)\(detail)")
         case MOSQ_ERR_TLS.rawValue, MOSQ_ERR_TLS_HANDSHAKE.rawValue, MOSQ_ERR_OCSP.rawValue:
@@ -94,7 +95,8 @@ extension MQTTError {
         guard reasonCode >= 0x80 else { return .success(()) }
         let text = String(cString: mosquitto_reason_string(reasonCode))
         let hint = reasonCode == 0x87 ? "; check the broker's ACL for this user" : ""
-        return .failure(MQTTError(.publishRefused, "The broker refused the publish to '\(topic)': \(text)\(hint)", reasonCode: Int(reasonCode)))
+        return .failure(
+            MQTTError(.publishRefused, "The broker refused the publish to '\(topic)': \(text)\(hint)", reasonCode: Int(reasonCode)))
     }
 
     /// The outcome of a SUBACK's first reason code: the granted QoS, otherwise the broker's refusal.
@@ -102,6 +104,7 @@ extension MQTTError {
         if let qos = MQTTQoS(rawValue: granted) { return .success(qos) }
         let text = String(cString: mosquitto_reason_string(granted))
         let hint = granted == 0x87 ? "; check the broker's ACL for this user" : ""
-        return .failure(MQTTError(.subscriptionRefused, "The broker refused the subscription to '\(filter)': \(text)\(hint)", reasonCode: Int(granted)))
+        return .failure(
+            MQTTError(.subscriptionRefused, "The broker refused the subscription to '\(filter)': \(text)\(hint)", reasonCode: Int(granted)))
     }
 }

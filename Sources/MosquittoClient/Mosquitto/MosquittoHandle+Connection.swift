@@ -11,7 +11,9 @@ extension MosquittoHandle {
             try? properties.add(Int32(MQTT_PROP_SESSION_EXPIRY_INTERVAL.rawValue), uint32: configuration.sessionExpiry.mqttSeconds)
         }
         errno = 0
-        let rc = mosquitto_connect_bind_v5(pointer, configuration.host, Int32(configuration.port), Int32(clamping: configuration.keepAlive.mqttSeconds), nil, properties.pointer)
+        let rc = mosquitto_connect_bind_v5(
+            pointer, configuration.host, Int32(configuration.port), Int32(clamping: configuration.keepAlive.mqttSeconds), nil,
+            properties.pointer)
         return rc == MOSQ_ERR_SUCCESS.rawValue ? nil : MosquittoReturnCode(rc, errno: errno)
     }
 

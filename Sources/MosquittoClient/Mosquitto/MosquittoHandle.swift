@@ -30,7 +30,8 @@ struct MosquittoHandle: @unchecked Sendable {
     init(clientID: String, cleanStart: Bool) throws(MQTTError) {
         MosquittoLibrary.initialize()
         guard let pointer = mosquitto_new(clientID, cleanStart, nil) else {
-            throw MQTTError(.invalidConfiguration, "libmosquitto could not create a client (out of memory or an invalid client id '\(clientID)')")
+            throw MQTTError(
+                .invalidConfiguration, "libmosquitto could not create a client (out of memory or an invalid client id '\(clientID)')")
         }
         self.pointer = pointer
     }
@@ -59,13 +60,16 @@ struct MosquittoHandle: @unchecked Sendable {
             try check(mosquitto_int_option(pointer, MOSQ_OPT_RECEIVE_MAXIMUM, configuration.receiveMaximum), "set the receive maximum")
         }
         if configuration.maximumInflightMessages > 0 {
-            try check(mosquitto_int_option(pointer, MOSQ_OPT_SEND_MAXIMUM, Int32(clamping: configuration.maximumInflightMessages)), "set the send maximum")
+            try check(
+                mosquitto_int_option(pointer, MOSQ_OPT_SEND_MAXIMUM, Int32(clamping: configuration.maximumInflightMessages)),
+                "set the send maximum")
         }
         if configuration.username != nil || configuration.password != nil {
             try check(mosquitto_username_pw_set(pointer, configuration.username, configuration.password), "set the username and password")
         }
         if let tls = configuration.tls {
-            for file in [tls.caFile, tls.certificateFile, tls.keyFile].compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: file) {
+            for file in [tls.caFile, tls.certificateFile, tls.keyFile].compactMap({ $0 })
+            where !FileManager.default.isReadableFile(atPath: file) {
                 throw MQTTError(.tlsFailure, "The TLS file '\(file)' does not exist or is not readable")
             }
             if tls.caFile == nil {
@@ -74,14 +78,19 @@ struct MosquittoHandle: @unchecked Sendable {
             if tls.caFile != nil || tls.certificateFile != nil {
                 let rc = mosquitto_tls_set(pointer, tls.caFile, nil, tls.certificateFile, tls.keyFile, nil)
                 guard rc == MOSQ_ERR_SUCCESS.rawValue else {
-                    throw MQTTError(.tlsFailure, "Could not load the TLS files (CA \(tls.caFile ?? "system"), certificate \(tls.certificateFile ?? "none")): \(String(cString: mosquitto_strerror(rc)))")
+                    throw MQTTError(
+                        .tlsFailure,
+                        "Could not load the TLS files (CA \(tls.caFile ?? "system"), certificate \(tls.certificateFile ?? "none")): \(String(cString: mosquitto_strerror(rc)))"
+                    )
                 }
             }
             try check(mosquitto_tls_insecure_set(pointer, !tls.verifyHostname), "set TLS host name verification")
         }
         try setWill(configuration.will, protocolVersion: configuration.protocolVersion)
         let reconnect = configuration.reconnect
-        try check(mosquitto_reconnect_delay_set(pointer, reconnect.initialDelay.mqttSeconds, reconnect.maximumDelay.mqttSeconds, true), "set the reconnect delay")
+        try check(
+            mosquitto_reconnect_delay_set(pointer, reconnect.initialDelay.mqttSeconds, reconnect.maximumDelay.mqttSeconds, true),
+            "set the reconnect delay")
     }
 
     /// Sets (or, with `nil`, clears) the Will sent with the next CONNECT. Safe before the network thread starts and
@@ -96,10 +105,12 @@ struct MosquittoHandle: @unchecked Sendable {
             try check(mosquitto_will_clear(pointer), "clear the Will")
             return
         }
-        let properties = protocolVersion == .v5
+        let properties =
+            protocolVersion == .v5
             ? try MosquittoPropertyList(publish: will.properties, willDelay: will.delay) : MosquittoPropertyList()
         let rc = will.payload.withUnsafeBytes { buffer in
-            mosquitto_will_set_v5(pointer, will.topic, Int32(buffer.count), buffer.baseAddress, will.qos.rawValue, will.retain, properties.pointer)
+            mosquitto_will_set_v5(
+                pointer, will.topic, Int32(buffer.count), buffer.baseAddress, will.qos.rawValue, will.retain, properties.pointer)
         }
         // will_set_v5 takes ownership of the properties only on success.
         if rc == MOSQ_ERR_SUCCESS.rawValue { _ = properties.release() }

@@ -38,7 +38,8 @@ final class MosquittoPropertyList {
             throw MQTTError(.invalidConfiguration, "MQTT binary properties are limited to 65,535 bytes; got \(value.count)")
         }
         try value.withUnsafeBytes { buffer in
-            try check(mosquitto_property_add_binary(&pointer, identifier, buffer.baseAddress, UInt16(buffer.count)), "property \(identifier)")
+            try check(
+                mosquitto_property_add_binary(&pointer, identifier, buffer.baseAddress, UInt16(buffer.count)), "property \(identifier)")
         }
     }
 

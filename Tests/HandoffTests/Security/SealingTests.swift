@@ -17,7 +17,9 @@ struct SealingTests {
     }
 
     /// Seals, encodes and reads back, as a keyed reader does.
-    static func roundTrip(_ envelope: HandoffEnvelope, writer: HandoffKeySet, reader: HandoffKeySet?) throws(HandoffError) -> HandoffEnvelope {
+    static func roundTrip(_ envelope: HandoffEnvelope, writer: HandoffKeySet, reader: HandoffKeySet?) throws(HandoffError)
+        -> HandoffEnvelope
+    {
         let payload = try! writer.seal(envelope).encoded()
         let decoded = try HandoffEnvelope.decode(payload)
         guard let reader else { return try HandoffKeySet.openUnkeyed(decoded) }
@@ -72,7 +74,8 @@ struct SealingTests {
         #expect(Self.reason { () throws(HandoffError) in try keys.open(HandoffEnvelope.decode(envelope.encoded())) } == .signatureInvalid)
         // Signed with a key of the same id but another secret.
         let impostor = try HandoffKeySet(writingKey: Self.key("k1", Self.secret2))
-        #expect(Self.reason { () throws(HandoffError) in try Self.roundTrip(envelope, writer: impostor, reader: keys) } == .signatureInvalid)
+        #expect(
+            Self.reason { () throws(HandoffError) in try Self.roundTrip(envelope, writer: impostor, reader: keys) } == .signatureInvalid)
         // Signed with a key this reader does not hold: left for one that does.
         let other = try HandoffKeySet(writingKey: Self.key("k2", Self.secret2))
         #expect(Self.reason { () throws(HandoffError) in try Self.roundTrip(envelope, writer: other, reader: keys) } == .unknownKey)
@@ -148,6 +151,8 @@ struct SealingTests {
         #expect(throws: HandoffError.self) { try HandoffKeySet(keyFile: "k1 \(Data(count: 16).base64EncodedString())") }
         #expect(throws: HandoffError.self) { try HandoffKeySet(keyFile: "k/1 \(Self.secret1.base64EncodedString())") }
         #expect(throws: HandoffError.self) { try HandoffKeySet(keyFile: "# nothing\n") }
-        #expect(throws: HandoffError.self) { try HandoffKeySet(keyFile: "k1 \(Self.secret1.base64EncodedString())\nk1 \(Self.secret2.base64EncodedString())") }
+        #expect(throws: HandoffError.self) {
+            try HandoffKeySet(keyFile: "k1 \(Self.secret1.base64EncodedString())\nk1 \(Self.secret2.base64EncodedString())")
+        }
     }
 }

@@ -10,8 +10,16 @@ import Testing
 struct SigningVectorTests {
     struct Vectors: Decodable {
         struct Key: Decodable { var id, secret, macKey, aesKey: String }
-        struct KeyFile: Decodable { var name, text: String; var ok: Bool; var ids: [String]? }
-        struct Origin: Decodable { var instance: String; var host: String?; var pid: Int32? }
+        struct KeyFile: Decodable {
+            var name, text: String
+            var ok: Bool
+            var ids: [String]?
+        }
+        struct Origin: Decodable {
+            var instance: String
+            var host: String?
+            var pid: Int32?
+        }
         struct Envelope: Decodable {
             var name, id, label, createdAt, contentType, data, key, signedText, mac, payload, topicLabel, topicId, verdict: String
             var vsn: Int
@@ -25,7 +33,10 @@ struct SigningVectorTests {
             var purpose: String?
             var verifies: Bool
         }
-        struct Negative: Decodable { var name, payload, topicLabel, topicId, verdict, unkeyedVerdict: String; var checkpoint: Bool }
+        struct Negative: Decodable {
+            var name, payload, topicLabel, topicId, verdict, unkeyedVerdict: String
+            var checkpoint: Bool
+        }
         var keys: [Key]
         var readerKeyFile: String
         var keyFiles: [KeyFile]
@@ -97,17 +108,23 @@ struct SigningVectorTests {
             )
             // As written, even where it is not the canonical form: what a signature covers.
             envelope.createdAtText = vector.createdAt
-            let nonce = try vector.nonce.map { try AES.GCM.Nonce(data: try #require(HandoffKeySet.bytes(hex: $0, count: 12))) } ?? AES.GCM.Nonce()
+            let nonce =
+                try vector.nonce.map { try AES.GCM.Nonce(data: try #require(HandoffKeySet.bytes(hex: $0, count: 12))) } ?? AES.GCM.Nonce()
             let sealed = try keys.seal(envelope, nonce: nonce)
             #expect(String(decoding: sealed.signedText(), as: UTF8.self) == vector.signedText, "\(vector.name)")
             #expect(sealed.signatureMAC == vector.mac, "\(vector.name)")
             let payload = try #require(Data(base64Encoded: vector.payload))
             #expect(sealed.encoded() == payload, "\(vector.name): payloads differ")
-            #expect(try Self.verdict(payload, label: vector.topicLabel, topicID: vector.topicId, checkpoint: vector.checkpoint, keys: Self.reader) == vector.verdict, "\(vector.name)")
+            #expect(
+                try Self.verdict(
+                    payload, label: vector.topicLabel, topicID: vector.topicId, checkpoint: vector.checkpoint, keys: Self.reader)
+                    == vector.verdict, "\(vector.name)")
             if vector.verdict == "ok" {
                 let label = try HandoffLabel(vector.topicLabel)
-                let read = vector.checkpoint
-                    ? try HandoffEnvelope.readCheckpoint(payload, topicLabel: label, topicInstance: vector.topicId, keys: Self.reader, maximumSize: 1 << 26)
+                let read =
+                    vector.checkpoint
+                    ? try HandoffEnvelope.readCheckpoint(
+                        payload, topicLabel: label, topicInstance: vector.topicId, keys: Self.reader, maximumSize: 1 << 26)
                     : try HandoffEnvelope.read(payload, topicLabel: label, topicID: vector.topicId, keys: Self.reader, maximumSize: 1 << 26)
                 #expect(read.data == envelope.data, "\(vector.name): the data read back differs")
             }
@@ -118,7 +135,8 @@ struct SigningVectorTests {
     func claims() throws {
         let reader = try Self.reader
         for vector in Self.vectors.claims {
-            let text = HandoffKeySet.claimText(topic: vector.topic, claimBy: vector.claimBy, purpose: vector.purpose, roundMAC: vector.roundMac)
+            let text = HandoffKeySet.claimText(
+                topic: vector.topic, claimBy: vector.claimBy, purpose: vector.purpose, roundMAC: vector.roundMac)
             #expect(String(decoding: text, as: UTF8.self) == vector.claimText, "\(vector.name)")
             if let key = try? Self.key(vector.key) {
                 let signature = try HandoffKeySet(writingKey: key).claimSignature(
@@ -136,8 +154,10 @@ struct SigningVectorTests {
         let reader = try Self.reader
         for vector in Self.vectors.negatives {
             let payload = try #require(Data(base64Encoded: vector.payload))
-            let keyed = try Self.verdict(payload, label: vector.topicLabel, topicID: vector.topicId, checkpoint: vector.checkpoint, keys: reader)
-            let unkeyed = try Self.verdict(payload, label: vector.topicLabel, topicID: vector.topicId, checkpoint: vector.checkpoint, keys: nil)
+            let keyed = try Self.verdict(
+                payload, label: vector.topicLabel, topicID: vector.topicId, checkpoint: vector.checkpoint, keys: reader)
+            let unkeyed = try Self.verdict(
+                payload, label: vector.topicLabel, topicID: vector.topicId, checkpoint: vector.checkpoint, keys: nil)
             #expect(keyed == vector.verdict, "\(vector.name)")
             #expect(unkeyed == vector.unkeyedVerdict, "\(vector.name)")
         }
