@@ -219,38 +219,31 @@ final class ClientCore: Sendable {
     }
 
     func didPublish(mid: Int32, reasonCode: Int32) {
-        let pending = state.withLock { state in
-            guard let pending = state.publishes.removeValue(forKey: mid) else {
-                state.early[mid] = .published(reasonCode: reasonCode)
-                return nil as Pending<Void>?
-            }
-            return pending
-        }
-        guard let pending else { return }
+        guard let pending = takePending(\.publishes, mid: mid, orRemember: .published(reasonCode: reasonCode)) else { return }
         pending.completion.resume(MQTTError.publishResult(reasonCode: reasonCode, topic: pending.what))
     }
 
     func didSubscribe(mid: Int32, granted: Int32) {
-        let pending = state.withLock { state in
-            guard let pending = state.subscribes.removeValue(forKey: mid) else {
-                state.early[mid] = .subscribed(granted: granted)
-                return nil as Pending<MQTTQoS>?
-            }
-            return pending
-        }
-        guard let pending else { return }
+        guard let pending = takePending(\.subscribes, mid: mid, orRemember: .subscribed(granted: granted)) else { return }
         pending.completion.resume(MQTTError.subscribeResult(granted: granted, filter: pending.what))
     }
 
     func didUnsubscribe(mid: Int32) {
-        let pending = state.withLock { state in
-            guard let pending = state.unsubscribes.removeValue(forKey: mid) else {
-                state.early[mid] = .unsubscribed
-                return nil as Pending<Void>?
+        takePending(\.unsubscribes, mid: mid, orRemember: .unsubscribed)?.completion.resume(returning: ())
+    }
+
+    /// The operation waiting for the acknowledgement of `mid`, taken out of its table; `nil` if it is not registered
+    /// yet (the acknowledgement came before the caller learnt the message id), and then `early` is kept for it.
+    private func takePending<Value>(
+        _ table: WritableKeyPath<State, [Int32: Pending<Value>]>, mid: Int32, orRemember early: EarlyResult
+    ) -> Pending<Value>? {
+        state.withLock { state in
+            guard let pending = state[keyPath: table].removeValue(forKey: mid) else {
+                state.early[mid] = early
+                return nil
             }
             return pending
         }
-        pending?.completion.resume(returning: ())
     }
 
     func didReceive(_ message: MQTTMessage) {
