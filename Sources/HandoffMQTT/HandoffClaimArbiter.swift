@@ -17,7 +17,7 @@ public protocol HandoffClaimArbiter: Sendable {
     /// (a handoff published without the store): exactly one caller gets ``HandoffArbitration/won(payload:)``.
     ///
     /// - Throws: ``HandoffError/claimOutcomeUnknown(label:id:detail:)`` when the store may have decided without the
-    ///   answer reaching this participant; ``HandoffError/transportUnavailable(_:)`` when nothing was decided.
+    ///   answer reaching this participant; ``HandoffError/transportUnavailable(_:underlying:)`` when nothing was decided.
     func take(prefix: String, label: HandoffLabel, id: String, for instance: String) async throws -> HandoffArbitration
     /// Takes handoff `id` out of the waiting ones without anyone taking it: it was dead-lettered, the dead letter keeps it
     /// (a copy requeued later is taken like a handoff the store never had).

@@ -436,7 +436,7 @@ final class HandoffRouter: Sendable {
                 detail: "no verdict within \(timeout); if this participant wins, the next complete() returns it"
             )
         } catch let error as MQTTError {
-            throw HandoffError.transportUnavailable("Could not claim handoff '\(label)'/\(id): \(error)")
+            throw HandoffError.transportUnavailable("Could not claim handoff '\(label)'/\(id): \(error)", underlying: error)
         }
     }
 

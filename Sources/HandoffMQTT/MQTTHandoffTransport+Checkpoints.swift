@@ -40,7 +40,7 @@ extension MQTTHandoffTransport: HandoffCheckpointing {
                 try await client.publish(topic, payload: payload, qos: .atLeastOnce, retain: true, properties: properties)
             }
         } catch let error as MQTTError {
-            throw HandoffError.transportUnavailable("Could not store the checkpoint of '\(label)': \(error)")
+            throw HandoffError.transportUnavailable("Could not store the checkpoint of '\(label)': \(error)", underlying: error)
         }
         router.wroteCheckpoint(label, mac: stamped.signatureMAC)
         let stored = CheckpointBook.Stored(label: label, fingerprint: fingerprint, incarnation: incarnation)
@@ -59,7 +59,7 @@ extension MQTTHandoffTransport: HandoffCheckpointing {
                 try await client.publish(topic, payload: Data(), qos: .atLeastOnce, retain: true, properties: properties)
             }
         } catch let error as MQTTError {
-            throw HandoffError.transportUnavailable("Could not remove the checkpoint of '\(label)': \(error)")
+            throw HandoffError.transportUnavailable("Could not remove the checkpoint of '\(label)': \(error)", underlying: error)
         }
         book.removed(label)
     }

@@ -87,7 +87,7 @@ extension MQTTHandoffTransport: HandoffChunking {
                 }
             }
         } catch let error as MQTTError {
-            throw HandoffError.transportUnavailable("Could not store the chunks of handoff '\(label)'/\(id): \(error)")
+            throw HandoffError.transportUnavailable("Could not store the chunks of handoff '\(label)'/\(id): \(error)", underlying: error)
         }
     }
 
@@ -125,7 +125,7 @@ extension MQTTHandoffTransport: HandoffChunking {
                     metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.error": "\(returnError)"]
                 )
             }
-            throw HandoffError.transportUnavailable("Could not read the chunks of handoff '\(label)'/\(id): \(error); it was given back")
+            throw HandoffError.transportUnavailable("Could not read the chunks of handoff '\(label)'/\(id): \(error); it was given back", underlying: error)
         }
         chunkReaders.stopReading(topicPrefix)
         try? await client.unsubscribe(topicPrefix + "+")

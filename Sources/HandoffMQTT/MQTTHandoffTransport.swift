@@ -375,7 +375,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
         } catch {
             // A label watched before may hold handoffs won or claimed: they are settled, not dropped.
             await stopWatchingSettled(label)
-            throw HandoffError.transportUnavailable("Could not subscribe to handoffs for '\(label)': \(error)")
+            throw HandoffError.transportUnavailable("Could not subscribe to handoffs for '\(label)': \(error)", underlying: error)
         }
         return stream
     }
@@ -440,7 +440,7 @@ public final class MQTTHandoffTransport: HandoffTransport {
             try await router.returnHandoff(
                 label: envelope.label, id: router.key(of: envelope), payload: envelope.encoded(), timeout: timeout)
         } catch let error as MQTTError {
-            throw HandoffError.transportUnavailable("Could not give back handoff '\(envelope.label)'/\(envelope.id): \(error)")
+            throw HandoffError.transportUnavailable("Could not give back handoff '\(envelope.label)'/\(envelope.id): \(error)", underlying: error)
         }
         logger.info(
             "Gave back a handoff won but not merged", metadata: ["handoff.label": "\(envelope.label)", "handoff.id": "\(envelope.id)"])

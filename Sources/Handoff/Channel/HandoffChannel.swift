@@ -125,7 +125,7 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
     /// Like the original, a subscribed channel first unsubscribes: a process handing its state off is on its
     /// way out and must not take over other handoffs that it would then lose. (It never receives its own.)
     ///
-    /// - Throws: ``HandoffError/encodingFailed(label:detail:)`` when the state cannot be encoded (nothing is
+    /// - Throws: ``HandoffError/encodingFailed(label:detail:underlying:)`` when the state cannot be encoded (nothing is
     ///   published), ``HandoffError/fenced(_:)`` when successors took the label's state over (nothing is published),
     ///   or the transport's error (such as a timeout).
     @discardableResult
@@ -155,8 +155,8 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
     ///
     /// - Returns: ``HandoffCheckpointOutcome/fenced`` once successors took this label's state over: stop
     ///   checkpointing it, and do not hand it off.
-    /// - Throws: ``HandoffError/transportUnavailable(_:)`` when the transport keeps no checkpoints or the store is
-    ///   unreachable; ``HandoffError/encodingFailed(label:detail:)`` when the state cannot be encoded.
+    /// - Throws: ``HandoffError/transportUnavailable(_:underlying:)`` when the transport keeps no checkpoints or the store is
+    ///   unreachable; ``HandoffError/encodingFailed(label:detail:underlying:)`` when the state cannot be encoded.
     @discardableResult
     public func checkpoint(_ state: State, onlyIfChanged: Bool = true) async throws -> HandoffCheckpointOutcome {
         guard let checkpoints = transport as? any HandoffCheckpointing else {
@@ -176,13 +176,16 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
     /// The envelope of `state`. Not yet in wire form: a checkpointing transport stamps it first (which would drop a
     /// wire form made here); ``handoffEnvelope(for:)`` makes it once.
     package func envelope(for state: State) throws(HandoffError) -> HandoffEnvelope {
-        let data: Data
+        HandoffEnvelope(label: label, vsn: version, origin: transport.origin, contentType: codec.contentType, data: try encoded(state))
+    }
+
+    /// `state` in this channel's codec; a failure is ``HandoffError/encodingFailed(label:detail:underlying:)``.
+    private func encoded(_ state: State) throws(HandoffError) -> Data {
         do {
-            data = try codec.encode(state)
+            return try codec.encode(state)
         } catch {
-            throw HandoffError.encodingFailed(label: label, detail: String(describing: error))
+            throw HandoffError.encodingFailed(label: label, detail: String(describing: error), underlying: error)
         }
-        return HandoffEnvelope(label: label, vsn: version, origin: transport.origin, contentType: codec.contentType, data: data)
     }
 
     /// Takes over the waiting handoffs (the original's `handoff_complete`); needs ``subscribe()`` first.
@@ -341,15 +344,9 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
     /// Only a handoff made by hand, that no transport delivered, is encoded from its state.
     package func receivedEnvelope(of handoff: ClaimedHandoff<State>) throws(HandoffError) -> HandoffEnvelope {
         if let envelope = handoff.envelope { return envelope }
-        let data: Data
-        do {
-            data = try codec.encode(handoff.state)
-        } catch {
-            throw HandoffError.encodingFailed(label: label, detail: String(describing: error))
-        }
         return HandoffEnvelope(
             id: handoff.id, label: label, vsn: version, createdAt: handoff.createdAt, origin: handoff.origin,
-            contentType: codec.contentType, data: data
+            contentType: codec.contentType, data: try encoded(handoff.state)
         )
     }
 

@@ -11,7 +11,7 @@ extension HandoffKeySet {
     /// `envelope` as this participant publishes it: its data encrypted if ``encrypts`` is set, and signed with the
     /// writing key (docs/PROTOCOL.md §10.2, §10.3).
     ///
-    /// - Throws: ``HandoffError/encodingFailed(label:detail:)`` if encryption fails.
+    /// - Throws: ``HandoffError/encodingFailed(label:detail:underlying:)`` if encryption fails.
     /// - Parameter nonce: The AES-GCM nonce; random by default (fixed only by test vectors: never reuse one).
     package func seal(_ envelope: HandoffEnvelope, nonce: AES.GCM.Nonce = AES.GCM.Nonce()) throws(HandoffError) -> HandoffEnvelope {
         var sealed = envelope

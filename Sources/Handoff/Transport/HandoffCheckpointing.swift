@@ -13,7 +13,7 @@ public protocol HandoffCheckpointing: HandoffTransport {
     /// returns once the store has acknowledged it. With `onlyIfChanged`, a state equal to the last one stored (same
     /// data, version and content type) is not sent again.
     ///
-    /// - Throws: ``HandoffError/transportUnavailable(_:)`` while the store is unreachable (nothing is written: a
+    /// - Throws: ``HandoffError/transportUnavailable(_:underlying:)`` while the store is unreachable (nothing is written: a
     ///   checkpoint queued during a partition could reach the store after successors took the label over).
     func checkpoint(_ envelope: HandoffEnvelope, onlyIfChanged: Bool, timeout: Duration) async throws -> HandoffCheckpointOutcome
     /// Removes this participant's checkpoint of `label`: after its handoff is stored (a successor must never merge
