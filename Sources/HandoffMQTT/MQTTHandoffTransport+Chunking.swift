@@ -125,7 +125,8 @@ extension MQTTHandoffTransport: HandoffChunking {
                     metadata: ["handoff.label": "\(label)", "handoff.id": "\(id)", "handoff.error": "\(returnError)"]
                 )
             }
-            throw HandoffError.transportUnavailable("Could not read the chunks of handoff '\(label)'/\(id): \(error); it was given back", underlying: error)
+            throw HandoffError.transportUnavailable(
+                "Could not read the chunks of handoff '\(label)'/\(id): \(error); it was given back", underlying: error)
         }
         chunkReaders.stopReading(topicPrefix)
         try? await client.unsubscribe(topicPrefix + "+")

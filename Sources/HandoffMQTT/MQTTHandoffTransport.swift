@@ -440,7 +440,8 @@ public final class MQTTHandoffTransport: HandoffTransport {
             try await router.returnHandoff(
                 label: envelope.label, id: router.key(of: envelope), payload: envelope.encoded(), timeout: timeout)
         } catch let error as MQTTError {
-            throw HandoffError.transportUnavailable("Could not give back handoff '\(envelope.label)'/\(envelope.id): \(error)", underlying: error)
+            throw HandoffError.transportUnavailable(
+                "Could not give back handoff '\(envelope.label)'/\(envelope.id): \(error)", underlying: error)
         }
         logger.info(
             "Gave back a handoff won but not merged", metadata: ["handoff.label": "\(envelope.label)", "handoff.id": "\(envelope.id)"])

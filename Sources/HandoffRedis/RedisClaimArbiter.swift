@@ -56,7 +56,8 @@ public final class RedisClaimArbiter: HandoffClaimArbiter {
         do {
             _ = try await connection.send([Data("HSET".utf8), Data(Self.waitingKey(prefix, label).utf8), Data(id.utf8), payload])
         } catch {
-            throw HandoffError.arbiterUnavailable("could not store handoff '\(label)'/\(id) in Redis at \(endpoint): \(error)", underlying: error)
+            throw HandoffError.arbiterUnavailable(
+                "could not store handoff '\(label)'/\(id) in Redis at \(endpoint): \(error)", underlying: error)
         }
     }
 
@@ -65,7 +66,8 @@ public final class RedisClaimArbiter: HandoffClaimArbiter {
         do {
             reply = try await connection.send("HGETALL", Self.waitingKey(prefix, label))
         } catch {
-            throw HandoffError.arbiterUnavailable("could not list the waiting handoffs of '\(label)' in Redis at \(endpoint): \(error)", underlying: error)
+            throw HandoffError.arbiterUnavailable(
+                "could not list the waiting handoffs of '\(label)' in Redis at \(endpoint): \(error)", underlying: error)
         }
         guard case .array(let items?) = reply, items.count % 2 == 0 else {
             throw HandoffError.arbiterUnavailable("unexpected reply of Redis at \(endpoint) to HGETALL: \(reply)")
@@ -102,7 +104,8 @@ public final class RedisClaimArbiter: HandoffClaimArbiter {
         do {
             _ = try await connection.send("HDEL", Self.waitingKey(prefix, label), id)
         } catch {
-            throw HandoffError.arbiterUnavailable("could not remove handoff '\(label)'/\(id) from Redis at \(endpoint): \(error)", underlying: error)
+            throw HandoffError.arbiterUnavailable(
+                "could not remove handoff '\(label)'/\(id) from Redis at \(endpoint): \(error)", underlying: error)
         }
     }
 
@@ -111,7 +114,8 @@ public final class RedisClaimArbiter: HandoffClaimArbiter {
         do {
             reply = try await connection.send("GET", Self.winnerKey(prefix, label, id))
         } catch {
-            throw HandoffError.arbiterUnavailable("could not read the winner of '\(label)'/\(id) in Redis at \(endpoint): \(error)", underlying: error)
+            throw HandoffError.arbiterUnavailable(
+                "could not read the winner of '\(label)'/\(id) in Redis at \(endpoint): \(error)", underlying: error)
         }
         guard case .bulk(let winner?) = reply else { return nil }
         return String(decoding: winner, as: UTF8.self)
