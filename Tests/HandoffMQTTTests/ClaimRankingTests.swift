@@ -74,7 +74,7 @@ struct RankedClaimIntegrationTests {
         try await withMosquittoBroker { broker in
             let configuration = MQTTConfiguration(host: broker.host, port: broker.plainPort)
             let options = MQTTHandoffTransport.Options(
-                prefix: "ranked-\(UUID().uuidString.prefix(8))", claimRanking: .rendezvous(step: .milliseconds(100)))
+                prefix: "ranked-\(UUID().uuidString.prefix(8))", claimRanking: .rendezvous(step: .seconds(1)))
             let label = try HandoffLabel("ranked")
             let predecessor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)
             let idle = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)
@@ -102,12 +102,12 @@ struct RankedClaimIntegrationTests {
 
             let clock = ContinuousClock()
             let start = clock.now
-            async let secondWon = second.claim(envelope, timeout: .seconds(5))
-            async let thirdWon = third.claim(envelope, timeout: .seconds(5))
+            async let secondWon = second.claim(envelope, timeout: .seconds(20))
+            async let thirdWon = third.claim(envelope, timeout: .seconds(20))
             let (won2, won3) = try await (secondWon, thirdWon)
             let elapsed = start.duration(to: clock.now)
             #expect(won2 && !won3)
-            #expect(elapsed >= .milliseconds(100), "rank 1 waits one step: \(elapsed)")
+            #expect(elapsed >= .seconds(1), "rank 1 waits one step: \(elapsed)")
             try await Task.sleep(for: .milliseconds(400))
             #expect(claims.withLock { $0 } == [second.origin.instance], "only the second-ranked claimed")
 
@@ -121,7 +121,8 @@ struct RankedClaimIntegrationTests {
         try await withMosquittoBroker { broker in
             let configuration = MQTTConfiguration(host: broker.host, port: broker.plainPort)
             let options = MQTTHandoffTransport.Options(
-                prefix: "ranked-stop-\(UUID().uuidString.prefix(8))", claimRanking: .rendezvous(step: .seconds(2), maximumSteps: 1))
+                // A turn far beyond any scheduling delay of a loaded machine: only the unwatch can end the wait in time.
+                prefix: "ranked-stop-\(UUID().uuidString.prefix(8))", claimRanking: .rendezvous(step: .seconds(30), maximumSteps: 1))
             let label = try HandoffLabel("ranked")
             let predecessor = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)
             let idle = try await MQTTHandoffTransport.connect(configuration: configuration, options: options)
@@ -133,11 +134,12 @@ struct RankedClaimIntegrationTests {
 
             let clock = ContinuousClock()
             let start = clock.now
-            let claim = Task { try await successor.claim(envelope, timeout: .seconds(10)) }
-            try await Task.sleep(for: .milliseconds(200))
+            let claim = Task { try await successor.claim(envelope, timeout: .seconds(90)) }
+            // Unwatched only once the claim waits for its turn (its waiter is registered, nothing is published).
+            #expect(await eventually { successor.router.state.withLock { !$0.waiters.isEmpty } })
             try await successor.unwatch(label)
             await #expect(throws: HandoffError.self) { try await claim.value }
-            #expect(start.duration(to: clock.now) < .seconds(5), "the wait ended with the unwatch, not at the 10 s time limit")
+            #expect(start.duration(to: clock.now) < .seconds(20), "the wait ended with the unwatch, not at its 30 s turn")
 
             // Nothing was published: a successor that watches now finds the handoff and takes it.
             await idle.shutdown()

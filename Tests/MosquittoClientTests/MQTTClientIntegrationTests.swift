@@ -261,7 +261,8 @@ struct MQTTClientIntegrationTests {
                     }
                 }
                 // Shut the first holder down in the middle of the flood, while messages are arriving.
-                #expect(await eventually { received.withLock { $0 } >= count / 3 })
+                // (Once a thousand have arrived: a loaded machine's debug build may take many seconds for a third.)
+                #expect(await eventually(upTo: .seconds(60)) { received.withLock { $0 } >= 1_000 })
                 await first.shutdown()
                 try await flood.value
             }
