@@ -66,7 +66,16 @@ struct ClaimCommand: AsyncParsableCommand {
                 throw CLIError(
                     "lost: another participant claimed '\(label)'/\(id) first (its claim is the round's verdict); nothing written")
             }
-            let bytes = stateOnly ? envelope.data : envelope.encoded()
+            // A chunked handoff (PROTOCOL.md §12) is written whole: the envelope its chunks make, read by the winner only.
+            let claimed = envelope.isChunkManifest ? try await assembled(envelope, transport, timeout: timeout) : envelope
+            let bytes: Data
+            if stateOnly {
+                bytes = claimed.data
+            } else if envelope.isChunkManifest {
+                bytes = ChunkedHandoff.wireForm(header: try ChunkManifest.read(envelope.data).header, data: claimed.data)
+            } else {
+                bytes = envelope.encoded()
+            }
             do {
                 try bytes.write(to: URL(fileURLWithPath: to), options: .atomic)
             } catch {
@@ -75,8 +84,17 @@ struct ClaimCommand: AsyncParsableCommand {
                     "won '\(label)'/\(id) but could not write '\(to)' (\(error.localizedDescription)); gave it back: it is waiting again")
             }
             say(
-                "claimed '\(label)'/\(id) (vsn \(envelope.vsn), \(envelope.data.count) bytes of \(envelope.contentType), from \(Format.origin(envelope.origin))); wrote \(bytes.count) bytes to \(to)"
+                "claimed '\(label)'/\(id) (vsn \(claimed.vsn), \(claimed.data.count) bytes of \(claimed.contentType), from \(Format.origin(claimed.origin))); wrote \(bytes.count) bytes to \(to)"
             )
+            if envelope.isChunkManifest {
+                do {
+                    try await transport.discardChunks(of: envelope, timeout: timeout)
+                } catch {
+                    warn(
+                        "handoff: wrote '\(label)'/\(id), but could not remove its chunks (\(error)): they stay retained under \(options.prefix)/chunks/"
+                    )
+                }
+            }
         } catch {
             let settlement = await transport.shutdown()
             for envelope in settlement.deadLettered {
@@ -90,5 +108,21 @@ struct ClaimCommand: AsyncParsableCommand {
             throw error
         }
         await transport.shutdown()
+    }
+
+    /// The envelope the chunks of a won manifest make. Chunks that are missing or damaged dead-letter the handoff as a whole,
+    /// as any successor would (its manifest verbatim; the chunks stay for an operator); chunks that could not be read at
+    /// all leave it waiting again (the transport gave it back).
+    private func assembled(_ manifest: HandoffEnvelope, _ transport: MQTTHandoffTransport, timeout: Duration) async throws
+        -> HandoffEnvelope
+    {
+        do {
+            return try await transport.assemble(manifest, timeout: timeout)
+        } catch let error as HandoffError where error.code == .unreadableEnvelope {
+            try await transport.deadLetter(manifest, reason: error.reason, detail: error.detail, timeout: timeout)
+            throw CLIError(
+                "won '\(manifest.label)'/\(manifest.id), but its chunks do not make its state (\(error.reason.rawValue): \(error.detail)); moved it to the dead letters, nothing written"
+            )
+        }
     }
 }

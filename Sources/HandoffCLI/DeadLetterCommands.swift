@@ -162,7 +162,13 @@ struct PurgeCommand: AsyncParsableCommand {
             }
             for item in chosen {
                 try await session.publishRetained(item.topic, payload: Data())
-                say("purged '\(item.label)'/\(item.key) (\(item.deadLetter?.reason ?? "-"), \(Format.size(item.size)))")
+                // A chunked handoff's dead letter is its manifest; its chunks go with it (PROTOCOL.md §12).
+                let chunks =
+                    item.envelope?.isChunkManifest == true
+                    ? try await ChunkedHandoff.removeChunks(session, label: item.label, id: item.key) : 0
+                say(
+                    "purged '\(item.label)'/\(item.key) (\(item.deadLetter?.reason ?? "-"), \(Format.size(item.size))\(chunks > 0 ? ", and its \(chunks) chunks" : ""))"
+                )
             }
         }
     }

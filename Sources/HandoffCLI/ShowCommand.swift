@@ -22,14 +22,24 @@ struct ShowCommand: AsyncParsableCommand {
     func run() async throws {
         let label = try parseLabel(label)
         let id = self.id
-        let found = try await BrokerSession.with(connection) { session -> [StoredItem] in
+        let found = try await BrokerSession.with(connection) { session -> [(StoredItem, ChunkedHandoff?)] in
             let topics = session.topics
             let candidates: [(HandoffTopics.Kind, String)] = [
                 (.handoff, topics.handoff(label, id: id)), (.checkpoint, topics.checkpoint(label, instance: id)),
                 (.deadLetter, topics.deadLetter(label, id: id)),
             ]
             let snapshot = try await Snapshot.read(session, label: label)
-            return candidates.compactMap { kind, topic in snapshot.items.first { $0.kind == kind && $0.topic == topic } }
+            var found: [(StoredItem, ChunkedHandoff?)] = []
+            for (kind, topic) in candidates {
+                guard let item = snapshot.items.first(where: { $0.kind == kind && $0.topic == topic }) else { continue }
+                // A chunked handoff (PROTOCOL.md §12) is shown whole, once its chunks are read and checked.
+                guard let manifest = item.envelope, manifest.isChunkManifest, item.problem == nil else {
+                    found.append((item, nil))
+                    continue
+                }
+                found.append((item, try await ChunkedHandoff.read(session, manifest: manifest, label: label, id: id)))
+            }
+            return found
         }
         guard !found.isEmpty else {
             throw CLIError(
@@ -38,16 +48,17 @@ struct ShowCommand: AsyncParsableCommand {
         }
         let keys = try connection.keySet()
         var failures: [String] = []
-        for (index, item) in found.enumerated() {
+        for (index, (item, chunked)) in found.enumerated() {
             if index > 0 { say() }
-            let signatureProblem = show(item, keys: keys)
+            let signatureProblem = show(item, chunked: chunked, keys: keys)
             if let problem = item.problem ?? signatureProblem { failures.append("\(item.kind.rawValue) \(item.topic): \(problem)") }
         }
         if !failures.isEmpty { throw CLIError(failures.joined(separator: "; ")) }
     }
 
-    /// Prints `item`; returns why its signature or encryption fails the keys of `--keys` (PROTOCOL.md §10.4), if it does.
-    private func show(_ item: StoredItem, keys: HandoffKeySet?) -> String? {
+    /// Prints `item` (with `chunked`, the chunks of a manifest); returns why its chunks fail the checks of PROTOCOL.md §12, or
+    /// its signature or encryption the keys of `--keys` (§10.4), if they do.
+    private func show(_ item: StoredItem, chunked: ChunkedHandoff?, keys: HandoffKeySet?) -> String? {
         say("\(item.kind.rawValue) \(item.topic)")
         say("  size        \(item.size) bytes")
         if let letter = item.deadLetter {
@@ -75,6 +86,24 @@ struct ShowCommand: AsyncParsableCommand {
         }
         say("integrity:  verified (sha256 \(stored.sha256) of \(stored.data.count) bytes)")
         var envelope = stored
+        if let chunked {
+            let count =
+                chunked.manifest.map { "\(chunked.storedChunkTopics.count) of \($0.count) chunks" }
+                ?? "\(chunked.storedChunkTopics.count) chunks"
+            let sizes = chunked.manifest.map { ", \($0.length) bytes in chunks of \($0.chunkSize)" } ?? ""
+            say("chunks:     \(count) on the broker\(sizes)")
+            switch chunked.whole {
+            case .failure(let error):
+                say("chunks:     FAILED: \(error.reason.rawValue): \(error.detail)")
+                return "\(error.reason.rawValue): \(error.detail)"
+            case .success(let whole):
+                say("chunks:     verified (sha256 \(whole.sha256) of the \(whole.data.count) bytes they make); the envelope they make:")
+                if let header = chunked.manifest?.header {
+                    say(indent(Format.prettyJSON(Data(header.utf8)) ?? header))
+                }
+                envelope = whole
+            }
+        }
         if let keys {
             do {
                 envelope = try keys.open(envelope)

@@ -9,21 +9,21 @@ import Synchronization
 /// ```
 /// {"chunkSize":262144,"chunks":["<sha256 of chunk 0>",…],"format":"swift-handoff-chunks/1","header":"<envelope header>","length":16777216}
 /// ```
-struct ChunkManifest: Codable, Sendable, Equatable {
-    static let format = "swift-handoff-chunks/1"
+package struct ChunkManifest: Codable, Sendable, Equatable {
+    package static let format = "swift-handoff-chunks/1"
 
-    var chunkSize: Int
-    var chunks: [String]
-    var format: String
+    package var chunkSize: Int
+    package var chunks: [String]
+    package var format: String
     /// The header line (§4) of the envelope whose data the chunks are, as a JSON string.
-    var header: String
+    package var header: String
     /// The number of bytes of that data: the chunks' total.
-    var length: Int
+    package var length: Int
 
-    var count: Int { chunks.count }
+    package var count: Int { chunks.count }
 
     /// The number of bytes of chunk `index`.
-    func length(ofChunk index: Int) -> Int {
+    package func length(ofChunk index: Int) -> Int {
         index < count - 1 ? chunkSize : length - chunkSize * (count - 1)
     }
 
@@ -36,7 +36,7 @@ struct ChunkManifest: Codable, Sendable, Equatable {
     }
 
     /// Reads the data of a manifest envelope, with the checks of docs/PROTOCOL.md §12 "Reading a manifest".
-    static func read(_ data: Data) throws(HandoffError) -> ChunkManifest {
+    package static func read(_ data: Data) throws(HandoffError) -> ChunkManifest {
         func malformed(_ detail: String) -> HandoffError {
             HandoffError.unreadableEnvelope(.malformed, detail: "chunk manifest: \(detail)")
         }
@@ -89,7 +89,7 @@ extension HandoffTopics {
 
 /// One chunked handoff being read by the claim's winner: the chunks go straight into one buffer allocated for the whole
 /// envelope (its header, 0x0A, the data), each checked against its hash as it arrives, on libmosquitto's network thread.
-final class ChunkAssembly: Sendable {
+package final class ChunkAssembly: Sendable {
     private struct State {
         var buffer: Data
         var received: [Bool]
@@ -97,12 +97,12 @@ final class ChunkAssembly: Sendable {
         var corrupt: [Int: String] = [:]
     }
 
-    let manifest: ChunkManifest
+    package let manifest: ChunkManifest
     private let dataOffset: Int
     private let state: Mutex<State>
 
     /// - Parameter header: the bytes of the manifest's `header`.
-    init(manifest: ChunkManifest, header: [UInt8]) {
+    package init(manifest: ChunkManifest, header: [UInt8]) {
         self.manifest = manifest
         dataOffset = header.count + 1
         var buffer = Data(count: header.count + 1 + manifest.length)
@@ -112,7 +112,7 @@ final class ChunkAssembly: Sendable {
     }
 
     /// A message on one of the handoff's chunk topics; `level` is its last topic level.
-    func receive(level: Substring, payload: Data) {
+    package func receive(level: Substring, payload: Data) {
         // Only canonical indices of this manifest: anything else on the chunk topics is not one of its chunks.
         guard !payload.isEmpty, let index = Int(level), index >= 0, index < manifest.count, String(index) == level else { return }
         let expected = manifest.length(ofChunk: index)
@@ -139,7 +139,7 @@ final class ChunkAssembly: Sendable {
 
     /// The whole envelope, once every chunk arrived intact; else why not: `integrity-failure` for a chunk of the wrong
     /// length or hash, `chunk-missing` for one that is not there.
-    func finish() throws(HandoffError) -> Data {
+    package func finish() throws(HandoffError) -> Data {
         let (buffer, received, corrupt) = state.withLock { state in
             defer { state.buffer = Data() }
             return (state.buffer, state.received, state.corrupt)

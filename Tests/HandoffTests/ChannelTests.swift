@@ -59,6 +59,35 @@ final class FaultyTransport: HandoffTransport {
     }
 }
 
+/// A chunking transport whose chunks can never be read: like `MQTTHandoffTransport` when its connection fails while it reads
+/// them, `assemble` gives the won manifest back and throws a transport error.
+final class UnreadableChunksTransport: HandoffChunking {
+    let base: any HandoffTransport
+
+    init(_ base: any HandoffTransport) { self.base = base }
+
+    var origin: HandoffOrigin { base.origin }
+    func watch(_ label: HandoffLabel) async throws -> AsyncStream<HandoffNotice> { try await base.watch(label) }
+    func unwatch(_ label: HandoffLabel) async throws { try await base.unwatch(label) }
+    func pending(_ label: HandoffLabel) async throws -> [HandoffEnvelope] { try await base.pending(label) }
+    func claim(_ envelope: HandoffEnvelope, timeout: Duration) async throws -> Bool { try await base.claim(envelope, timeout: timeout) }
+    func release(_ envelope: HandoffEnvelope, timeout: Duration) async throws { try await base.release(envelope, timeout: timeout) }
+    func initiate(_ envelope: HandoffEnvelope, timeout: Duration) async throws { try await base.initiate(envelope, timeout: timeout) }
+    func deadLetter(_ envelope: HandoffEnvelope, reason: HandoffRejection.Reason, detail: String, timeout: Duration) async throws {
+        try await base.deadLetter(envelope, reason: reason, detail: detail, timeout: timeout)
+    }
+    func deadLetters(_ label: HandoffLabel, timeout: Duration) async throws -> [DeadLetter] {
+        try await base.deadLetters(label, timeout: timeout)
+    }
+    func willChunk(_ envelope: HandoffEnvelope) -> Bool { false }
+    func checkManifest(_ manifest: HandoffEnvelope) throws(HandoffError) {}
+    func assemble(_ manifest: HandoffEnvelope, timeout: Duration) async throws -> HandoffEnvelope {
+        try await base.release(manifest, timeout: timeout)
+        throw HandoffError.transportUnavailable("test: the chunks could not be read; given back")
+    }
+    func discardChunks(of envelope: HandoffEnvelope, timeout: Duration) async throws {}
+}
+
 @Suite("Typed channel")
 struct ChannelTests {
     let hub = LocalHandoffHub()
@@ -300,6 +329,22 @@ struct ChannelTests {
             return
         }
         #expect(hub.waiting(label).count == 2)
+    }
+
+    @Test("a won chunked handoff whose chunks cannot be read is given back, not dead-lettered, and the error interrupts the batch")
+    func unreadableChunksGivenBack() async throws {
+        let label = uniqueLabel("chunks-unreadable")
+        let manifest = HandoffEnvelope(
+            label: label, vsn: 1, origin: .current(instance: "predecessor"), contentType: HandoffEnvelope.chunkManifestContentType,
+            data: Data(#"{"format":"swift-handoff-chunks/1"}"#.utf8))
+        try await participant().initiate(manifest, timeout: .seconds(5))
+        let reader = HandoffChannel<Int>(label: label, transport: UnreadableChunksTransport(participant()))
+        _ = try await reader.subscribe()
+        let batch = try await reader.complete()
+        #expect(batch.handoffs.isEmpty && batch.rejected.isEmpty)
+        #expect((batch.interruption as? HandoffError)?.code == .transportUnavailable, "\(String(describing: batch.interruption))")
+        #expect(hub.deadLetters(label).isEmpty, "a handoff given back is not also a dead letter")
+        #expect(hub.waiting(label).map(\.id) == [manifest.id], "it waits again for a successor")
     }
 
     @Test("operations that hang time out within the channel's timeout")

@@ -303,7 +303,9 @@ public final class HandoffChannel<State: Codable & Sendable>: Sendable {
         let whole: HandoffEnvelope
         do {
             whole = try await chunking.assemble(envelope, timeout: timeout)
-        } catch let error as HandoffError {
+        } catch let error as HandoffError where error.code == .unreadableEnvelope {
+            // Only a handoff unreadable as a whole is dead-lettered: when the chunks could not be read at all, the
+            // transport gave the manifest back (it waits again) and the error goes to the caller.
             try await reject(envelope, reason: error.reason, detail: error.detail, into: &batch, metadata: &metadata)
             return
         }
