@@ -47,20 +47,13 @@ struct ClaimCommand: AsyncParsableCommand {
 
     private func claim(_ label: HandoffLabel, _ id: HandoffID) async throws {
         let timeout = try connection.stepTimeout()
-        let options = MQTTHandoffTransport.Options(
-            prefix: try connection.topics().prefix, sessionExpiry: .seconds(60), settleTimeout: .seconds(2), willDelay: nil,
-            livenessLease: nil,
-            keys: try connection.keySet(), arbiter: try connection.arbiter()
-        )
-        let transport = try await MQTTHandoffTransport.connect(
-            configuration: try connection.configuration(), options: options, origin: .current(instance: BrokerSession.newInstance()),
-            logger: connection.logger
-        )
+        let transport = try await connection.participant()
         do {
             _ = try await transport.watch(label)
             guard let envelope = try await transport.pending(label).first(where: { $0.id == id }) else {
                 throw CLIError(
-                    "no handoff '\(label)'/\(id) waiting under prefix '\(options.prefix)' (see `handoff list --label '\(label)'`)")
+                    "no handoff '\(label)'/\(id) waiting under prefix '\(try connection.topics().prefix)' (see `handoff list --label '\(label)'`)"
+                )
             }
             guard try await transport.claim(envelope, timeout: timeout) else {
                 throw CLIError(
@@ -91,7 +84,7 @@ struct ClaimCommand: AsyncParsableCommand {
                     try await transport.discardChunks(of: envelope, timeout: timeout)
                 } catch {
                     warn(
-                        "handoff: wrote '\(label)'/\(id), but could not remove its chunks (\(error)): they stay retained under \(options.prefix)/chunks/"
+                        "handoff: wrote '\(label)'/\(id), but could not remove its chunks (\(error)): they stay retained under \(try connection.topics().prefix)/chunks/"
                     )
                 }
             }

@@ -104,6 +104,18 @@ struct ConnectionOptions: ParsableArguments {
         return RedisClaimArbiter(host: String(parts[0]), port: port, timeout: try stepTimeout())
     }
 
+    /// A library participant of its own for the commands that act as one (`claim`, `republish`), so that they claim and
+    /// publish exactly as any participant does: a new instance id, no Will and no liveness lease, a short session.
+    func participant(chunkSize: Int? = nil) async throws -> MQTTHandoffTransport {
+        var options = MQTTHandoffTransport.Options(
+            prefix: try topics().prefix, sessionExpiry: .seconds(60), settleTimeout: .seconds(2), willDelay: nil, livenessLease: nil,
+            keys: try keySet(), arbiter: try arbiter()
+        )
+        if let chunkSize { options.chunkSize = chunkSize }
+        return try await MQTTHandoffTransport.connect(
+            configuration: try configuration(), options: options, origin: .current(instance: BrokerSession.newInstance()), logger: logger)
+    }
+
     /// Stores a handoff in the claim arbiter before it is published (`requeue`, `republish`), when there is one.
     func storeInArbiter(_ envelope: HandoffEnvelope, payload: Data, prefix: String) async throws {
         try await arbiter()?.store(prefix: prefix, label: envelope.label, id: envelope.id.rawValue, payload: payload)

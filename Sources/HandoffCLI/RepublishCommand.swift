@@ -27,14 +27,40 @@ struct RepublishCommand: AsyncParsableCommand {
     @Flag(help: "Check and report, publish nothing.")
     var dryRun = false
 
+    @Option(
+        help:
+            "States larger than this many bytes are published in chunks plus a manifest (PROTOCOL.md §12), as the participants do; default: the library's 262144. Keep it under the broker's largest message."
+    )
+    var chunkSize: Int?
+
+    func validate() throws {
+        if let chunkSize, chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1, not \(chunkSize)") }
+    }
+
     func run() async throws {
         let files = try FallbackFile.scan(directory)
         guard !files.isEmpty else {
             say("no .handoff files in \(directory)")
             return
         }
-        let dryRun = self.dryRun
-        let failures = try await BrokerSession.with(connection) { session -> Int in
+        let (dryRun, keys, timeout) = (self.dryRun, try connection.keySet(), try connection.stepTimeout())
+        // Published through a participant of the tool's own, which chunks a large state as any participant would.
+        let publisher = dryRun ? nil : try await connection.participant(chunkSize: chunkSize)
+        let failures: Int
+        do {
+            failures = try await republish(files, publisher: publisher, keys: keys, timeout: timeout)
+        } catch {
+            await publisher?.shutdown()
+            throw error
+        }
+        await publisher?.shutdown()
+        if failures > 0 { throw CLIError("\(failures) of \(files.count) files were not republished") }
+    }
+
+    private func republish(_ files: [FallbackFile], publisher: MQTTHandoffTransport?, keys: HandoffKeySet?, timeout: Duration) async throws
+        -> Int
+    {
+        try await BrokerSession.with(connection) { session -> Int in
             var failures = 0
             for file in files {
                 guard case .success(let envelope) = file.envelope else {
@@ -59,10 +85,10 @@ struct RepublishCommand: AsyncParsableCommand {
                     continue
                 }
                 do {
-                    let payload = try connection.signedForPublishing(file.payload, envelope)
-                    try await connection.storeInArbiter(envelope, payload: payload, prefix: session.topics.prefix)
-                    try await session.publishRetained(
-                        handoffTopic, payload: payload, properties: MQTTPublishProperties(contentType: HandoffProperty.contentType))
+                    // As a keyed participant reads it: a signed envelope as it is, an unsigned one (written before keys
+                    // were configured) signed with the writing key.
+                    let stored = try keys.flatMap { keys in envelope.signature == nil ? try keys.seal(envelope) : nil } ?? envelope
+                    try await publisher?.initiate(asStored: stored, timeout: timeout)
                 } catch {
                     say("failed     \(subject): \(HandoffCommand.oneLine(error))")
                     failures += 1
@@ -81,7 +107,6 @@ struct RepublishCommand: AsyncParsableCommand {
             }
             return failures
         }
-        if failures > 0 { throw CLIError("\(failures) of \(files.count) files were not republished") }
     }
 }
 

@@ -14,11 +14,12 @@ extension MQTTHandoffTransport: HandoffChunking {
         return envelope.incarnation == nil && envelope.data.count + sealing > router.options.chunkSize
     }
 
-    /// The payload published on the handoff topic by ``initiate(_:timeout:)``: the envelope (signed and encrypted when
-    /// keyed) or, when its data is longer than the chunk size, its manifest, once its chunks are stored.
-    func outgoingPayload(of envelope: HandoffEnvelope, timeout: Duration) async throws -> Data {
+    /// The payload published on the handoff topic by ``initiate(_:timeout:)``: the envelope (with `sealing`, signed and
+    /// encrypted when keyed) or, when its data is longer than the chunk size, its manifest (sealed when keyed), once its
+    /// chunks are stored.
+    func outgoingPayload(of envelope: HandoffEnvelope, sealing: Bool, timeout: Duration) async throws -> Data {
         let keys = router.options.keys
-        var sealed = try keys.map { try $0.seal(envelope) } ?? envelope
+        var sealed = sealing ? try keys.map { try $0.seal(envelope) } ?? envelope : envelope
         let chunkSize = router.options.chunkSize
         guard sealed.incarnation == nil, sealed.data.count > chunkSize else { return sealed.encoded() }
         // The whole data's SHA-256 (the header's `sha256`) is computed while the chunks are being stored, not before.

@@ -448,10 +448,21 @@ public final class MQTTHandoffTransport: HandoffTransport {
     }
 
     public func initiate(_ envelope: HandoffEnvelope, timeout: Duration) async throws {
+        try await initiate(envelope, sealing: true, timeout: timeout)
+    }
+
+    /// Initiates a handoff whose envelope is final already (`handoff republish`: a fallback file, signed or encrypted by
+    /// the participant that wrote it): this transport's keys do not seal it again; when it is chunked, they seal its
+    /// manifest only. A small one is published verbatim.
+    package func initiate(asStored envelope: HandoffEnvelope, timeout: Duration) async throws {
+        try await initiate(envelope, sealing: false, timeout: timeout)
+    }
+
+    private func initiate(_ envelope: HandoffEnvelope, sealing: Bool, timeout: Duration) async throws {
         let topic = topics.handoff(envelope.label, id: envelope.id.rawValue)
         let properties = MQTTPublishProperties(messageExpiry: router.options.handoffExpiry, contentType: HandoffRouter.contentType)
         // A large state goes first as chunks; what waits on the handoff topic is then its manifest (docs/PROTOCOL.md §12).
-        let payload = try await outgoingPayload(of: envelope, timeout: timeout)
+        let payload = try await outgoingPayload(of: envelope, sealing: sealing, timeout: timeout)
         // With an arbiter, the store holds it first: that is what successors list and claim (docs/PROTOCOL.md §11).
         try await router.options.arbiter?.store(prefix: topics.prefix, label: envelope.label, id: envelope.id.rawValue, payload: payload)
         // The PUBACK resumes this task directly; the time limit is kept by the shared TimeoutClock.

@@ -7,8 +7,12 @@ import Testing
 
 /// `show`, `claim` and `purge` of chunked handoffs (PROTOCOL.md §12): shown and claimed whole, their chunks removed with
 /// them, a damaged one dead-lettered whole.
-@Suite("handoff show, claim and purge of chunked handoffs", .timeLimit(.minutes(2)))
+@Suite("handoff show, claim, purge and republish of chunked handoffs", .timeLimit(.minutes(2)))
 struct ChunkedCLITests {
+    struct Readings: Codable, Sendable {
+        var readings: [Int]
+    }
+
     /// A JSON state of about `size` bytes.
     static func state(size: Int) -> String {
         #"{"readings":[\#((0..<(size / 6)).map { String(100 + $0 % 900) }.joined(separator: ","))]}"#
@@ -86,6 +90,38 @@ struct ChunkedCLITests {
             let written = try HandoffEnvelope.decode(try Data(contentsOf: file))
             #expect(!written.isChunkManifest)
             #expect(written.id == initiated.id && written.vsn == initiated.vsn && written.data == Data(json.utf8))
+        }
+    }
+
+    @Test("republish: a fallback file larger than the broker's largest message goes out in chunks, and a successor merges it whole")
+    func republishChunked() async throws {
+        let configDirectory = try MosquittoBroker.configDirectory(appending: ["max_packet_size 65536"])
+        defer { try? FileManager.default.removeItem(at: configDirectory) }
+        try await withMosquittoBroker(configDirectory: configDirectory) { broker in
+            let fixture = Fixture(broker: broker, topics: try HandoffTopics(prefix: "cli-test-\(UUID().uuidString.prefix(8))"))
+            let label = try HandoffLabel("large")
+            let json = Self.state(size: 200_000)
+            let fallback = envelope(label, json: json)
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cli-fallback-\(UUID().uuidString.prefix(8))")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let folder = directory.appendingPathComponent(label.topicLevel)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            try fallback.encoded().write(to: folder.appendingPathComponent("\(fallback.id).handoff"))
+
+            let result = try await handoff(["republish", directory.path, "--chunk-size", "32768"], environment: fixture.environment)
+            #expect(result.status == 0, "\(result)")
+            #expect(result.lines.contains { $0.hasPrefix("published  'large'/\(fallback.id)") }, "\(result)")
+            let chunks = try await retainedTopics(fixture, fixture.topics.chunkFilter(label, id: fallback.id.rawValue))
+            #expect(chunks.count == (fallback.data.count - 1) / 32_768 + 1)
+
+            let successor = try await fixture.participant()
+            let channel = HandoffChannel<Readings>(label: label, transport: successor)
+            _ = try await channel.subscribe()
+            let batch = try await channel.complete()
+            #expect(batch.handoffs.map(\.id) == [fallback.id] && batch.rejected.isEmpty, "\(batch.rejected)")
+            #expect(batch.handoffs.first?.state.readings.count == 200_000 / 6)
+            await channel.merged(batch.handoffs)
+            await successor.shutdown()
         }
     }
 
