@@ -99,6 +99,46 @@ struct PythonInteropTests {
         }
     }
 
+    @Test("Swift hands off chunked states (§12); the Python client merges them whole and removes their chunks, and dead-letters a damaged one whole")
+    func chunkedToPython() async throws {
+        try await withPythonClient { broker, python in
+            let predecessor = try await python.connectTransport(chunkSize: 1_024)
+            let label = try HandoffLabel("chunked/ü")
+            let channel = HandoffChannel<InteropNote>(label: label, transport: predecessor)
+            let long = String(repeating: "€ 🎉 chunked ", count: 400)
+            let good = try await channel.initiate(InteropNote(text: long, n: 1, tags: ["a"]))
+            let damaged = try await channel.initiate(InteropNote(text: long, n: 2, tags: ["b"]))
+            let chunkCount = (good.data.count - 1) / 1_024 + 1
+            #expect(chunkCount > 3)
+            // Chunk 1 of the second one replaced by bytes of the same length: its hash no longer matches the manifest's.
+            let chunkTopic = predecessor.topics.chunk(label, id: damaged.id.rawValue, index: 1)
+            try await MQTTClient.withConnection(MQTTConfiguration(host: broker.host, port: broker.plainPort)) { client in
+                try await client.publish(chunkTopic, payload: Data(repeating: 0x20, count: 1_024), qos: .atLeastOnce, retain: true)
+            }
+
+            let racer = try python.start(
+                "race", ["--label", label.rawValue, "--expect", "2", "--deadline", "30"], output: python.file("chunked.json"))
+            defer { racer.terminate() }
+            let output: PythonRace<InteropNote> = try await racer.result(within: .seconds(40))
+            #expect(output.complete)
+            let merged = try #require(output.handoffs[good.id.rawValue], "\(racer.stderr)")
+            #expect(merged.winner == output.instance && merged.merged, "\(merged)")
+            #expect(merged.data == InteropNote(text: long, n: 1, tags: ["a"]))
+            #expect(merged.sha256 == good.sha256 && merged.raw.flatMap { Data(base64Encoded: $0) } == good.data, "the whole state")
+            for index in 0..<chunkCount {
+                let topic = predecessor.topics.chunk(label, id: good.id.rawValue, index: index)
+                #expect(try await RogueClientTests.retained(broker, topic) == nil, "chunk \(index) of the merged handoff removed")
+            }
+
+            let refused = try #require(output.handoffs[damaged.id.rawValue], "\(racer.stderr)")
+            #expect(!refused.merged && refused.rejection == "integrity-failure", "\(refused)")
+            let letters = try await predecessor.deadLetters(label, timeout: .seconds(10))
+            #expect(letters.map(\.id) == [damaged.id.rawValue] && letters.first?.reason == .integrityFailure, "\(letters)")
+            #expect(try await RogueClientTests.retained(broker, chunkTopic) != nil, "the chunks stay with the dead letter")
+            await predecessor.shutdown()
+        }
+    }
+
     static let raceHandoffsPerPredecessor = 80  // ×2 predecessors ×2 phases = 320 handoffs
     static let racersPerLanguage = 4
 
@@ -598,10 +638,12 @@ struct PythonClient {
         try await RoundObserver.start(configuration: MQTTConfiguration(host: host, port: port), prefix: prefix, keys: keys)
     }
 
-    func connectTransport(settleTimeout: Duration = .seconds(2), keys: HandoffKeySet? = nil) async throws -> MQTTHandoffTransport {
+    func connectTransport(settleTimeout: Duration = .seconds(2), keys: HandoffKeySet? = nil, chunkSize: Int = 256 * 1024) async throws
+        -> MQTTHandoffTransport
+    {
         try await MQTTHandoffTransport.connect(
             configuration: MQTTConfiguration(host: host, port: port),
-            options: .init(prefix: prefix, settleTimeout: settleTimeout, keys: keys)
+            options: .init(prefix: prefix, settleTimeout: settleTimeout, keys: keys, chunkSize: chunkSize)
         )
     }
 

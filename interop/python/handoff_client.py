@@ -14,8 +14,9 @@ Subcommands (all print or write JSON; `--help` on each for details):
 
     initiate     hand off one or more states (retained QoS 1 publish, wait for the PUBACK)
     checkpoint   keep checkpoints of a label (§9): Will, birth, checkpoints, then crash (no DISCONNECT)
-    race         watch a label and claim every handoff that arrives until N verdicts are seen
-                 (with --checkpoints also the released checkpoints of crashed participants, §9.3); ranked
+    race         watch a label and claim every handoff that arrives until N verdicts are seen, chunked ones
+                 (§12) read whole by the winner (with --checkpoints also the released checkpoints of crashed
+                 participants, §9.3); ranked
                  claims (§5 "Ranked claims") by default: it publishes its birth and waits its rank's turn
                  (--no-rank: every claim at once, no status)
     garbage      publish malformed handoff payloads, with the dead-letter reason each should get
@@ -78,6 +79,8 @@ STATUS_FORMAT = "swift-handoff-instance/1"  # §9.1
 MAX_HEADER_BYTES = 65_536  # §4
 DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024  # §7, swift-handoff's default size limit
 ENVELOPE_CONTENT_TYPE = "application/vnd.swift-handoff"  # §4, informative
+CHUNKS_CONTENT_TYPE = "application/vnd.swift-handoff.chunks+json"  # §12: the contentType of a chunk manifest
+CHUNKS_FORMAT = "swift-handoff-chunks/1"  # §12.1
 MAX_LABEL_BYTES = 200  # §3
 MAX_PREFIX_BYTES = 256  # §3
 MAX_DETAIL_BYTES = 1024  # §7: bytes of UTF-8, cut at a scalar boundary
@@ -143,6 +146,7 @@ REASONS = frozenset(
         "signature-invalid",  # §10.4, keyed readers
         "decryption-failed",
         "unknown-key",
+        "chunk-missing",  # §12.2
     }
 )
 # Reasons for which the handoff is left in place instead of dead-lettered (§7, §10.4).
@@ -248,6 +252,10 @@ class Topics:
 
     def sync(self, instance: str) -> str:
         return f"{self.prefix}/sync/{instance}"
+
+    def chunk_filter(self, label_level: str, handoff_id: str) -> str:
+        """§12: the chunk topics of one handoff, for an already encoded label level."""
+        return f"{self.prefix}/chunks/{label_level}/{handoff_id}/+"
 
     def checkpoint(self, label: str, instance: str) -> str:
         """§9.2: the latest checkpoint of `label` by `instance`."""
@@ -651,6 +659,84 @@ def decode_json_state(envelope: Envelope, readable_versions: set[int]) -> Any:
         return json.loads(envelope.data.decode("utf-8"), parse_constant=_reject_constant)
     except ValueError as error:
         raise Rejection("undecodable-state", f"the data is not JSON: {error}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Chunked handoffs (§12)
+
+
+def is_chunk_manifest(envelope: Envelope) -> bool:
+    return same_media_type(envelope.content_type, CHUNKS_CONTENT_TYPE)
+
+
+@dataclass
+class ChunkManifest:
+    """§12.1: the data of a manifest M."""
+
+    chunk_size: int
+    chunks: list[str]  # the SHA-256 of each chunk, lower case
+    header: str  # the header line of the envelope E the chunks make
+    length: int
+
+    def chunk_length(self, index: int) -> int:
+        return self.chunk_size if index < len(self.chunks) - 1 else self.length - self.chunk_size * (len(self.chunks) - 1)
+
+
+def read_manifest(data: bytes) -> ChunkManifest:
+    """§12.2, before claiming: M's data, or Rejection (`malformed`, or `unsupported-format`, left in place)."""
+    try:
+        fields = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_int=JSONNumber, parse_float=JSONNumber)
+    except ValueError:
+        fields = None
+    if not isinstance(fields, dict):
+        raise Rejection("malformed", "chunk manifest: its data is not a JSON object")
+    if not _is_string(fields.get("format")):
+        raise Rejection("malformed", "chunk manifest: no 'format' string")
+    if fields["format"] != CHUNKS_FORMAT:
+        raise Rejection("unsupported-format", f"chunk manifest of format {fields['format']!r}; this reader reads {CHUNKS_FORMAT!r}")
+    chunk_size, length = _integer(fields.get("chunkSize"), 1, INT64_MAX), _integer(fields.get("length"), 1, INT64_MAX)
+    if chunk_size is None or length is None:
+        raise Rejection("malformed", "chunk manifest: 'chunkSize' and 'length' must be integers >= 1")
+    chunks, header = fields.get("chunks"), fields.get("header")
+    expected = (length - 1) // chunk_size + 1
+    if not isinstance(chunks, list) or len(chunks) != expected or not all(
+        _is_string(chunk) and _HEX64_RE.fullmatch(chunk) for chunk in chunks
+    ):
+        raise Rejection("malformed", f"chunk manifest: 'chunks' must be {expected} SHA-256 digests (64 hex digits)")
+    if not _is_string(header) or len(header.encode("utf-8")) > MAX_HEADER_BYTES or "\n" in header:
+        raise Rejection("malformed", f"chunk manifest: 'header' must be a string of at most {MAX_HEADER_BYTES} bytes without a line feed")
+    return ChunkManifest(chunk_size=chunk_size, chunks=[chunk.lower() for chunk in chunks], header=header, length=length)
+
+
+def assemble_chunks(
+    manifest_envelope: Envelope, manifest: ChunkManifest, chunks: dict[str, bytes], label: str, handoff_id: str,
+    keys: Optional["KeySet"], max_payload: int = DEFAULT_MAX_PAYLOAD,
+) -> Envelope:
+    """§12.2 steps 1, 3 and 4 for the winner of M: E from the retained chunks (by topic), or Rejection."""
+    if manifest.length > max_payload:
+        raise Rejection("too-large", f"the chunks hold {manifest.length} bytes, over this reader's limit of {max_payload}")
+    by_index: dict[int, bytes] = {}
+    for topic, payload in chunks.items():
+        level = topic.rsplit("/", 1)[-1]
+        if not payload or not level.isdigit() or str(int(level)) != level or int(level) >= len(manifest.chunks):
+            continue  # not a chunk of this manifest
+        by_index[int(level)] = payload
+    for index, payload in sorted(by_index.items()):
+        if len(payload) != manifest.chunk_length(index):
+            raise Rejection("integrity-failure", f"chunk {index} has {len(payload)} bytes, the manifest says {manifest.chunk_length(index)}")
+        if hashlib.sha256(payload).hexdigest() != manifest.chunks[index]:
+            raise Rejection("integrity-failure", f"the SHA-256 of chunk {index} is not the manifest's")
+    missing = [index for index in range(len(manifest.chunks)) if index not in by_index]
+    if missing:
+        raise Rejection("chunk-missing", f"{len(missing)} of the {len(manifest.chunks)} chunks are not on the broker (chunk {missing[0]})")
+    payload = manifest.header.encode("utf-8") + b"\n" + b"".join(by_index[index] for index in range(len(manifest.chunks)))
+    whole = decode_envelope(payload, label, handoff_id, max_payload=len(payload), keys=keys)
+    if (
+        is_chunk_manifest(whole) or whole.vsn != manifest_envelope.vsn or whole.created_at != manifest_envelope.created_at
+        or whole.origin != manifest_envelope.origin
+    ):
+        raise Rejection("malformed", "the envelope the chunks make disagrees with its manifest (vsn, createdAt or origin), or is a manifest")
+    return whole
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1583,7 +1669,7 @@ class Participant:
         self.publish_claim(round_, purpose)
         return self.await_verdict(round_) == self.instance
 
-    def dead_letter(self, round_: Round, rejection: Rejection) -> None:
+    def dead_letter(self, round_: Round, rejection: Rejection, claim: bool = True) -> None:
         """Stores the payload verbatim as a dead letter (waits for the PUBACK), then claims the handoff
         with purpose dead-letter (§7), except for a stray payload on the topic of an open round (§5 rule 1),
         whose claim would decide the waiting handoff's round. Does not wait for the verdict."""
@@ -1596,7 +1682,7 @@ class Participant:
         ]
         dead_topic = self.topics.dead_letter(round_.label_level, round_.handoff_id)
         self.publish(dead_topic, round_.payload, retain=True, user=user)
-        if not round_.stray:
+        if claim and not round_.stray:
             self.publish_claim(round_, PURPOSE_DEAD_LETTER)
 
     # -- reading retained messages -----------------------------------------------------------------------------
@@ -1755,7 +1841,13 @@ class Racer:
                     # §9.7 "Will vs. a late checkpoint": this racer merged an earlier round of this topic.
                     self.participant.publish_claim(round_, PURPOSE_ALREADY_MERGED)
                     return
-            state = decode_json_state(envelope, self.readable_versions)
+            if is_chunk_manifest(envelope) and not round_.checkpoint:
+                # §12.2: M's data is checked before claiming; the state exists once the winner read the chunks.
+                if envelope.vsn not in self.readable_versions:
+                    raise Rejection("unknown-version", f"version {envelope.vsn} is not one of {sorted(self.readable_versions)}")
+                state: Any = read_manifest(envelope.data)
+            else:
+                state = decode_json_state(envelope, self.readable_versions)
         except Rejection as rejection:
             self._rejections[key] = rejection
             with self.participant._lock:
@@ -1817,6 +1909,9 @@ class Racer:
             accepted = self._accepted.get(key)
             rejection = self._rejections.get(key)
             merged = won and is_merge_purpose(round_.verdict_purpose) and accepted is not None
+            if merged and accepted is not None and isinstance(accepted[1], ChunkManifest):
+                accepted, rejection = self._read_chunks(round_, accepted[0], accepted[1])
+                merged = accepted is not None
             if won and accepted is None and rejection is None and is_merge_purpose(round_.verdict_purpose):
                 print(f"error: won {round_.topic} without having claimed it", file=sys.stderr)
             if merged and round_.checkpoint:
@@ -1837,6 +1932,26 @@ class Racer:
                 incarnation=round_.incarnation if round_.checkpoint else None,
                 topic=round_.topic if round_.checkpoint else None,
             )
+
+    def _read_chunks(
+        self, round_: Round, manifest_envelope: Envelope, manifest: ChunkManifest
+    ) -> tuple[Optional[tuple[Envelope, Any]], Optional[Rejection]]:
+        """§12.2 steps 1-6 for a won manifest: (E and its state) once read, checked and decoded, its chunks then
+        removed; or the rejection with which M (verbatim) was dead-lettered, its chunks left for an operator."""
+        participant = self.participant
+        label = decode_label(round_.label_level)
+        chunk_filter = participant.topics.chunk_filter(round_.label_level, round_.handoff_id)
+        try:
+            chunks = {topic: message.payload for topic, message in participant.retained(chunk_filter).items()}
+            whole = assemble_chunks(manifest_envelope, manifest, chunks, label, round_.handoff_id, participant.keys)
+            state = decode_json_state(whole, self.readable_versions)
+        except Rejection as rejection:
+            # Won already: the dead letter is stored without a claim of its own (the round is decided).
+            participant.dead_letter(round_, rejection, claim=False)
+            return None, rejection
+        for topic in chunks:
+            participant.publish(topic, b"", retain=True)
+        return (whole, state), None
 
     def run(self, expect: int, deadline: float) -> bool:
         """Until `expect` verdicts were seen or the deadline; whether all were."""
