@@ -48,16 +48,6 @@ struct ChunkedHandoff: Sendable {
         return ChunkedHandoff(manifest: manifest, storedChunkTopics: topics, whole: whole)
     }
 
-    /// The wire form of the envelope a manifest's chunks make, from that envelope's data: the manifest's `header`, one
-    /// 0x0A, the data (docs/PROTOCOL.md §12.2, step 4).
-    static func wireForm(header: String, data: Data) -> Data {
-        var bytes = Data(capacity: header.utf8.count + 1 + data.count)
-        bytes.append(contentsOf: header.utf8)
-        bytes.append(0x0A)
-        bytes.append(data)
-        return bytes
-    }
-
     /// Removes every retained chunk of `label`/`id` (a zero-length retained publish on each), whatever the manifest says;
     /// returns how many there were.
     static func removeChunks(_ session: BrokerSession, label: HandoffLabel, id: String) async throws -> Int {

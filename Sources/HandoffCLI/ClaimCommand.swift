@@ -65,7 +65,12 @@ struct ClaimCommand: AsyncParsableCommand {
             if stateOnly {
                 bytes = claimed.data
             } else if envelope.isChunkManifest {
-                bytes = ChunkedHandoff.wireForm(header: try ChunkManifest.read(envelope.data).header, data: claimed.data)
+                // The envelope exactly as its chunks make it (signed and encrypted as its writer sealed it), read again as
+                // stored: the transport's copy is opened by --keys.
+                let chunked = try await BrokerSession.with(connection) { session in
+                    try await ChunkedHandoff.read(session, manifest: envelope, label: label, id: id.rawValue)
+                }
+                bytes = try chunked.whole.get().encoded()
             } else {
                 bytes = envelope.encoded()
             }

@@ -22,6 +22,7 @@ struct ShowCommand: AsyncParsableCommand {
     func run() async throws {
         let label = try parseLabel(label)
         let id = self.id
+        let keys = try connection.keySet()
         let found = try await BrokerSession.with(connection) { session -> [(StoredItem, ChunkedHandoff?)] in
             let topics = session.topics
             let candidates: [(HandoffTopics.Kind, String)] = [
@@ -33,7 +34,10 @@ struct ShowCommand: AsyncParsableCommand {
             for (kind, topic) in candidates {
                 guard let item = snapshot.items.first(where: { $0.kind == kind && $0.topic == topic }) else { continue }
                 // A chunked handoff (PROTOCOL.md §12) is shown whole, once its chunks are read and checked.
-                guard let manifest = item.envelope, manifest.isChunkManifest, item.problem == nil else {
+                // An encrypted manifest is read once --keys opened it (its signature is reported below).
+                guard let stored = item.envelope, stored.isChunkManifest, item.problem == nil,
+                    let manifest = keys.map({ try? $0.open(stored) }) ?? stored, manifest.encryption == nil
+                else {
                     found.append((item, nil))
                     continue
                 }
@@ -46,7 +50,6 @@ struct ShowCommand: AsyncParsableCommand {
                 "nothing stored for '\(label)'/\(id) under prefix '\(try connection.topics().prefix)': no waiting handoff, checkpoint or dead letter (see `handoff list --label '\(label)'`)"
             )
         }
-        let keys = try connection.keySet()
         var failures: [String] = []
         for (index, (item, chunked)) in found.enumerated() {
             if index > 0 { say() }
@@ -97,6 +100,16 @@ struct ShowCommand: AsyncParsableCommand {
                 say("chunks:     FAILED: \(error.reason.rawValue): \(error.detail)")
                 return "\(error.reason.rawValue): \(error.detail)"
             case .success(let whole):
+                // The manifest is signed on its own (§12: a signed manifest covers every chunk): checked before the whole.
+                if let keys {
+                    do {
+                        _ = try keys.open(stored)
+                        say("manifest:   signature verified (key \(stored.signature?.member?.key ?? "?"))")
+                    } catch {
+                        say("manifest:   signature FAILED: \(error)")
+                        return "\(error)"
+                    }
+                }
                 say("chunks:     verified (sha256 \(whole.sha256) of the \(whole.data.count) bytes they make); the envelope they make:")
                 if let header = chunked.manifest?.header {
                     say(indent(Format.prettyJSON(Data(header.utf8)) ?? header))

@@ -18,11 +18,13 @@ struct ChunkedCLITests {
         #"{"readings":[\#((0..<(size / 6)).map { String(100 + $0 % 900) }.joined(separator: ","))]}"#
     }
 
-    /// Hands off `json` through a library participant whose chunk size is 1,024 bytes.
-    private func initiateChunked(_ fixture: Fixture, _ label: HandoffLabel, json: String) async throws -> HandoffEnvelope {
+    /// Hands off `json` through a library participant whose chunk size is 1,024 bytes (keyed with `keys`).
+    private func initiateChunked(_ fixture: Fixture, _ label: HandoffLabel, json: String, keys: HandoffKeySet? = nil) async throws
+        -> HandoffEnvelope
+    {
         let predecessor = try await MQTTHandoffTransport.connect(
             configuration: try MQTTConfiguration(url: fixture.broker.plainURL),
-            options: .init(prefix: fixture.topics.prefix, willDelay: nil, livenessLease: nil, chunkSize: 1_024),
+            options: .init(prefix: fixture.topics.prefix, willDelay: nil, livenessLease: nil, keys: keys, chunkSize: 1_024),
             origin: HandoffOrigin(instance: "predecessor-1", host: "pod-7", pid: 41), logger: quietLogger
         )
         let handoff = envelope(label, json: json)
@@ -90,6 +92,40 @@ struct ChunkedCLITests {
             let written = try HandoffEnvelope.decode(try Data(contentsOf: file))
             #expect(!written.isChunkManifest)
             #expect(written.id == initiated.id && written.vsn == initiated.vsn && written.data == Data(json.utf8))
+        }
+    }
+
+    @Test("--keys: show verifies the manifest and the encrypted envelope its chunks make; claim writes that envelope as sealed")
+    func keyed() async throws {
+        try await withFixture { fixture in
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cli-chunked-keys-\(UUID().uuidString.prefix(8))")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let keyFile = directory.appendingPathComponent("keys")
+            try "k1 \(KeyedCLITests.secret.base64EncodedString())\n".write(to: keyFile, atomically: true, encoding: .utf8)
+            let keys = try HandoffKeySet(contentsOf: keyFile, encrypts: true)
+            let label = try HandoffLabel("large")
+            let json = Self.state(size: 4_000)
+            let initiated = try await initiateChunked(fixture, label, json: json, keys: keys)
+            let id = initiated.id.rawValue
+
+            let shown = try await handoff(["show", "large", id, "--keys", keyFile.path], environment: fixture.environment)
+            #expect(shown.status == 0, "\(shown)")
+            #expect(shown.lines.contains { $0.hasPrefix("manifest:   signature verified (key k1)") }, "\(shown)")
+            #expect(shown.lines.contains { $0.hasPrefix("signature:  verified (key k1)") }, "\(shown)")
+            #expect(shown.stdout.contains("\"readings\""), "decrypted: \(shown)")
+            let plain = try await handoff(["show", "large", id], environment: fixture.environment)
+            #expect(plain.lines.contains { $0.hasPrefix("state:      encrypted with key k1") }, "\(plain)")
+
+            let file = directory.appendingPathComponent("claimed.handoff")
+            let claimed = try await handoff(
+                ["claim", "large", id, "--to", file.path, "--keys", keyFile.path], environment: fixture.environment)
+            #expect(claimed.status == 0, "\(claimed)")
+            let written = try HandoffEnvelope.decode(try Data(contentsOf: file))
+            #expect(!written.isChunkManifest && written.id == initiated.id)
+            #expect(try keys.open(written).data == Data(json.utf8), "the file holds the sealed envelope, which the keys open")
+            #expect(written.data != Data(json.utf8), "as sealed: encrypted")
+            #expect(try await retainedTopics(fixture, fixture.topics.chunkFilter(label, id: id)).isEmpty)
         }
     }
 
