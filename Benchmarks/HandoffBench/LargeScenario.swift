@@ -38,6 +38,7 @@ struct LargeScenario {
                 "large: swift-handoff (\(codec.rawValue) codec), \(rounds) rounds of \(size) bytes, predecessor and successor in processes of their own"
             )
             let measured = try await measure(codec)
+            let codecMs = try Self.codecRoundTrip(codec, size: size, rounds: rounds)
             let stats = Stats(nanoseconds: measured.rounds)
             let megabytesPerSecond = Double(size) / 1e6 / (stats.p50 / 1000)
             func aboveBaselineMB(_ memory: (baseline: Int, peak: Int)) -> Double { Double(memory.peak - memory.baseline) * 1024 / 1e6 }
@@ -53,6 +54,7 @@ struct LargeScenario {
                         ("rounds_ms", .array(measured.rounds.map { .ms(milliseconds($0)) })),
                         ("end_to_end_ms", .ms(stats.p50)),
                         ("mb_per_second", .number(megabytesPerSecond)),
+                        ("codec_encode_decode_ms", .ms(codecMs)),
                         ("predecessor_baseline_kb", .int(measured.predecessor.baseline)),
                         ("predecessor_peak_kb", .int(measured.predecessor.peak)),
                         ("predecessor_above_baseline_per_state", .number(predecessorMB / stateMB)),
@@ -64,6 +66,7 @@ struct LargeScenario {
             let tag = " [\(codec.rawValue)]"
             rows += [
                 Row(scenario: "large", metric: "end to end" + tag, unit: "ms", swift: stats.p50, floor: floor["end_to_end_ms"]?.double),
+                Row(scenario: "large", metric: "of which the codec alone, encode + decode" + tag, unit: "ms", swift: codecMs, floor: nil),
                 Row(
                     scenario: "large", metric: "throughput" + tag, unit: "MB/s", swift: megabytesPerSecond,
                     floor: floor["mb_per_second"]?.double,
@@ -89,6 +92,20 @@ struct LargeScenario {
                     + "plus a manifest (docs/PROTOCOL.md §12); the floor sends it as one message",
             ]
         )
+    }
+
+    /// The state's encode and decode by `codec` alone, in this process, median of `rounds`: the codec's share of a
+    /// round, which no transport can save.
+    private static func codecRoundTrip(_ codec: BenchCodec, size: Int, rounds: Int) throws -> Double {
+        let state = BenchState(seq: 1, payload: BenchState.payload(forEncodedSize: size))
+        var samples: [UInt64] = []
+        for _ in 0..<max(rounds, 1) {
+            let start = monotonicNow()
+            let data = try codec.codec.encode(state)
+            _ = try codec.codec.decode(BenchState.self, from: data)
+            samples.append(monotonicNow() - start)
+        }
+        return Stats(nanoseconds: samples).p50
     }
 
     private struct Measured {
