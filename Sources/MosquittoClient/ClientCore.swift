@@ -5,7 +5,7 @@ import Synchronization
 
 /// The mutable heart of an ``MQTTClient``: pending operations, subscriptions, listeners, connection status.
 ///
-/// libmosquitto's network thread calls back into it through the callbacks' userdata pointer (no global
+/// the client's loop thread calls back into it through the callbacks' userdata pointer (no global
 /// registry; see `Mosquitto/MosquittoCallbacks.swift`). Every callback copies what it needs out of
 /// libmosquitto's memory, updates the state under one `Mutex`, and resumes the waiting operations'
 /// ``Completion``s or yields to streams after releasing it.
@@ -49,13 +49,13 @@ final class ClientCore: Sendable {
         var publishes: [Int32: Pending<Void>] = [:]
         var subscribes: [Int32: Pending<MQTTQoS>] = [:]
         var unsubscribes: [Int32: Pending<Void>] = [:]
-        /// Acknowledgements that arrived before their operation was registered (the network thread can be faster
+        /// Acknowledgements that arrived before their operation was registered (the loop thread can be faster
         /// than the caller of a publish or (un)subscribe, which learns the message id on return).
         var early: [Int32: EarlyResult] = [:]
         /// Subscriptions to restore after a reconnect to a broker that kept no session.
         var subscriptions: [String: MQTTSubscribeOptions] = [:]
         var messageListeners: [UInt64: AsyncStream<MQTTMessage>.Continuation] = [:]
-        /// Called for every message on libmosquitto's network thread, before the listeners.
+        /// Called for every message on the client's loop thread, before the listeners.
         var messageHandler: (@Sendable (MQTTMessage) -> Void)?
         var eventListeners: [UInt64: AsyncStream<MQTTConnectionEvent>.Continuation] = [:]
         var nextListener: UInt64 = 1
@@ -70,7 +70,7 @@ final class ClientCore: Sendable {
     }
 
     /// Sets the Will of the next connection from the provider, if there is one (before the first connect, and on
-    /// the network thread after a lost connection, before libmosquitto reconnects).
+    /// the loop thread after a lost connection, before libmosquitto reconnects).
     func prepareNextWill() throws {
         let next = state.withLock { state -> (UInt64, @Sendable (UInt64) -> MQTTConfiguration.Will?)? in
             guard let provider = state.willProvider else { return nil }
@@ -82,8 +82,6 @@ final class ClientCore: Sendable {
     }
 
     let state = Mutex(State())
-    /// Signalled when libmosquitto reports the disconnect that shutdown asked for.
-    let disconnected = DispatchSemaphore(value: 0)
     let logger: Logger
     let endpoint: String
     let host: String
@@ -146,7 +144,7 @@ final class ClientCore: Sendable {
         if let outcome { completion.resume(outcome) }
     }
 
-    // MARK: - Callbacks from libmosquitto's network thread
+    // MARK: - Callbacks from the client's loop thread
 
     func didConnect(reasonCode: Int32, flags: Int32) {
         let sessionPresent = flags & 1 == 1
@@ -204,9 +202,7 @@ final class ClientCore: Sendable {
         for pending in subscribes { pending.completion.resume(throwing: lost) }
         for pending in unsubscribes { pending.completion.resume(throwing: lost) }
         for pending in publishes { pending.completion.resume(throwing: lost) }
-        if shuttingDown {
-            disconnected.signal()
-        } else {
+        if !shuttingDown {
             do {
                 try prepareNextWill()
             } catch {
@@ -256,8 +252,8 @@ final class ClientCore: Sendable {
 
     func didLog(_ severity: LogSeverity, text: String) {
         if severity != .other {
-            // A TLS failure during the first connect ends libmosquitto's network thread without a disconnect
-            // callback: the log line is the only news of it.
+            // A TLS failure during the first connect makes the loop thread give up the connection without a
+            // disconnect callback: the log line is the only news of it.
             let isTLSFailure = severity == .error && (text.contains("OpenSSL") || text.contains("TLS"))
             let connectWaiter = state.withLock { state in
                 state.lastLoggedError = text
@@ -306,7 +302,7 @@ final class ClientCore: Sendable {
         return true
     }
 
-    /// Ends the streams of ``MQTTClient/messages()``, once nothing more can arrive (the network thread stopped, or was
+    /// Ends the streams of ``MQTTClient/messages()``, once nothing more can arrive (the loop thread stopped, or was
     /// abandoned). What they buffered is still read by their consumers.
     func endMessageDelivery() {
         let listeners = state.withLock { state in

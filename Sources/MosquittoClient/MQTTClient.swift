@@ -29,14 +29,25 @@ public final class MQTTClient: Sendable {
 
     private let handle: MosquittoHandle
     private let core: ClientCore
+    private let loop: MosquittoLoop
     private let logger: Logger
     private let lifecycle = Mutex(Lifecycle())
 
     private struct Lifecycle {
         var connectCalled = false
-        var loopStarted = false
         var tornDown = false
     }
+
+    /// The executor of the client's own thread, which reads and writes the broker connection and runs every
+    /// callback: a task that prefers it (`withTaskExecutorPreference(client.executor)`, `Task(executorPreference:)`)
+    /// runs there between two reads of the socket. A message it waits for on ``messages()``, or an acknowledgement its
+    /// publish waits for, then resumes it on that thread right after the callback, without a wake-up of another
+    /// thread, and what it publishes is written to the socket at once.
+    ///
+    /// Use it for short, latency-sensitive work that reacts to messages; anything that blocks or computes for long
+    /// delays every message and acknowledgement of the client. Jobs enqueued after ``shutdown()`` run on the global
+    /// concurrent executor. Not a `SerialExecutor`: actors keep their own.
+    public var executor: any TaskExecutor { loop }
 
     /// Creates a client; nothing is sent until ``connect()``.
     public init(configuration: MQTTConfiguration, logger: Logger = Logger(label: "mqtt")) throws {
@@ -49,27 +60,25 @@ public final class MQTTClient: Sendable {
         }
         let handle = try MosquittoHandle(clientID: clientID, cleanStart: configuration.cleanStart)
         self.handle = handle
-        self.core = ClientCore(
+        let core = ClientCore(
             handle: handle, host: configuration.host, port: configuration.port, protocolVersion: configuration.protocolVersion,
             logger: logger
         )
+        self.core = core
         do {
             try handle.configure(configuration)
+            // Starts the client's thread; the loop (and its core) lives as long as the handle, which it destroys.
+            self.loop = try MosquittoLoop(handle: handle, core: core, configuration: configuration)
         } catch {
             handle.destroy(releasing: nil)
             throw error
         }
-        // The core lives as long as the handle: released in teardown right after the handle is destroyed.
-        handle.attach(core)
     }
 
     deinit {
         // A client dropped without shutdown(): tear down in the background, bounded, without waiting.
         if core.markShutDown() {
-            let (handle, core) = (self.handle, self.core)
-            let loopStarted = lifecycle.withLock { $0.loopStarted }
-            let grace = configuration.shutdownTimeout / 3
-            Thread { Self.teardown(handle: handle, core: core, loopStarted: loopStarted, grace: grace) }.start()
+            loop.stop(grace: configuration.shutdownTimeout / 3)
         }
     }
 
@@ -107,7 +116,10 @@ public final class MQTTClient: Sendable {
         try core.prepareNextWill()
         let (handle, configuration) = (self.handle, self.configuration)
         // The connect resolves the host and opens the TCP (and TLS) connection synchronously.
-        if let failure = await runOnDedicatedThread(name: "mqtt-connect", { handle.connect(configuration) }) {
+        let loop = self.loop
+        let outcome = await runOnDedicatedThread(name: "mqtt-connect") { loop.connect { handle.connect(configuration) } }
+        guard let outcome else { throw ClientCore.shutdownError }
+        if let failure = outcome {
             let logged = core.state.withLock { $0.lastLoggedError }
             throw failure.error("connect to the MQTT broker at \(core.endpoint)", logged: logged)
         }
@@ -117,12 +129,11 @@ public final class MQTTClient: Sendable {
         let connected = Completion<Void>()
         core.state.withLock { $0.connecting = connected }
         do {
-            try handle.startLoop()
-            lifecycle.withLock { $0.loopStarted = true }
+            try loop.start()
         } catch {
             connected.resume(throwing: error)
         }
-        // Not cancellable: the network thread runs now, and connect() shuts the client down when this throws.
+        // Not cancellable: the loop thread reads the connection now, and connect() shuts the client down when this throws.
         try await connected.wait(
             timeLimit: timeout,
             onTimeLimit: {
@@ -156,14 +167,15 @@ public final class MQTTClient: Sendable {
         // With QoS 1/2 libmosquitto queues the message even when disconnected and sends it after the reconnect.
         let mid = try handle.publish(
             topic, payload: payload, qos: qos, retain: retain, properties: properties, protocolVersion: configuration.protocolVersion)
+        loop.afterOperation()
         let acknowledged = Completion<Void>()
         core.registerPublish(mid: mid, topic: topic, qos: qos, completion: acknowledged)
         try await acknowledged.value
     }
 
     /// Publishes like ``publish(_:payload:qos:retain:properties:)`` without waiting: `completion` is called
-    /// once with the outcome (the acknowledgement, a refusal, a lost connection, shutdown), on libmosquitto's
-    /// network thread, or on the caller's when the publish fails at once. It must be quick and must not block.
+    /// once with the outcome (the acknowledgement, a refusal, a lost connection, shutdown), on the client's
+    /// thread (or the caller's, for QoS 0 or when the publish fails at once). It must be quick and must not block.
     /// For swift-handoff's own modules: no task waits, so an acknowledgement wakes nobody who does not need it.
     package func publish(
         _ topic: String,
@@ -181,6 +193,7 @@ public final class MQTTClient: Sendable {
         } catch {
             return completion(.failure(error))
         }
+        loop.afterOperation()
         let acknowledged = Completion<Void>()
         acknowledged.onFinish(completion)
         core.registerPublish(mid: mid, topic: topic, qos: qos, completion: acknowledged)
@@ -214,6 +227,7 @@ public final class MQTTClient: Sendable {
         let previous = core.state.withLock { $0.subscriptions.updateValue(effective, forKey: filter) }
         do {
             let mid = try handle.subscribe(filter, options: effective)
+            loop.afterOperation()
             let granted = Completion<MQTTQoS>()
             core.registerSubscribe(mid: mid, filter: filter, completion: granted)
             return try await granted.value
@@ -230,6 +244,7 @@ public final class MQTTClient: Sendable {
         try checkConnected(to: "unsubscribe from '\(filter)'")
         core.state.withLock { _ = $0.subscriptions.removeValue(forKey: filter) }
         let mid = try handle.unsubscribe(filter)
+        loop.afterOperation()
         let acknowledged = Completion<Void>()
         core.registerUnsubscribe(mid: mid, filter: filter, completion: acknowledged)
         try await acknowledged.value
@@ -258,7 +273,7 @@ public final class MQTTClient: Sendable {
 
     /// Makes the Will of each connection: `provider(n)` is asked for the Will of connection `n` (1 for the first
     /// ``connect()``, then one more after each lost connection, before the reconnect sends it), and replaces
-    /// `configuration.will`. Call it before ``connect()``. It runs on libmosquitto's network thread: keep it short.
+    /// `configuration.will`. Call it before ``connect()``. It runs on the client's thread: keep it short.
     ///
     /// A Will is fixed at CONNECT, so this is how a Will can name the connection it belongs to (an incarnation, as
     /// Sparkplug's bdSeq).
@@ -274,7 +289,7 @@ public final class MQTTClient: Sendable {
         core.state.withLock { $0.connectionNumber }
     }
 
-    /// Calls `handler` for every message received from now on, on libmosquitto's network thread, in the
+    /// Calls `handler` for every message received from now on, on the client's thread, in the
     /// order received and before the message reaches the streams of ``messages()``; replaces any earlier
     /// handler. For swift-handoff's own modules, which route messages without a hop to a task: `handler` must
     /// be quick, must not block, and must not call ``shutdown()``.
@@ -314,53 +329,34 @@ public final class MQTTClient: Sendable {
 
     // MARK: - Shutdown
 
-    /// Disconnects (sending DISCONNECT, so the broker does not publish the Will) and stops the network
-    /// thread. Pending operations fail with `.shutdown`; streams finish.
+    /// Disconnects (sending DISCONNECT, so the broker does not publish the Will) and stops the client's thread.
+    /// Pending operations fail with `.shutdown`; streams finish.
     ///
-    /// Returns within ``MQTTConfiguration/shutdownTimeout`` even when libmosquitto's thread is stuck (for
-    /// example reconnecting to an unreachable broker): the thread is then abandoned, logged, and the
-    /// client's memory is leaked rather than freed under it. Calling it again does nothing.
+    /// Returns within ``MQTTConfiguration/shutdownTimeout`` even when the client's thread is stuck (for example in
+    /// a blocking reconnect to an unreachable broker): the thread is then abandoned, logged, and frees the client
+    /// itself when it returns. Calling it again does nothing.
     public func shutdown() async {
         _ = core.markShutDown()
-        let (handle, core) = (self.handle, self.core)
-        let loopStarted: Bool? = lifecycle.withLock { state in
-            guard !state.tornDown else { return nil }
-            state.tornDown = true
-            return state.loopStarted
+        let (loop, core) = (self.loop, self.core)
+        let first = lifecycle.withLock { state in
+            defer { state.tornDown = true }
+            return !state.tornDown
         }
-        guard let loopStarted else { return }
-        // (Ended by teardown once the network thread stopped; here too if teardown was abandoned.)
+        guard first else { return }
+        // (Ended by the loop once it stopped; here too if it was abandoned.)
         defer { core.endMessageDelivery() }
         let timeout = configuration.shutdownTimeout
-        let grace = timeout / 3
-        let finished: Void? = await runOnDedicatedThread(name: "mqtt-shutdown", timeout: timeout) {
-            Self.teardown(handle: handle, core: core, loopStarted: loopStarted, grace: grace)
-        }
-        if finished == nil {
+        // A third of the time for the DISCONNECT to go out, then the thread ends (unless a blocking call holds it).
+        loop.stop(grace: timeout / 3)
+        let stopped = await runOnDedicatedThread(name: "mqtt-shutdown") { loop.waitUntilDestroyed(timeout: timeout) }
+        if stopped {
+            logger.debug("MQTT client shut down", metadata: ["mqtt.broker": "\(core.endpoint)"])
+        } else {
             logger.error(
-                "libmosquitto's network thread did not stop in time; abandoned it",
+                "The MQTT client's thread did not stop in time; abandoned it (it frees the client when it returns)",
                 metadata: ["mqtt.broker": "\(core.endpoint)", "mqtt.timeout": "\(timeout)"]
             )
-        } else {
-            logger.debug("MQTT client shut down", metadata: ["mqtt.broker": "\(core.endpoint)"])
         }
-    }
-
-    /// Sends DISCONNECT, stops the network thread (forcibly if it does not stop within `grace`) and frees
-    /// the client. Runs on a thread of its own, never on libmosquitto's.
-    private static func teardown(handle: MosquittoHandle, core: ClientCore, loopStarted: Bool, grace: Duration) {
-        if loopStarted {
-            let graceful =
-                handle.disconnect()
-                && core.disconnected.wait(
-                    timeout: .now()
-                        + .milliseconds(Int(grace.components.seconds * 1000 + grace.components.attoseconds / 1_000_000_000_000_000)))
-                    == .success
-            // A forced stop cancels the thread even inside a blocking connect(); libmosquitto issues 2545/2328.
-            handle.stopLoop(force: !graceful)
-        }
-        core.endMessageDelivery()
-        handle.destroy(releasing: core)
     }
 }
 

@@ -87,9 +87,9 @@ public struct MQTTConfiguration: Sendable {
     public var reconnect: Reconnect
     /// How long ``MQTTClient/connect()`` waits for the broker's CONNACK.
     public var connectTimeout: Duration
-    /// How long ``MQTTClient/shutdown()`` waits for the network thread before abandoning it. A third of it is the
-    /// time the DISCONNECT has to go out before the thread is stopped forcibly, in ``MQTTClient/shutdown()`` and in
-    /// the background teardown of a client released without it.
+    /// How long ``MQTTClient/shutdown()`` waits for the client's thread before abandoning it. A third of it is the
+    /// time the DISCONNECT has to go out before the thread ends, in ``MQTTClient/shutdown()`` and in the background
+    /// teardown of a client released without it.
     public var shutdownTimeout: Duration
     /// Disable Nagle's algorithm (strongly recommended: with it on, each round trip can wait ~40 ms).
     public var tcpNoDelay: Bool

@@ -2,48 +2,39 @@ import CMosquitto
 import Foundation
 
 extension MosquittoHandle {
-    /// Hands `core` to libmosquitto as the callbacks' userdata (retained: ``destroy(releasing:)`` releases it right
-    /// after `mosquitto_destroy`) and installs the callbacks, which run on the network thread and call into `core`.
-    /// Before the network thread starts.
-    func attach(_ core: ClientCore) {
-        mosquitto_user_data_set(pointer, Unmanaged.passRetained(core).toOpaque())
+    /// Hands `loop` to libmosquitto as the callbacks' userdata (retained: ``destroy(releasing:)`` releases it right
+    /// after `mosquitto_destroy`) and installs the callbacks, which run on the loop's thread (a QoS 0 publish's, on
+    /// the thread that wrote it) and call into its core. Before the connect.
+    func attach(_ loop: MosquittoLoop) {
+        mosquitto_user_data_set(pointer, Unmanaged.passRetained(loop).toOpaque())
         mosquitto_connect_v5_callback_set(pointer) { _, userdata, reasonCode, flags, _ in
-            uncancellable { ClientCore.from(userdata)?.didConnect(reasonCode: reasonCode, flags: flags) }
+            guard let loop = MosquittoLoop.from(userdata) else { return }
+            loop.didConnect(reasonCode: reasonCode)
+            loop.core.didConnect(reasonCode: reasonCode, flags: flags)
         }
         mosquitto_disconnect_v5_callback_set(pointer) { _, userdata, rc, _ in
-            uncancellable { ClientCore.from(userdata)?.didDisconnect(MosquittoReturnCode(rc)) }
+            MosquittoLoop.from(userdata)?.core.didDisconnect(MosquittoReturnCode(rc))
         }
         mosquitto_publish_v5_callback_set(pointer) { _, userdata, mid, reasonCode, _ in
-            uncancellable { ClientCore.from(userdata)?.didPublish(mid: mid, reasonCode: reasonCode) }
+            MosquittoLoop.from(userdata)?.core.didPublish(mid: mid, reasonCode: reasonCode)
         }
         mosquitto_subscribe_v5_callback_set(pointer) { _, userdata, mid, count, granted, _ in
             let first = count > 0 ? granted?.pointee ?? 0x80 : 0x80
-            uncancellable { ClientCore.from(userdata)?.didSubscribe(mid: mid, granted: first) }
+            MosquittoLoop.from(userdata)?.core.didSubscribe(mid: mid, granted: first)
         }
         mosquitto_unsubscribe_v5_callback_set(pointer) { _, userdata, mid, _ in
-            uncancellable { ClientCore.from(userdata)?.didUnsubscribe(mid: mid) }
+            MosquittoLoop.from(userdata)?.core.didUnsubscribe(mid: mid)
         }
         mosquitto_message_v5_callback_set(pointer) { _, userdata, message, properties in
-            uncancellable { receive(userdata, message, properties) }
+            receive(userdata, message, properties)
         }
         mosquitto_log_callback_set(pointer) { _, userdata, level, text in
             guard let text else { return }
             let severity: ClientCore.LogSeverity =
                 level & MOSQ_LOG_ERR != 0 ? .error : level & MOSQ_LOG_WARNING != 0 ? .warning : .other
-            uncancellable { ClientCore.from(userdata)?.didLog(severity, text: String(cString: text)) }
+            MosquittoLoop.from(userdata)?.core.didLog(severity, text: String(cString: text))
         }
     }
-}
-
-/// Runs a callback's Swift code on libmosquitto's network thread with the thread's cancellation disabled. A forced
-/// stop (`mosquitto_loop_stop(_, true)`, which is `pthread_cancel`) must only ever cancel the thread inside
-/// libmosquitto (a blocking connect or select), never inside a lock our code holds there: cancelled while writing a
-/// log line, the thread left standard error's lock taken, and every later log line or print of the process blocked.
-private func uncancellable(_ body: () -> Void) {
-    var previous: Int32 = 0
-    pthread_setcancelstate(Int32(PTHREAD_CANCEL_DISABLE), &previous)
-    body()
-    pthread_setcancelstate(previous, nil)
 }
 
 /// Whether a received payload may be taken over from libmosquitto instead of copied: only with the 2.0
@@ -60,7 +51,7 @@ private let payloadTakeoverIsSafe: Bool = {
 private func receive(
     _ userdata: UnsafeMutableRawPointer?, _ message: UnsafePointer<mosquitto_message>?, _ properties: OpaquePointer?
 ) {
-    guard let core = ClientCore.from(userdata), let message else { return }
+    guard let core = MosquittoLoop.from(userdata)?.core, let message else { return }
     // libmosquitto frees the message when the callback returns: copy everything now, except the payload,
     // which is taken over (no copy: a handed-off state can be many megabytes). libmosquitto 2.0 allocates
     // it with calloc and frees it after the callback only if it is still set (message__cleanup), so
@@ -90,9 +81,9 @@ private func receive(
     )
 }
 
-extension ClientCore {
-    /// The core behind a callback's userdata pointer.
-    fileprivate static func from(_ userdata: UnsafeMutableRawPointer?) -> ClientCore? {
-        userdata.map { Unmanaged<ClientCore>.fromOpaque($0).takeUnretainedValue() }
+extension MosquittoLoop {
+    /// The loop behind a callback's userdata pointer.
+    fileprivate static func from(_ userdata: UnsafeMutableRawPointer?) -> MosquittoLoop? {
+        userdata.map { Unmanaged<MosquittoLoop>.fromOpaque($0).takeUnretainedValue() }
     }
 }

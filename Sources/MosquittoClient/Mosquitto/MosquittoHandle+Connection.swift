@@ -3,8 +3,8 @@ import Foundation
 
 extension MosquittoHandle {
     /// Resolves the broker's host and opens the TCP (and TLS) connection, sending CONNECT with the session expiry of
-    /// `configuration` (MQTT 5). Blocks: call it on a thread of its own. The CONNACK arrives later, on the network
-    /// thread (``startLoop()``). Returns why it failed, or `nil`.
+    /// `configuration` (MQTT 5). Blocks: call it on a thread of its own. The CONNACK arrives later, read by the loop
+    /// thread (``MosquittoLoop/start()``). Returns why it failed, or `nil`.
     func connect(_ configuration: MQTTConfiguration) -> MosquittoReturnCode? {
         let properties = MosquittoPropertyList()
         if configuration.protocolVersion == .v5, configuration.sessionExpiry.mqttSeconds > 0 {
@@ -17,21 +17,9 @@ extension MosquittoHandle {
         return rc == MOSQ_ERR_SUCCESS.rawValue ? nil : MosquittoReturnCode(rc, errno: errno)
     }
 
-    /// Starts libmosquitto's network thread, which reads and writes the socket, reconnects and runs the callbacks.
-    func startLoop() throws(MQTTError) {
-        let rc = mosquitto_loop_start(pointer)
-        guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError.mosquitto(rc, "start libmosquitto's network thread") }
-    }
-
-    /// Queues a DISCONNECT (reason code 0: the broker does not publish the Will); `false` if libmosquitto refused it
-    /// (not connected). The disconnect callback reports when it was sent.
+    /// Sends DISCONNECT (reason code 0: the broker does not publish the Will); `false` if libmosquitto refused it
+    /// (not connected). The disconnect callback reports when it was sent. Only on the loop thread.
     func disconnect() -> Bool {
         mosquitto_disconnect_v5(pointer, 0, nil) == MOSQ_ERR_SUCCESS.rawValue
-    }
-
-    /// Stops the network thread: waits for it to end after a ``disconnect()``, or with `force` cancels it even inside
-    /// a blocking connect. Never from a callback.
-    func stopLoop(force: Bool) {
-        mosquitto_loop_stop(pointer, force)
     }
 }

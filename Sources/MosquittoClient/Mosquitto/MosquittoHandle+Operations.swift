@@ -2,9 +2,10 @@ import CMosquitto
 import Foundation
 
 extension MosquittoHandle {
-    /// Queues a PUBLISH and returns its message id, whose acknowledgement ``ClientCore/didPublish(mid:reasonCode:)``
-    /// reports. `properties` are sent only with MQTT 5. With QoS 1/2 libmosquitto queues the message even while
-    /// disconnected and sends it after the reconnect; with QoS 0 that fails with `.notConnected`.
+    /// Sends (or queues) a PUBLISH and returns its message id, whose acknowledgement
+    /// ``ClientCore/didPublish(mid:reasonCode:)`` reports. `properties` are sent only with MQTT 5. With QoS 1/2
+    /// libmosquitto keeps the message even while disconnected, or when writing it at once finds the connection broken,
+    /// and sends it after the reconnect; with QoS 0 that fails with `.notConnected` or `.connectionLost`.
     func publish(
         _ topic: String, payload: Data, qos: MQTTQoS, retain: Bool, properties: MQTTPublishProperties, protocolVersion: MQTTProtocolVersion
     ) throws -> Int32 {
@@ -13,14 +14,17 @@ extension MosquittoHandle {
         let rc = payload.withUnsafeBytes { buffer in
             mosquitto_publish_v5(pointer, &mid, topic, Int32(buffer.count), buffer.baseAddress, qos.rawValue, retain, list?.pointer)
         }
-        guard rc == MOSQ_ERR_SUCCESS.rawValue || (rc == MOSQ_ERR_NO_CONN.rawValue && qos != .atMostOnce) else {
+        // A QoS 1/2 message is stored before libmosquitto writes it: a write that fails (the connection is lost, the
+        // loop thread will notice) leaves it to be resent after the reconnect.
+        let kept = [MOSQ_ERR_NO_CONN, MOSQ_ERR_CONN_LOST, MOSQ_ERR_ERRNO].contains { $0.rawValue == rc }
+        guard rc == MOSQ_ERR_SUCCESS.rawValue || (kept && qos != .atMostOnce) else {
             throw MQTTError.mosquitto(rc, "publish to '\(topic)'")
         }
         return mid
     }
 
     /// Queues a SUBSCRIBE and returns its message id (the SUBACK is reported by ``ClientCore/didSubscribe(mid:granted:)``).
-    /// Allowed from the network thread's callbacks.
+    /// Allowed from the loop thread's callbacks.
     func subscribe(_ filter: String, options: MQTTSubscribeOptions) throws(MQTTError) -> Int32 {
         var mid: Int32 = 0
         let rc = mosquitto_subscribe_v5(pointer, &mid, filter, options.qos.rawValue, options.mosquittoFlags, nil)

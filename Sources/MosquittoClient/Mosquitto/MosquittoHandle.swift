@@ -13,16 +13,15 @@ enum MosquittoLibrary {
     }
 }
 
-/// A `struct mosquitto *` shared between Swift tasks and libmosquitto's network thread: its lifetime and options
-/// here, the connection and network thread in `MosquittoHandle+Connection.swift`, publish and (un)subscribe in
-/// `MosquittoHandle+Operations.swift`, the callbacks in `MosquittoCallbacks.swift`.
+/// A `struct mosquitto *` shared between Swift tasks and the client's loop thread: its lifetime and options here, the
+/// connection in `MosquittoHandle+Connection.swift`, publish and (un)subscribe in `MosquittoHandle+Operations.swift`,
+/// the callbacks in `MosquittoCallbacks.swift`, the thread that drives it in `MosquittoLoop.swift`.
 ///
-/// `@unchecked Sendable` because the pointer is only used in ways libmosquitto makes thread safe: once
-/// `mosquitto_loop_start` runs the network thread, `mosquitto_publish_v5`, `mosquitto_subscribe_v5`,
-/// `mosquitto_unsubscribe_v5` and `mosquitto_disconnect_v5` may be called from any thread (they lock
-/// libmosquitto's internal mutexes and wake the network thread). Setup calls happen before the network
-/// thread starts, and `mosquitto_loop_stop`/`mosquitto_destroy` only in ``MQTTClient``'s teardown,
-/// never from a callback.
+/// `@unchecked Sendable` because the pointer is only used in ways libmosquitto makes thread safe:
+/// `mosquitto_publish_v5`, `mosquitto_subscribe_v5` and `mosquitto_unsubscribe_v5` may be called from any thread
+/// (they lock libmosquitto's internal mutexes, and write the packet at once or queue it for the loop thread). The
+/// loop thread alone reads, writes after a callback, keeps alive, reconnects and disconnects. Setup calls happen before
+/// the connect, and `mosquitto_destroy` only once neither the loop thread nor a connect can touch the handle.
 struct MosquittoHandle: @unchecked Sendable {
     let pointer: OpaquePointer
 
@@ -36,11 +35,11 @@ struct MosquittoHandle: @unchecked Sendable {
         self.pointer = pointer
     }
 
-    /// Frees libmosquitto's client, and then `core` if ``attach(_:)`` retained it. Only once the network thread has
-    /// stopped (or was never started), never from a callback.
-    func destroy(releasing core: ClientCore?) {
+    /// Frees libmosquitto's client, and then `loop` if ``attach(_:)`` retained it. Only once nothing else can touch
+    /// the handle (see ``MosquittoLoop``), never from a callback.
+    func destroy(releasing loop: MosquittoLoop?) {
         mosquitto_destroy(pointer)
-        if let core { Unmanaged.passUnretained(core).release() }
+        if let loop { Unmanaged.passUnretained(loop).release() }
     }
 
     // MARK: - Options
@@ -93,8 +92,8 @@ struct MosquittoHandle: @unchecked Sendable {
             "set the reconnect delay")
     }
 
-    /// Sets (or, with `nil`, clears) the Will sent with the next CONNECT. Safe before the network thread starts and
-    /// from its callbacks (the reconnect that reads it runs on that thread after the callback returns).
+    /// Sets (or, with `nil`, clears) the Will sent with the next CONNECT. Safe before the connect and from the loop
+    /// thread's callbacks (the reconnect that reads it runs on that thread after the callback returns).
     func setWill(_ will: MQTTConfiguration.Will?, protocolVersion: MQTTProtocolVersion) throws {
         func check(_ rc: Int32, _ what: String) throws(MQTTError) {
             guard rc == MOSQ_ERR_SUCCESS.rawValue else {
