@@ -49,6 +49,9 @@ public final class MQTTClient: Sendable {
     /// concurrent executor. Not a `SerialExecutor`: actors keep their own.
     public var executor: any TaskExecutor { loop }
 
+    /// Whether the caller runs on the client's own thread (that of ``executor``).
+    package var isOnClientThread: Bool { loop.isLoopThread }
+
     /// Creates a client; nothing is sent until ``connect()``.
     public init(configuration: MQTTConfiguration, logger: Logger = Logger(label: "mqtt")) throws {
         self.configuration = configuration

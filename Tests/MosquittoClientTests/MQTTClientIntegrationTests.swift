@@ -289,6 +289,46 @@ struct MQTTClientIntegrationTests {
         }
     }
 
+    @Test(
+        "a task that prefers the client's executor runs on the client's thread, where acknowledgements and messages resume it; after shutdown it runs elsewhere"
+    )
+    func executor() async throws {
+        try await withMosquittoBroker { broker in
+            try await withClients(broker, count: 2) { clients in
+                let (publisher, subscriber) = (clients[0], clients[1])
+                let messages = subscriber.messages()
+                try await subscriber.subscribe("executor/#")
+                let (ready, readiness) = AsyncStream.makeStream(of: Void.self)
+                let task = Task(executorPreference: subscriber.executor) {
+                    var threads = [subscriber.isOnClientThread]
+                    // Its own publish: written from this thread, the PUBACK resumes it here.
+                    try await subscriber.publish("executor/own", payload: Data("1".utf8), qos: .atLeastOnce)
+                    threads.append(subscriber.isOnClientThread)
+                    var iterator = messages.makeAsyncIterator()
+                    let own = await iterator.next()
+                    threads.append(subscriber.isOnClientThread)
+                    readiness.yield()
+                    // Another client's message, yielded to the stream by the message callback.
+                    let other = await iterator.next()
+                    threads.append(subscriber.isOnClientThread)
+                    return (threads, own?.topic, other?.topic)
+                }
+                for await _ in ready { break }
+                try await publisher.publish("executor/other", payload: Data("2".utf8), qos: .atLeastOnce)
+                let (threads, own, other) = try await task.value
+                #expect(own == "executor/own")
+                #expect(other == "executor/other")
+                #expect(threads == [true, true, true, true])
+                #expect(!subscriber.isOnClientThread)
+            }
+            let client = try MQTTClient(configuration: MQTTConfiguration(host: broker.host, port: broker.plainPort))
+            try await client.connect()
+            await client.shutdown()
+            let onClientThread = await Task(executorPreference: client.executor) { client.isOnClientThread }.value
+            #expect(!onClientThread)
+        }
+    }
+
     @Test("shutdown returns in bounded time while the broker is unreachable")
     func boundedShutdown() async throws {
         try await withMosquittoBroker { broker in

@@ -86,9 +86,7 @@ final class MosquittoLoop: TaskExecutor, @unchecked Sendable {
             mosquitto_threaded_set(handle.pointer, true)
         }
         handle.attach(self)
-        let thread = Thread { [self] in run() }
-        thread.name = "mqtt-loop"
-        thread.start()
+        Thread { [self] in run() }.start()
     }
 
     // MARK: - Control
@@ -206,6 +204,8 @@ final class MosquittoLoop: TaskExecutor, @unchecked Sendable {
 
     private func run() {
         threadID.store(UInt(pthread_self()), ordering: .releasing)
+        // (Named from the thread itself: Foundation on Linux names the system thread only then.)
+        Thread.current.name = "mqtt-loop"
         var fds = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0), pollfd(fd: -1, events: 0, revents: 0)]
         var jobsLeft = false
         var lastMisc = ContinuousClock.now
