@@ -48,7 +48,8 @@ struct LatencyScenario {
         let notices = try await incoming.subscribe()
 
         let (merges, merged) = AsyncStream.makeStream(of: (seq: Int, at: UInt64).self)
-        let consumer = Task {
+        // The successor's task runs on its connection's thread: the notice and the verdict resume it there.
+        let consumer = Task(executorPreference: successor.executor) {
             var state = BenchState(seq: -1, payload: "")
             for await notice in notices {
                 guard case .available = notice else { continue }

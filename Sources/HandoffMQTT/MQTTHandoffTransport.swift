@@ -141,6 +141,12 @@ public final class MQTTHandoffTransport: HandoffTransport {
     public let topics: HandoffTopics
     /// The broker connection (owned by the transport).
     public let client: MQTTClient
+    /// The executor of the broker connection's own thread (``MosquittoClient/MQTTClient/executor``): a successor's
+    /// task that prefers it (`withTaskExecutorPreference(transport.executor)`) is resumed by a notice or a verdict
+    /// right where the message was read, without a thread hop, and its claim is written to the socket at once. For
+    /// short work: a long merge there delays every message of the connection. `HandoffService` uses it for its
+    /// participants' merges.
+    public var executor: any TaskExecutor { client.executor }
     let router: HandoffRouter
     private let tasks: [Task<Void, Never>]
     let logger: Logger

@@ -1,5 +1,6 @@
 import Foundation
 import Handoff
+import HandoffMQTT
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -82,6 +83,13 @@ public final class HandoffService: Service, Sendable {
         Driver(participant, context: context)
     }
 
+    /// The executor the participants' merges prefer: that of the MQTT connection's thread
+    /// (`MQTTHandoffTransport.executor`), so that the notices and verdicts they wait for resume them without a thread
+    /// hop; `nil` (the global executor) with other transports.
+    var participantExecutor: (any TaskExecutor)? {
+        (transport as? MQTTHandoffTransport)?.executor
+    }
+
     /// The transport as one that keeps checkpoints, when it does.
     var checkpointTransport: (any HandoffCheckpointing)? {
         transport as? any HandoffCheckpointing
@@ -120,9 +128,11 @@ public final class HandoffService: Service, Sendable {
             await withTaskGroup(of: Void.self) { group in
                 // In groups of at most 100 children: the runtime finds a finished child in its group's list
                 // of children, so one group of 10,000 took quadratic time to end (seen in handoff-bench).
+                // The merges run on the MQTT connection's own thread: a notice and a verdict resume them there.
+                let executor = participantExecutor
                 for start in stride(from: 0, to: drivers.count, by: 100) {
                     let chunk = drivers[start..<min(start + 100, drivers.count)]
-                    group.addTask { [readiness] in
+                    group.addTask(executorPreference: executor) { [readiness] in
                         await withTaskGroup(of: Void.self) { inner in
                             for driver in chunk {
                                 inner.addTask { await driver.mergeUntilCancelled(ready: readiness.arrive) }
