@@ -231,11 +231,14 @@ final class MosquittoLoop: TaskExecutor, @unchecked Sendable {
             if socket < 0 { fds[1] = pollfd(fd: -1, events: 0, revents: 0) }
             if let stopDeadline { timeout = min(timeout, milliseconds(until: stopDeadline)) }
             if jobsLeft { timeout = 0 }
-            let sleeps = timeout != 0 && shared.withLock { state in
-                guard state.jobs.isEmpty else { return false }
-                state.sleeping = true
-                return true
-            }
+            let sleeps =
+                timeout != 0
+                && shared.withLock { state in
+                    guard state.jobs.isEmpty else { return false }
+                    state.sleeping = true
+                    return true
+                }
+            fds[0].revents = 0
             let count = poll(&fds, 2, sleeps ? timeout : 0)
             if sleeps || fds[0].revents != 0 {
                 if fds[0].revents & Int16(POLLIN) != 0 {
@@ -250,7 +253,8 @@ final class MosquittoLoop: TaskExecutor, @unchecked Sendable {
 
             // Read (the callbacks run), then run the jobs they resumed, then write what they and others queued.
             if case .connected = phase, count > 0, fds[1].revents != 0 {
-                let readable = fds[1].revents & Int16(POLLIN | POLLERR | POLLHUP) != 0
+                // (POLLNVAL too: the read then reports the broken socket instead of the loop spinning on it.)
+                let readable = fds[1].revents & Int16(POLLIN | POLLERR | POLLHUP | POLLNVAL) != 0
                 if readable {
                     let rc = mosquitto_loop_read(handle.pointer, 1)
                     if rc != MOSQ_ERR_SUCCESS.rawValue || mosquitto_socket(handle.pointer) < 0 { lost(rc, errno: errno) }
