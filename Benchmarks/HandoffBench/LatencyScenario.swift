@@ -31,8 +31,8 @@ struct LatencyScenario {
         )
         let rows = [
             Row(
-                scenario: "latency", metric: "p50", unit: "ms", swift: stats.p50, floor: floor["p50_ms"]?.double, target: .ratioAtMost(1.5)),
-            Row(scenario: "latency", metric: "p99", unit: "ms", swift: stats.p99, floor: floor["p99_ms"]?.double, target: .ratioAtMost(2)),
+                scenario: "latency", metric: "p50", unit: "ms", swift: stats.p50, floor: floor["p50_ms"]?.double, target: .ratioAtMost(1.3)),
+            Row(scenario: "latency", metric: "p99", unit: "ms", swift: stats.p99, floor: floor["p99_ms"]?.double, target: .ratioAtMost(1.5)),
             Row(scenario: "latency", metric: "max", unit: "ms", swift: stats.max, floor: floor["max_ms"]?.double),
         ]
         return ScenarioResult(name: "latency", rows: rows, swift: swift, floor: floor)
