@@ -145,6 +145,42 @@ struct MQTTClientIntegrationTests {
         }
     }
 
+    @Test(
+        "TLS traffic both ways at once: 2,000 QoS 1 publishes from many tasks while the client's thread reads its own echoes, every one acknowledged and received"
+    )
+    func tlsTraffic() async throws {
+        try await withMosquittoBroker { broker in
+            var configuration = MQTTConfiguration(host: "127.0.0.1", port: broker.tlsPort)
+            configuration.tls = .init(caFile: broker.certificates.caFile.path)
+            try await MQTTClient.withConnection(configuration) { client in
+                let messages = client.messages()
+                try await client.subscribe("tls/echo/#", options: MQTTSubscribeOptions(qos: .atLeastOnce))
+                let count = 2_000
+                let seen = Mutex(Set<Int>())
+                let collector = Task {
+                    for await message in messages where message.topic.hasPrefix("tls/echo/") {
+                        _ = seen.withLock { $0.insert(Int(String(decoding: message.payload, as: UTF8.self)) ?? -1) }
+                    }
+                }
+                defer { collector.cancel() }
+                // Publishes from the pool's threads while the client's thread reads (TLS: only that thread writes).
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for worker in 0..<8 {
+                        group.addTask {
+                            for number in stride(from: worker, to: count, by: 8) {
+                                try await client.publish(
+                                    "tls/echo/\(worker)", payload: Data("\(number)".utf8), qos: .atLeastOnce)
+                            }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+                #expect(await eventually(upTo: .seconds(30)) { seen.withLock { $0.count } == count })
+                #expect(seen.withLock { $0 } == Set(0..<count))
+            }
+        }
+    }
+
     @Test("wrong credentials are refused with badCredentials; an ACL-forbidden publish is refused")
     func credentialsAndACL() async throws {
         try await withMosquittoBroker { broker in
