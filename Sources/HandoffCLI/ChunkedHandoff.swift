@@ -8,8 +8,8 @@ import MosquittoClient
 struct ChunkedHandoff: Sendable {
     /// The manifest, or `nil` when the manifest envelope's data is not a readable one (see ``whole``).
     let manifest: ChunkManifest?
-    /// The chunk topics of the handoff that hold a retained message.
-    let storedChunkTopics: [String]
+    /// How many chunk topics of the handoff hold a retained message.
+    let storedChunks: Int
     /// The envelope the chunks make, or why they make none: `malformed` (the manifest), `chunk-missing`,
     /// `integrity-failure` (a chunk of the wrong length or hash), or the envelope's own checks of §4.
     let whole: Result<HandoffEnvelope, HandoffError>
@@ -19,12 +19,11 @@ struct ChunkedHandoff: Sendable {
         -> ChunkedHandoff
     {
         let chunks = try await session.retained([session.topics.chunkFilter(label, id: id)])
-        let topics = chunks.map(\.topic).sorted()
         let manifest: ChunkManifest
         do {
             manifest = try ChunkManifest.read(envelope.data)
         } catch {
-            return ChunkedHandoff(manifest: nil, storedChunkTopics: topics, whole: .failure(error))
+            return ChunkedHandoff(manifest: nil, storedChunks: chunks.count, whole: .failure(error))
         }
         let assembly = ChunkAssembly(manifest: manifest, header: Array(manifest.header.utf8))
         for chunk in chunks {
@@ -32,20 +31,16 @@ struct ChunkedHandoff: Sendable {
             assembly.receive(level: chunk.topic[chunk.topic.index(after: slash)...], payload: chunk.payload)
         }
         let whole = Result { () throws(HandoffError) -> HandoffEnvelope in
-            let payload = try assembly.finish()
-            let whole = try HandoffEnvelope.decode(payload)
-            guard !whole.isChunkManifest, whole.label == label, whole.id.rawValue == id, whole.vsn == envelope.vsn,
-                whole.origin == envelope.origin, whole.createdAt == envelope.createdAt
-            else {
+            // §4 (signature and encryption are the caller's, with --keys), then step 4 of §12.2.
+            let whole = try HandoffEnvelope.decode(try assembly.finish())
+            guard whole.label == label, whole.id.rawValue == id else {
                 throw HandoffError.unreadableEnvelope(
-                    .malformed,
-                    detail:
-                        "the envelope the chunks make disagrees with its manifest (label, id, vsn, origin or createdAt), or is a manifest itself"
-                )
+                    .labelMismatch, detail: "the envelope the chunks make names '\(whole.label)'/\(whole.id)")
             }
+            try manifest.check(whole, madeFor: envelope)
             return whole
         }
-        return ChunkedHandoff(manifest: manifest, storedChunkTopics: topics, whole: whole)
+        return ChunkedHandoff(manifest: manifest, storedChunks: chunks.count, whole: whole)
     }
 
     /// Removes every retained chunk of `label`/`id` (a zero-length retained publish on each), whatever the manifest says;

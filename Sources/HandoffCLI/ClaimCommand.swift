@@ -60,20 +60,10 @@ struct ClaimCommand: AsyncParsableCommand {
                     "lost: another participant claimed '\(label)'/\(id) first (its claim is the round's verdict); nothing written")
             }
             // A chunked handoff (PROTOCOL.md §12) is written whole: the envelope its chunks make, read by the winner only.
-            let claimed = envelope.isChunkManifest ? try await assembled(envelope, transport, timeout: timeout) : envelope
-            let bytes: Data
-            if stateOnly {
-                bytes = claimed.data
-            } else if envelope.isChunkManifest {
-                // The envelope exactly as its chunks make it (signed and encrypted as its writer sealed it), read again as
-                // stored: the transport's copy is opened by --keys.
-                let chunked = try await BrokerSession.with(connection) { session in
-                    try await ChunkedHandoff.read(session, manifest: envelope, label: label, id: id.rawValue)
-                }
-                bytes = try chunked.whole.get().encoded()
-            } else {
-                bytes = envelope.encoded()
-            }
+            // The file gets the envelope as stored (signed and encrypted as its writer sealed it), or only the state.
+            let (claimed, stored) =
+                envelope.isChunkManifest ? try await assembled(envelope, transport, timeout: timeout) : (envelope, envelope.encoded())
+            let bytes = stateOnly ? claimed.data : stored
             do {
                 try bytes.write(to: URL(fileURLWithPath: to), options: .atomic)
             } catch {
@@ -108,14 +98,14 @@ struct ClaimCommand: AsyncParsableCommand {
         await transport.shutdown()
     }
 
-    /// The envelope the chunks of a won manifest make. Chunks that are missing or damaged dead-letter the handoff as a whole,
+    /// The envelope the chunks of a won manifest make, opened, and as stored. Chunks that are missing or damaged dead-letter the handoff as a whole,
     /// as any successor would (its manifest verbatim; the chunks stay for an operator); chunks that could not be read at
     /// all leave it waiting again (the transport gave it back).
     private func assembled(_ manifest: HandoffEnvelope, _ transport: MQTTHandoffTransport, timeout: Duration) async throws
-        -> HandoffEnvelope
+        -> (envelope: HandoffEnvelope, stored: Data)
     {
         do {
-            return try await transport.assemble(manifest, timeout: timeout)
+            return try await transport.assembleWithStoredForm(manifest, timeout: timeout)
         } catch let error as HandoffError where error.code == .unreadableEnvelope {
             try await transport.deadLetter(manifest, reason: error.reason, detail: error.detail, timeout: timeout)
             throw CLIError(

@@ -85,11 +85,12 @@ struct ConnectionOptions: ParsableArguments {
         }
     }
 
-    /// `payload` as a keyed participant reads it: an envelope the keys verify is published as it is; an unsigned one
-    /// (a fallback file written before keys were configured) is signed with the writing key. Without keys: unchanged.
-    func signedForPublishing(_ payload: Data, _ envelope: HandoffEnvelope) throws -> Data {
-        guard let keys = try keySet(), envelope.signature == nil else { return payload }
-        return try keys.seal(envelope).encoded()
+    /// `envelope` as a keyed participant reads it: a signed one is published as it is (its payload verbatim); an
+    /// unsigned one (a fallback file written before keys were configured) is signed with the writing key. Without keys:
+    /// unchanged.
+    func signedForPublishing(_ envelope: HandoffEnvelope) throws -> HandoffEnvelope {
+        guard let keys = try keySet(), envelope.signature == nil else { return envelope }
+        return try keys.seal(envelope)
     }
 
     /// The Redis claim arbiter of `--redis` (or `HANDOFF_REDIS`), if any.

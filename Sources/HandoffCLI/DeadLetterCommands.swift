@@ -96,7 +96,7 @@ struct RequeueCommand: AsyncParsableCommand {
             if try await session.retained(at: handoffTopic) != nil {
                 throw CLIError("a handoff '\(label)'/\(envelope.id) is waiting already (topic \(handoffTopic)); not requeued")
             }
-            let payload = try connection.signedForPublishing(message.payload, envelope)
+            let payload = try connection.signedForPublishing(envelope).encoded()
             try await connection.storeInArbiter(envelope, payload: payload, prefix: session.topics.prefix)
             try await session.publishRetained(
                 handoffTopic, payload: payload, properties: MQTTPublishProperties(contentType: HandoffProperty.contentType))

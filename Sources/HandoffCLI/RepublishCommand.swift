@@ -43,12 +43,12 @@ struct RepublishCommand: AsyncParsableCommand {
             say("no .handoff files in \(directory)")
             return
         }
-        let (dryRun, keys, timeout) = (self.dryRun, try connection.keySet(), try connection.stepTimeout())
+        let (dryRun, timeout) = (self.dryRun, try connection.stepTimeout())
         // Published through a participant of the tool's own, which chunks a large state as any participant would.
         let publisher = dryRun ? nil : try await connection.participant(chunkSize: chunkSize)
         let failures: Int
         do {
-            failures = try await republish(files, publisher: publisher, keys: keys, timeout: timeout)
+            failures = try await republish(files, publisher: publisher, timeout: timeout)
         } catch {
             await publisher?.shutdown()
             throw error
@@ -57,7 +57,7 @@ struct RepublishCommand: AsyncParsableCommand {
         if failures > 0 { throw CLIError("\(failures) of \(files.count) files were not republished") }
     }
 
-    private func republish(_ files: [FallbackFile], publisher: MQTTHandoffTransport?, keys: HandoffKeySet?, timeout: Duration) async throws
+    private func republish(_ files: [FallbackFile], publisher: MQTTHandoffTransport?, timeout: Duration) async throws
         -> Int
     {
         try await BrokerSession.with(connection) { session -> Int in
@@ -85,10 +85,7 @@ struct RepublishCommand: AsyncParsableCommand {
                     continue
                 }
                 do {
-                    // As a keyed participant reads it: a signed envelope as it is, an unsigned one (written before keys
-                    // were configured) signed with the writing key.
-                    let stored = try keys.flatMap { keys in envelope.signature == nil ? try keys.seal(envelope) : nil } ?? envelope
-                    try await publisher?.initiate(asStored: stored, timeout: timeout)
+                    try await publisher?.initiate(asStored: try connection.signedForPublishing(envelope), timeout: timeout)
                 } catch {
                     say("failed     \(subject): \(HandoffCommand.oneLine(error))")
                     failures += 1

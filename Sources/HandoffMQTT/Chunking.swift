@@ -70,6 +70,19 @@ package struct ChunkManifest: Codable, Sendable, Equatable {
         return manifest
     }
 
+    /// Step 4 of docs/PROTOCOL.md §12.2 once the envelope the chunks make was read (§4 checked its label and id against
+    /// the topic): it is not a manifest itself, and its `vsn`, `origin` and `createdAt` are those of `manifest`, the
+    /// envelope that carried this manifest; else `malformed`.
+    package func check(_ whole: HandoffEnvelope, madeFor manifest: HandoffEnvelope) throws(HandoffError) {
+        guard !whole.isChunkManifest, whole.vsn == manifest.vsn, whole.origin == manifest.origin, whole.createdAt == manifest.createdAt
+        else {
+            throw HandoffError.unreadableEnvelope(
+                .malformed,
+                detail: "the envelope the chunks make disagrees with its manifest (vsn, origin or createdAt), or is a manifest itself"
+            )
+        }
+    }
+
     private static func isDigest(_ text: String) -> Bool {
         text.utf8.count == 64
             && text.utf8.allSatisfy { byte in

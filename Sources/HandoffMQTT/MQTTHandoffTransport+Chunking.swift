@@ -97,6 +97,14 @@ extension MQTTHandoffTransport: HandoffChunking {
     }
 
     public func assemble(_ manifest: HandoffEnvelope, timeout: Duration) async throws -> HandoffEnvelope {
+        try await assembleWithStoredForm(manifest, timeout: timeout).envelope
+    }
+
+    /// ``assemble(_:timeout:)``, and the envelope the chunks make as stored (signed and encrypted as its writer sealed it;
+    /// `handoff claim` writes it to a file). Without encryption its data is the same buffer as the envelope's.
+    package func assembleWithStoredForm(_ manifest: HandoffEnvelope, timeout: Duration) async throws -> (
+        envelope: HandoffEnvelope, stored: Data
+    ) {
         let parsed = try ChunkManifest.read(manifest.data)
         guard parsed.length <= router.options.maximumPayloadSize else {
             throw HandoffError.unreadableEnvelope(
@@ -133,13 +141,7 @@ extension MQTTHandoffTransport: HandoffChunking {
         try? await client.unsubscribe(topicPrefix + "+")
         let payload = try assembly.finish()
         let whole = try HandoffEnvelope.read(payload, topicLabel: label, topicID: id, keys: router.options.keys, maximumSize: .max)
-        guard !whole.isChunkManifest, whole.vsn == manifest.vsn, whole.origin == manifest.origin, whole.createdAt == manifest.createdAt
-        else {
-            throw HandoffError.unreadableEnvelope(
-                .malformed,
-                detail: "the envelope the chunks make disagrees with its manifest (vsn, origin or createdAt), or is a manifest itself"
-            )
-        }
+        try parsed.check(whole, madeFor: manifest)
         chunkReaders.markAssembled(manifest, topicPrefix: topicPrefix, count: parsed.count)
         logger.debug(
             "Read and checked the chunks of a handoff",
@@ -149,7 +151,7 @@ extension MQTTHandoffTransport: HandoffChunking {
             ]
         )
         // Its wire form stays the manifest: a give-back or a dead letter stores that, verbatim.
-        return whole.withReceivedPayload(manifest.encoded())
+        return (whole.withReceivedPayload(manifest.encoded()), payload)
     }
 
     public func discardChunks(of envelope: HandoffEnvelope, timeout: Duration) async throws {

@@ -128,7 +128,7 @@ struct PythonCheckpointTests {
             try await racer.waitForFile(ready, within: .seconds(20))
             await proxy.refuseNewConnections()
             await proxy.cutAllConnections()
-            let output: PythonCheckpointRace<InteropNote> = try await racer.result(within: .seconds(30))
+            let output: PythonRace<InteropNote> = try await racer.result(within: .seconds(30))
             let instance = predecessor.origin.instance
             #expect(output.complete && output.handoffs.count == 1, "\(output.handoffs)")
             let entry = try #require(output.handoffs.values.first)
@@ -157,7 +157,7 @@ struct PythonCheckpointTests {
             await proxy2.refuseNewConnections()
             await proxy2.cutAllConnections()
             try await Task.sleep(for: .milliseconds(2500))  // the Will (delay 1 s) has been published
-            let late: PythonCheckpointRace<InteropNote> = try await python.json(
+            let late: PythonRace<InteropNote> = try await python.json(
                 "race", ["--label", label.rawValue, "--checkpoints", "--expect", "1", "--deadline", "20"])
             let lateEntry = try #require(late.handoffs.values.first)
             #expect(late.handoffs.count == 1 && lateEntry.merged && lateEntry.data == .swift(7), "\(late.handoffs)")
@@ -309,7 +309,7 @@ struct PythonCheckpointTests {
             }
             #expect(expected.count == total)
 
-            var outcomes: [PythonCheckpointRace<RaceItem>] = []
+            var outcomes: [PythonRace<RaceItem>] = []
             for racer in racers { outcomes.append(try await racer.result(within: .seconds(60))) }
             let pythonMerged = Set(outcomes.flatMap { $0.handoffs.filter(\.value.merged).keys })
             _ = await eventually(upTo: .seconds(20)) {
@@ -427,34 +427,4 @@ struct PythonCheckpoints<State: Decodable & Sendable>: Decodable, Sendable {
     var fenced: String?
     var checkpoints: [Checkpoint]
     var handoff: Handoff?
-}
-
-/// The output of `handoff_client.py race --checkpoints`: entries by handoff id or checkpoint id.
-struct PythonCheckpointRace<State: Decodable & Sendable>: Decodable, Sendable {
-    struct Entry: Decodable, Sendable {
-        var winner: String
-        var purpose: String?
-        var merged: Bool
-        var data: State?
-        var sha256: String?
-        var rejection: String?
-        var origin: String?
-        var raw: String?
-        var checkpoint: Bool?
-        var incarnation: Int?
-        var topic: String?
-    }
-    struct HeldVerdict: Decodable, Sendable {
-        var topic: String
-        var round: Int
-        var winner: String
-        var purpose: String?
-        var incarnation: Int?
-        var id: String?
-    }
-    var instance: String
-    var complete: Bool
-    var handoffs: [String: Entry]
-    var releasedThrough: [String: Int]?
-    var heldVerdicts: [HeldVerdict]?
 }

@@ -99,7 +99,9 @@ struct PythonInteropTests {
         }
     }
 
-    @Test("Swift hands off chunked states (§12); the Python client merges them whole and removes their chunks, and dead-letters a damaged one whole")
+    @Test(
+        "Swift hands off chunked states (§12); the Python client merges them whole and removes their chunks, and dead-letters a damaged one whole"
+    )
     func chunkedToPython() async throws {
         try await withPythonClient { broker, python in
             let predecessor = try await python.connectTransport(chunkSize: 1_024)
@@ -531,6 +533,8 @@ struct PythonInitiated<State: Decodable & Sendable>: Decodable, Sendable {
     var handoffs: [Handoff]
 }
 
+/// The output of `handoff_client.py race` (with `--checkpoints` also for checkpoints): entries by handoff id or
+/// checkpoint id.
 struct PythonRace<State: Decodable & Sendable>: Decodable, Sendable {
     struct Entry: Decodable, Sendable {
         var winner: String
@@ -541,10 +545,24 @@ struct PythonRace<State: Decodable & Sendable>: Decodable, Sendable {
         var rejection: String?
         var origin: String?
         var raw: String?
+        var checkpoint: Bool?
+        var incarnation: Int?
+        var topic: String?
+    }
+    /// A verdict on a checkpoint the racer held (not released).
+    struct HeldVerdict: Decodable, Sendable {
+        var topic: String
+        var round: Int
+        var winner: String
+        var purpose: String?
+        var incarnation: Int?
+        var id: String?
     }
     var instance: String
     var complete: Bool
     var handoffs: [String: Entry]
+    var releasedThrough: [String: Int]?
+    var heldVerdicts: [HeldVerdict]?
 }
 
 struct GarbageCase: Decodable, Sendable {

@@ -45,7 +45,7 @@ struct MosquittoHandle: @unchecked Sendable {
     // MARK: - Options
 
     /// Applies everything of `configuration` that libmosquitto needs before the first connect: the protocol version,
-    /// TCP and flow-control options, credentials, TLS, the Will and the reconnect delays.
+    /// TCP and flow-control options, credentials, TLS and the Will (the reconnect delays are ``MosquittoLoop``'s).
     func configure(_ configuration: MQTTConfiguration) throws {
         func check(_ rc: Int32, _ what: String) throws {
             guard rc == MOSQ_ERR_SUCCESS.rawValue else {
@@ -86,10 +86,6 @@ struct MosquittoHandle: @unchecked Sendable {
             try check(mosquitto_tls_insecure_set(pointer, !tls.verifyHostname), "set TLS host name verification")
         }
         try setWill(configuration.will, protocolVersion: configuration.protocolVersion)
-        let reconnect = configuration.reconnect
-        try check(
-            mosquitto_reconnect_delay_set(pointer, reconnect.initialDelay.mqttSeconds, reconnect.maximumDelay.mqttSeconds, true),
-            "set the reconnect delay")
     }
 
     /// Sets (or, with `nil`, clears) the Will sent with the next CONNECT. Safe before the connect and from the loop
